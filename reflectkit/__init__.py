@@ -1,0 +1,152 @@
+"""reflectkit: make any LLM reason, check itself and correct itself before it answers.
+
+>>> import reflectkit as rk
+>>> rk.parse("<thinking>12 - 5 = 7, 7 - 3 = 4</thinking><output>4</output>").output
+'4'
+
+Importing reflectkit is cheap: the tag protocol and the errors load at once, everything else
+(pydantic models, LangGraph, and LiteLLM on the first model call) on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from reflectkit.errors import (
+    ConfigurationError,
+    ContextWindowError,
+    CriticError,
+    InputError,
+    MissingCredentialsError,
+    ModelRequestsBlockedError,
+    ProviderAuthError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderRequestError,
+    ProviderServerError,
+    ProviderTimeoutError,
+    RateLimitedError,
+    ReflectkitError,
+    RunError,
+    TemplateError,
+    UnknownModelError,
+)
+from reflectkit.tags import (
+    REFLECTION_TAGS,
+    THINK_TAGS,
+    OutputDelta,
+    OutsideDelta,
+    Parsed,
+    ParseStatus,
+    ReflectionDelta,
+    StreamParser,
+    TagDelta,
+    TagScheme,
+    ThinkingDelta,
+    escape_tags,
+    parse,
+)
+
+if TYPE_CHECKING:
+    from reflectkit.api import Reflector, areflect, reflect
+    from reflectkit.capabilities import ModelProfile, profile_for, register_model
+    from reflectkit.config import ReflectConfig, RetryPolicy
+    from reflectkit.critics import Critic, CritiqueRequest, FunctionCritic, LLMCritic, Verdict
+    from reflectkit.events import ResultEvent, StepEvent
+    from reflectkit.graph import build_graph
+    from reflectkit.result import Draft, Iteration, ReflectionResult, StopReason
+    from reflectkit.usage import Usage
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Reflector": "reflectkit.api",
+    "areflect": "reflectkit.api",
+    "reflect": "reflectkit.api",
+    "ModelProfile": "reflectkit.capabilities",
+    "profile_for": "reflectkit.capabilities",
+    "register_model": "reflectkit.capabilities",
+    "ReflectConfig": "reflectkit.config",
+    "RetryPolicy": "reflectkit.config",
+    "Critic": "reflectkit.critics",
+    "CritiqueRequest": "reflectkit.critics",
+    "FunctionCritic": "reflectkit.critics",
+    "LLMCritic": "reflectkit.critics",
+    "Verdict": "reflectkit.critics",
+    "ResultEvent": "reflectkit.events",
+    "StepEvent": "reflectkit.events",
+    "build_graph": "reflectkit.graph",
+    "Draft": "reflectkit.result",
+    "Iteration": "reflectkit.result",
+    "ReflectionResult": "reflectkit.result",
+    "StopReason": "reflectkit.result",
+    "Usage": "reflectkit.usage",
+}
+
+__all__ = [
+    "REFLECTION_TAGS",
+    "THINK_TAGS",
+    "ConfigurationError",
+    "ContextWindowError",
+    "Critic",
+    "CriticError",
+    "CritiqueRequest",
+    "Draft",
+    "FunctionCritic",
+    "InputError",
+    "Iteration",
+    "LLMCritic",
+    "MissingCredentialsError",
+    "ModelProfile",
+    "ModelRequestsBlockedError",
+    "OutputDelta",
+    "OutsideDelta",
+    "ParseStatus",
+    "Parsed",
+    "ProviderAuthError",
+    "ProviderConnectionError",
+    "ProviderError",
+    "ProviderRequestError",
+    "ProviderServerError",
+    "ProviderTimeoutError",
+    "RateLimitedError",
+    "ReflectConfig",
+    "ReflectionDelta",
+    "ReflectionResult",
+    "Reflector",
+    "ReflectkitError",
+    "ResultEvent",
+    "RetryPolicy",
+    "RunError",
+    "StepEvent",
+    "StopReason",
+    "StreamParser",
+    "TagDelta",
+    "TagScheme",
+    "TemplateError",
+    "ThinkingDelta",
+    "UnknownModelError",
+    "Usage",
+    "Verdict",
+    "areflect",
+    "build_graph",
+    "escape_tags",
+    "parse",
+    "profile_for",
+    "reflect",
+    "register_model",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'reflectkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

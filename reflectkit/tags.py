@@ -1,0 +1,441 @@
+"""The tag protocol: tag schemes, a tolerant parser, a stream parser and tag escaping.
+
+A model that follows the protocol reasons inside ``<thinking>``, corrects itself inside
+``<reflection>`` and answers inside ``<output>`` (the names are a :class:`TagScheme`'s to choose).
+Models follow it loosely, so the parser is built to never raise on model text and to say, through
+:class:`ParseStatus`, how far the reply kept to the format.
+
+One state machine does all the work: :func:`parse` feeds the whole text to a
+:class:`StreamParser` at once, so a streamed reply and the same reply parsed whole always agree
+(a property test holds them to it for any chunking).
+
+The grammar of a tag is ``<`` + up to three spaces + optional ``/`` + up to three spaces + a
+scheme name in any letter case + up to three spaces + ``>``. Nesting is resolved like this:
+
+* opening ``thinking`` or ``output`` closes whatever is open (models often forget closing tags);
+* opening ``reflection`` inside ``thinking`` nests; anywhere else it closes what is open;
+* a closing tag closes its block and anything opened inside it; a closing tag whose block is not
+  open is ignored;
+* text outside every block is kept as ``outside``; when the scheme has no output tag (as
+  :data:`THINK_TAGS`), that text is the answer.
+
+Each block's text is stripped at both ends; several output blocks are joined by a blank line and
+several runs of outside text by a newline. The answer of a reply with no output block is its
+outside text; :attr:`Parsed.status` says which case applied.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum, StrEnum
+
+from reflectkit.errors import ConfigurationError
+
+__all__ = [
+    "REFLECTION_TAGS",
+    "THINK_TAGS",
+    "OutputDelta",
+    "OutsideDelta",
+    "ParseStatus",
+    "Parsed",
+    "ReflectionDelta",
+    "StreamParser",
+    "TagDelta",
+    "TagScheme",
+    "ThinkingDelta",
+    "escape_tags",
+    "parse",
+]
+
+_MAX_SPACES = 3
+_MAX_NAME = 32
+_FORBIDDEN_IN_NAME = re.compile(r"[\s<>/&]")
+
+
+@dataclass(frozen=True)
+class TagScheme:
+    """The tag names of one protocol: reasoning, self-correction and answer.
+
+    Names may be in any script (``TagScheme("推理", "反思", "输出")``). ``reflection`` and
+    ``output`` may be ``None``: a scheme without an output tag (like :data:`THINK_TAGS`) takes
+    the text outside its tags as the answer.
+    """
+
+    thinking: str = "thinking"
+    reflection: str | None = "reflection"
+    output: str | None = "output"
+
+    def __post_init__(self) -> None:
+        seen: set[str] = set()
+        for name in self.names:
+            if not name or len(name) > _MAX_NAME or _FORBIDDEN_IN_NAME.search(name):
+                raise ConfigurationError(
+                    f"invalid tag name {name!r}: use 1-{_MAX_NAME} characters without "
+                    "spaces, '<', '>', '/' or '&'"
+                )
+            if name.casefold() in seen:
+                raise ConfigurationError(f"tag name {name!r} is used twice in one scheme")
+            seen.add(name.casefold())
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The scheme's tag names, without the ones it does not use."""
+        return tuple(n for n in (self.thinking, self.reflection, self.output) if n is not None)
+
+
+REFLECTION_TAGS = TagScheme("thinking", "reflection", "output")
+"""``<thinking>``, ``<reflection>``, ``<output>``: the scheme Reflection-70B was tuned on."""
+
+THINK_TAGS = TagScheme("think", None, None)
+"""``<think>`` as DeepSeek-R1 and Qwen reasoning models emit it; the rest of the text answers."""
+
+
+class ParseStatus(StrEnum):
+    """How far a reply kept to the tag format."""
+
+    COMPLETE = "complete"
+    """Every block was closed and the answer came from an output block (or, for a scheme
+    without an output tag, from the text outside the tags)."""
+    UNCLOSED = "unclosed"
+    """A block was still open when the text ended; its text runs to the end."""
+    MISSING_OUTPUT = "missing_output"
+    """Tags were used but there was no output block; the answer is the text outside the tags."""
+    UNTAGGED = "untagged"
+    """No tag at all; the whole text is the answer."""
+    EMPTY = "empty"
+    """The text was empty or only whitespace."""
+
+
+class _Channel(Enum):
+    THINKING = "thinking"
+    REFLECTION = "reflection"
+    OUTPUT = "output"
+    OUTSIDE = "outside"
+
+
+@dataclass(frozen=True)
+class TagDelta:
+    """A piece of one channel's text, emitted by :class:`StreamParser` as soon as it is sure.
+
+    ``index`` is the block the text belongs to: ``Parsed.thinking[index]`` for thinking,
+    ``Parsed.reflections[index]`` for reflections, always 0 for output and outside text.
+    """
+
+    text: str
+    index: int = 0
+
+
+@dataclass(frozen=True)
+class ThinkingDelta(TagDelta):
+    """Text of a thinking block."""
+
+
+@dataclass(frozen=True)
+class ReflectionDelta(TagDelta):
+    """Text of a reflection block."""
+
+
+@dataclass(frozen=True)
+class OutputDelta(TagDelta):
+    """Text of the answer."""
+
+
+@dataclass(frozen=True)
+class OutsideDelta(TagDelta):
+    """Text outside every block (the answer only if no output block ever comes)."""
+
+
+_DELTA_TYPES: dict[_Channel, type[TagDelta]] = {
+    _Channel.THINKING: ThinkingDelta,
+    _Channel.REFLECTION: ReflectionDelta,
+    _Channel.OUTPUT: OutputDelta,
+    _Channel.OUTSIDE: OutsideDelta,
+}
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A reply split into its parts. ``output`` is what a user should see as the answer."""
+
+    output: str
+    thinking: list[str] = field(default_factory=list)
+    reflections: list[str] = field(default_factory=list)
+    outside: str = ""
+    status: ParseStatus = ParseStatus.COMPLETE
+
+    @property
+    def followed_format(self) -> bool:
+        """True when the answer came from a real, closed output block."""
+        return self.status is ParseStatus.COMPLETE
+
+
+class _Match(Enum):
+    TAG = 1
+    PARTIAL = 2
+    NONE = 3
+
+
+class _TagMatcher:
+    """Recognises the tags of a set of names at a ``<`` in a string, or says it may be one."""
+
+    def __init__(self, names: dict[str, _Channel]) -> None:
+        self._names = {name.casefold(): channel for name, channel in names.items()}
+
+    def _spaces(self, s: str, k: int) -> int:
+        start = k
+        while k < len(s) and s[k].isspace():
+            k += 1
+            if k - start > _MAX_SPACES:
+                return -1
+        return k
+
+    def match(self, s: str, j: int) -> tuple[_Match, int, bool, _Channel | None]:
+        """Match a tag starting at ``s[j] == '<'``: (result, end, is_closing, channel)."""
+        no = (_Match.NONE, j + 1, False, None)
+        partial = (_Match.PARTIAL, j, False, None)
+        n = len(s)
+        k = self._spaces(s, j + 1)
+        if k < 0:
+            return no
+        closing = k < n and s[k] == "/"
+        if closing:
+            k = self._spaces(s, k + 1)
+            if k < 0:
+                return no
+        start = k
+        while k < n and k - start <= _MAX_NAME and not s[k].isspace() and s[k] not in "<>/":
+            k += 1
+        word = s[start:k].casefold()
+        if k == n:
+            if any(name.startswith(word) for name in self._names):
+                return partial
+            return no
+        channel = self._names.get(word)
+        if channel is None:
+            return no
+        k = self._spaces(s, k)
+        if k < 0:
+            return no
+        if k == n:
+            return partial
+        if s[k] != ">":
+            return no
+        return (_Match.TAG, k + 1, closing, channel)
+
+
+class _Block:
+    """One channel's text as it streams: strips both ends, joins segments with a separator."""
+
+    def __init__(self, separator: str) -> None:
+        self.parts: list[str] = []
+        self._separator = separator
+        self._started = False
+        self._separate = False
+        self._pending = ""
+
+    def new_segment(self) -> None:
+        self._pending = ""
+        self._separate = self._started
+
+    def add(self, text: str) -> str:
+        """Take text, return what can be emitted now (trailing whitespace waits)."""
+        if not self._started:
+            text = text.lstrip()
+            if not text:
+                return ""
+        body = text.rstrip()
+        if not body:
+            self._pending += text
+            return ""
+        emit = self._pending + body
+        if self._separate:
+            emit = self._separator + emit.lstrip()
+            self._separate = False
+        self._pending = text[len(body) :]
+        self._started = True
+        self.parts.append(emit)
+        return emit
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+class StreamParser:
+    """Parse a reply chunk by chunk, emitting typed deltas as soon as they are certain.
+
+    Only text that may still turn out to be the start of a tag (``<out`` before ``put>``) and
+    whitespace at the end of a block are held back. :meth:`close` flushes what was held and
+    makes :attr:`result` final; it equals :func:`parse` on the whole text, however it was split.
+    """
+
+    def __init__(self, scheme: TagScheme = REFLECTION_TAGS) -> None:
+        self.scheme = scheme
+        names = {scheme.thinking: _Channel.THINKING}
+        if scheme.reflection is not None:
+            names[scheme.reflection] = _Channel.REFLECTION
+        if scheme.output is not None:
+            names[scheme.output] = _Channel.OUTPUT
+        self._matcher = _TagMatcher(names)
+        self._buffer = ""
+        self._stack: list[_Channel] = []
+        self._thinking: list[_Block] = []
+        self._reflections: list[_Block] = []
+        self._output = _Block("\n\n")
+        self._outside = _Block("\n")
+        self._outside_is_answer = scheme.output is None
+        self._saw_tag = False
+        self._saw_output = False
+        self._closed = False
+        self._open_at_end = False
+
+    def feed(self, chunk: str) -> list[TagDelta]:
+        """Add a chunk of the reply; return the deltas it made certain."""
+        if self._closed:
+            raise RuntimeError("StreamParser.feed() called after close()")
+        self._buffer += chunk
+        return self._scan(final=False)
+
+    def close(self) -> list[TagDelta]:
+        """End the reply: flush held-back text and fix :attr:`result`."""
+        if self._closed:
+            return []
+        events = self._scan(final=True)
+        self._open_at_end = bool(self._stack)
+        self._closed = True
+        return events
+
+    @property
+    def result(self) -> Parsed:
+        """The reply parsed so far; final once :meth:`close` has been called."""
+        outside = self._outside.text
+        if self._outside_is_answer:
+            output, outside = outside, ""
+        elif self._saw_output:
+            output = self._output.text
+        else:
+            output = outside
+        thinking = [b.text for b in self._thinking]
+        reflections = [b.text for b in self._reflections]
+        if not self._saw_tag:
+            status = ParseStatus.UNTAGGED if output else ParseStatus.EMPTY
+        elif not self._outside_is_answer and not self._saw_output:
+            status = ParseStatus.MISSING_OUTPUT
+        elif self._open_at_end or (not self._closed and self._stack):
+            status = ParseStatus.UNCLOSED
+        else:
+            status = ParseStatus.COMPLETE
+        return Parsed(output, thinking, reflections, outside, status)
+
+    def _scan(self, final: bool) -> list[TagDelta]:
+        events: list[TagDelta] = []
+        s = self._buffer
+        i, n = 0, len(s)
+        while i < n:
+            j = s.find("<", i)
+            if j < 0:
+                self._text(s[i:], events)
+                i = n
+                break
+            if j > i:
+                self._text(s[i:j], events)
+                i = j
+            kind, end, closing, channel = self._matcher.match(s, j)
+            if kind is _Match.TAG and channel is not None:
+                self._tag(channel, closing)
+                i = end
+            elif kind is _Match.PARTIAL and not final:
+                break
+            else:
+                self._text("<", events)
+                i = j + 1
+        self._buffer = s[i:]
+        return events
+
+    def _current(self) -> tuple[_Channel, _Block]:
+        """The channel text goes to now, as its deltas are typed, and the block it fills."""
+        channel = self._stack[-1] if self._stack else _Channel.OUTSIDE
+        if channel is _Channel.THINKING:
+            return channel, self._thinking[-1]
+        if channel is _Channel.REFLECTION:
+            return channel, self._reflections[-1]
+        if channel is _Channel.OUTPUT:
+            return channel, self._output
+        if self._outside_is_answer:
+            return _Channel.OUTPUT, self._outside
+        return channel, self._outside
+
+    def _text(self, text: str, events: list[TagDelta]) -> None:
+        channel, block = self._current()
+        emitted = block.add(text)
+        if not emitted:
+            return
+        index = 0
+        if channel is _Channel.THINKING:
+            index = len(self._thinking) - 1
+        elif channel is _Channel.REFLECTION:
+            index = len(self._reflections) - 1
+        delta_type = _DELTA_TYPES[channel]
+        last = events[-1] if events else None
+        if type(last) is delta_type and last.index == index:
+            events[-1] = delta_type(last.text + emitted, index)
+        else:
+            events.append(delta_type(emitted, index))
+
+    def _tag(self, channel: _Channel, closing: bool) -> None:
+        self._saw_tag = True
+        if closing:
+            if channel in self._stack:
+                while self._stack.pop() is not channel:
+                    pass
+                if not self._stack:
+                    self._outside.new_segment()
+            return
+        nest = channel is _Channel.REFLECTION and self._stack[-1:] == [_Channel.THINKING]
+        if not nest:
+            self._stack.clear()
+        if channel is _Channel.REFLECTION and self._stack[-1:] == [_Channel.REFLECTION]:
+            self._stack.pop()
+        self._stack.append(channel)
+        if channel is _Channel.THINKING:
+            self._thinking.append(_Block(""))
+        elif channel is _Channel.REFLECTION:
+            self._reflections.append(_Block(""))
+        else:
+            self._saw_output = True
+            self._output.new_segment()
+
+
+def parse(text: str, scheme: TagScheme = REFLECTION_TAGS) -> Parsed:
+    """Split a model reply into answer, reasoning and reflections. Never raises on model text."""
+    parser = StreamParser(scheme)
+    parser.feed(text)
+    parser.close()
+    return parser.result
+
+
+def escape_tags(text: str, names: tuple[str, ...] | TagScheme) -> str:
+    """Neutralise every tag of ``names`` in ``text`` so no parser or model reads it as a tag.
+
+    The ``<`` of each tag the parser would recognise becomes ``&lt;``. Used on user text and
+    drafts before they go into a prompt, so a question that contains ``<output>…</output>`` can
+    never forge the final answer.
+    """
+    tag_names = names.names if isinstance(names, TagScheme) else names
+    if "<" not in text or not tag_names:
+        return text
+    matcher = _TagMatcher(dict.fromkeys(tag_names, _Channel.OUTSIDE))
+    pieces: list[str] = []
+    i = 0
+    while (j := text.find("<", i)) >= 0:
+        pieces.append(text[i:j])
+        kind, end, _, _ = matcher.match(text, j)
+        if kind is _Match.TAG:
+            pieces.append("&lt;" + text[j + 1 : end])
+            i = end
+        else:
+            pieces.append("<")
+            i = j + 1
+    pieces.append(text[i:])
+    return "".join(pieces)

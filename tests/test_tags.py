@@ -1,0 +1,209 @@
+"""The tag protocol: parsing whole replies, streaming them, and escaping user text."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reflectkit import (
+    REFLECTION_TAGS,
+    THINK_TAGS,
+    ConfigurationError,
+    ParseStatus,
+    StreamParser,
+    TagScheme,
+    parse,
+)
+from reflectkit.tags import (
+    OutputDelta,
+    OutsideDelta,
+    ReflectionDelta,
+    TagDelta,
+    ThinkingDelta,
+    escape_tags,
+)
+
+CHINESE = TagScheme(thinking="推理", reflection="反思", output="输出")
+
+
+@pytest.mark.parametrize(
+    ("text", "output", "thinking", "reflections", "status"),
+    [
+        (
+            "<thinking>5 + x = 12 so x = 7</thinking><output>4</output>",
+            "4",
+            ["5 + x = 12 so x = 7"],
+            [],
+            ParseStatus.COMPLETE,
+        ),
+        (
+            "<thinking>a <reflection>wait, b</reflection> c</thinking>\n<output>\n 3 \n</output>",
+            "3",
+            ["a  c"],
+            ["wait, b"],
+            ParseStatus.COMPLETE,
+        ),
+        ("<reflection>standalone</reflection><output>x</output>", "x", [], ["standalone"], "complete"),
+        ("<thinking>one</thinking><thinking>two</thinking><output>y</output>", "y", ["one", "two"], [], "complete"),
+        ("Sure! <thinking>t</thinking> <output>ans</output> Bye.", "ans", ["t"], [], "complete"),
+        ("<THINKING >t</ Thinking><  OUTPUT>ans</output >", "ans", ["t"], [], "complete"),
+        ("<thinking>t</thinking><output>cut off", "cut off", ["t"], [], ParseStatus.UNCLOSED),
+        ("<thinking>reasoning, then the answer is 4", "", ["reasoning, then the answer is 4"], [], "missing_output"),
+        ("<thinking>t</thinking>The answer is 4.", "The answer is 4.", ["t"], [], "missing_output"),
+        ("<thinking>never closed <output>4</output>", "4", ["never closed"], [], "complete"),
+        ("Just 4.", "Just 4.", [], [], ParseStatus.UNTAGGED),
+        ("   \n", "", [], [], ParseStatus.EMPTY),
+        ("<output>A</output> and <output>B</output>", "A\n\nB", [], [], "complete"),
+        ("a < b and c > d, x <out y", "a < b and c > d, x <out y", [], [], "untagged"),
+        ("</output>stray close<output>4</output>", "4", [], [], "complete"),
+        ("<output>see <b>bold</b></output>", "see <b>bold</b>", [], [], "complete"),
+    ],
+)
+def test_parse_copes_with_what_models_write(
+    text: str, output: str, thinking: list[str], reflections: list[str], status: str
+) -> None:
+    parsed = parse(text)
+    assert parsed.output == output
+    assert parsed.thinking == thinking
+    assert parsed.reflections == reflections
+    assert parsed.status == status
+
+
+def test_text_outside_tags_is_kept_but_is_not_the_answer() -> None:
+    parsed = parse("Sure! <thinking>t</thinking> <output>ans</output> Bye.")
+    assert parsed.outside == "Sure!\nBye."
+    assert parsed.followed_format
+
+
+def test_think_tags_take_the_rest_of_the_text_as_the_answer() -> None:
+    parsed = parse("<think>\nlet me count: s-t-r-a-w-b-e-r-r-y\n</think>\n\nThere are 3.", THINK_TAGS)
+    assert parsed.output == "There are 3."
+    assert parsed.thinking == ["let me count: s-t-r-a-w-b-e-r-r-y"]
+    assert parsed.status is ParseStatus.COMPLETE
+    unclosed = parse("<think>still thinking", THINK_TAGS)
+    assert unclosed.status is ParseStatus.UNCLOSED
+    assert unclosed.output == ""
+
+
+def test_tags_in_any_script() -> None:
+    parsed = parse("<推理>12 - 5 = 7</推理><反思>对</反思><输出>4</输出>", CHINESE)
+    assert (parsed.output, parsed.thinking, parsed.reflections) == ("4", ["12 - 5 = 7"], ["对"])
+    # The other scheme's tags are plain text in this one.
+    assert parse("<output>4</output>", CHINESE).status is ParseStatus.UNTAGGED
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"thinking": ""},
+        {"thinking": "has space"},
+        {"output": "a<b"},
+        {"reflection": "x/y"},
+        {"thinking": "Same", "output": "same"},
+        {"thinking": "x" * 33},
+    ],
+)
+def test_bad_tag_names_are_a_configuration_error(kwargs: dict[str, str]) -> None:
+    with pytest.raises(ConfigurationError):
+        TagScheme(**kwargs)
+
+
+def test_tag_split_across_chunks_is_held_back_then_recognised() -> None:
+    parser = StreamParser()
+    assert parser.feed("<thinking>ab") == [ThinkingDelta("ab", 0)]
+    assert parser.feed("c</thin") == [ThinkingDelta("c", 0)]
+    assert parser.feed("king><out") == []
+    assert parser.feed("put>4") == [OutputDelta("4")]
+    assert parser.feed("2  ") == [OutputDelta("2")]  # trailing whitespace waits
+    assert parser.feed(" and more</output>") == [OutputDelta("   and more")]
+    assert parser.close() == []
+    assert parser.result.output == "42   and more"
+
+
+def test_a_lone_angle_bracket_is_released_when_it_cannot_be_a_tag() -> None:
+    parser = StreamParser()
+    parser.feed("<output>a <")
+    assert parser.feed("= b") == [OutputDelta(" <= b")]
+
+
+def test_held_back_prefix_is_flushed_as_text_on_close() -> None:
+    parser = StreamParser()
+    assert parser.feed("<output>x <outp") == [OutputDelta("x")]
+    assert parser.close() == [OutputDelta(" <outp")]
+    assert parser.result.status is ParseStatus.UNCLOSED
+
+
+def test_feed_after_close_is_a_programming_error() -> None:
+    parser = StreamParser()
+    parser.close()
+    with pytest.raises(RuntimeError):
+        parser.feed("x")
+    assert parser.close() == []
+
+
+# Fragments that make tag-like text likely, plus arbitrary text.
+_FRAGMENTS = st.sampled_from(
+    [
+        "<thinking>", "</thinking>", "<reflection>", "</reflection>", "<output>", "</output>",
+        "<think>", "</think>", "< Output >", "</ THINKING>", "<OUTPUT>", "<推理>", "</推理>",
+        "<输出>", "<", ">", "/", "<out", "put>", "</", " ", "  ", "\n", "a", "42", "x y",
+        "<b>", "&lt;", "<   output>", "<    output>",
+    ]
+)
+_TEXT = st.lists(st.one_of(_FRAGMENTS, st.text(max_size=8)), max_size=30).map("".join)
+
+
+def _stream(text: str, cuts: list[int], scheme: TagScheme) -> tuple[StreamParser, list[TagDelta]]:
+    parser = StreamParser(scheme)
+    events: list[TagDelta] = []
+    start = 0
+    for cut in sorted(c % (len(text) + 1) for c in cuts):
+        events += parser.feed(text[start:cut])
+        start = max(start, cut)
+    events += parser.feed(text[start:])
+    events += parser.close()
+    return parser, events
+
+
+def _joined(events: list[TagDelta], kind: type[TagDelta], index: int | None = None) -> str:
+    return "".join(e.text for e in events if type(e) is kind and (index is None or e.index == index))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    text=_TEXT,
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=12),
+    scheme=st.sampled_from([REFLECTION_TAGS, THINK_TAGS, CHINESE]),
+)
+def test_stream_equals_parse_for_any_text_and_any_chunking(
+    text: str, cuts: list[int], scheme: TagScheme
+) -> None:
+    parser, events = _stream(text, cuts, scheme)
+    whole = parse(text, scheme)
+    assert parser.result == whole
+    for i, block in enumerate(whole.thinking):
+        assert _joined(events, ThinkingDelta, i) == block
+    for i, block in enumerate(whole.reflections):
+        assert _joined(events, ReflectionDelta, i) == block
+    if whole.status in (ParseStatus.MISSING_OUTPUT, ParseStatus.UNTAGGED, ParseStatus.EMPTY):
+        assert _joined(events, OutsideDelta) + _joined(events, OutputDelta) == whole.output
+    else:
+        assert _joined(events, OutputDelta) == whole.output
+    if scheme.output is not None:
+        assert _joined(events, OutsideDelta) == whole.outside
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=_TEXT)
+def test_escaped_text_never_contains_a_tag(text: str) -> None:
+    escaped = escape_tags(text, REFLECTION_TAGS)
+    parsed = parse(escaped)
+    assert parsed.status in (ParseStatus.UNTAGGED, ParseStatus.EMPTY)
+    assert parsed.output == escaped.strip()
+
+
+def test_escape_leaves_other_angle_brackets_alone() -> None:
+    assert escape_tags("a < b <b>x</b> <output>", REFLECTION_TAGS) == "a < b <b>x</b> &lt;output>"
+    assert escape_tags("no tags", ()) == "no tags"
+    assert escape_tags("<draft>", ("draft",)) == "&lt;draft>"
