@@ -1,0 +1,145 @@
+"""ReflectConfig: everything that shapes a run, validated once, before any model is called."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, InstanceOf, ValidationError, field_validator
+
+from reflectkit.errors import ConfigurationError
+from reflectkit.redaction import redact_mapping
+from reflectkit.tags import REFLECTION_TAGS, TagScheme
+
+__all__ = ["MODEL_ENV_VAR", "Mode", "ReflectConfig", "RetryPolicy", "resolve_model"]
+
+MODEL_ENV_VAR = "REFLECTKIT_MODEL"
+"""The environment variable that names the model when none is passed."""
+
+Mode = Literal["auto", "loop", "single"]
+
+# Retries are reflectkit's own (see RetryPolicy); LiteLLM's and the SDKs' are switched off.
+_RETRY_KWARGS = ("num_retries", "max_retries")
+
+
+def _one_line(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "config"
+        parts.append(f"{where}: {item['msg']}")
+    return "invalid configuration: " + "; ".join(parts)
+
+
+class _Strict(BaseModel):
+    """A frozen model whose validation errors are ConfigurationErrors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as error:
+            raise ConfigurationError(_one_line(error)) from None
+
+
+class RetryPolicy(_Strict):
+    """How failed model calls are retried.
+
+    Only retryable failures (429, 5xx, timeouts, connection errors) are retried, with exponential
+    backoff and jitter between ``initial_wait`` and ``max_wait`` seconds. A 429's Retry-After is
+    honoured when it is at most ``max_retry_after`` seconds; a longer one fails the call at once.
+    """
+
+    max_attempts: int = Field(default=4, ge=1, le=20)
+    initial_wait: float = Field(default=1.0, ge=0)
+    max_wait: float = Field(default=30.0, ge=0)
+    max_retry_after: float = Field(default=60.0, ge=0)
+
+
+class ReflectConfig(_Strict):
+    """The settings of a :class:`~reflectkit.Reflector`.
+
+    ``model_kwargs`` pass through to LiteLLM on every generator call (``temperature``,
+    ``api_base``, ``api_key`` ...). ``critic_kwargs`` pass through on the default LLM critic's
+    calls; when the critic uses the generator's model it starts from ``model_kwargs`` and
+    ``critic_kwargs`` override them. ``model=None`` means $REFLECTKIT_MODEL.
+    """
+
+    model: str | None = None
+    critic: Any = None
+    critic_model: str | None = None
+    max_iterations: int = Field(default=3, ge=1, le=100)
+    mode: Mode = "auto"
+    scheme: InstanceOf[TagScheme] = REFLECTION_TAGS
+    template_dir: Path | None = None
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    critic_kwargs: dict[str, Any] = Field(default_factory=dict)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    timeout: float | None = Field(default=120.0, gt=0)
+
+    @field_validator("model", "critic_model")
+    @classmethod
+    def _model_string(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("a model name cannot be empty")
+        return value.strip() if value is not None else None
+
+    @field_validator("model_kwargs", "critic_kwargs")
+    @classmethod
+    def _no_foreign_retries(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in _RETRY_KWARGS:
+            if name in value:
+                raise ValueError(f"{name!r} is not passed to LiteLLM; use retry=RetryPolicy(...)")
+        for name in ("model", "messages", "stream"):
+            if name in value:
+                raise ValueError(f"{name!r} is set by reflectkit and cannot be a model kwarg")
+        return dict(value)
+
+    @field_validator("template_dir")
+    @classmethod
+    def _existing_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"template_dir {str(value)!r} is not a directory")
+        return value
+
+    @property
+    def resolved_model(self) -> str:
+        """The generator model: ``model``, else $REFLECTKIT_MODEL."""
+        return resolve_model(self.model)
+
+    @property
+    def resolved_critic_model(self) -> str:
+        """The LLM critic's model: ``critic_model``, else the generator's."""
+        return self.critic_model or self.resolved_model
+
+    def public_dict(self) -> dict[str, Any]:
+        """The configuration as plain data with secrets redacted: safe to log or store."""
+        critic = self.critic
+        critic_name = None if critic is None else getattr(critic, "name", type(critic).__name__)
+        return {
+            "model": self.model,
+            "critic": critic_name,
+            "critic_model": self.critic_model,
+            "max_iterations": self.max_iterations,
+            "mode": self.mode,
+            "scheme": {"thinking": self.scheme.thinking, "reflection": self.scheme.reflection,
+                       "output": self.scheme.output},
+            "template_dir": str(self.template_dir) if self.template_dir else None,
+            "model_kwargs": redact_mapping(self.model_kwargs),
+            "critic_kwargs": redact_mapping(self.critic_kwargs),
+            "retry": self.retry.model_dump(),
+            "timeout": self.timeout,
+        }
+
+
+def resolve_model(model: str | None) -> str:
+    """The model to use: the one given, else $REFLECTKIT_MODEL."""
+    if model:
+        return model
+    from_env = os.environ.get(MODEL_ENV_VAR, "").strip()
+    if from_env:
+        return from_env
+    raise ConfigurationError(
+        f"no model given: pass model=... (e.g. 'gpt-4o-mini') or set {MODEL_ENV_VAR}"
+    )

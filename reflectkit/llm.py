@@ -1,0 +1,486 @@
+"""The model layer: the one module that imports LiteLLM.
+
+Everything reflectkit sends to a model goes through :class:`ModelClient`, which
+
+* imports LiteLLM lazily, with its price map read from the package (no network at import);
+* registers reflectkit's in-process providers (the test fakes, the local model) as LiteLLM custom
+  providers, so their calls take LiteLLM's real code path;
+* checks a model before its first call: known provider, credentials present, not blocked;
+* retries only retryable failures (429 with its Retry-After, 5xx, timeouts, connection errors)
+  with backoff and a cap. LiteLLM's own ``num_retries`` is not used: it stacks two retry layers
+  (2N+1 calls) and also retries context-window errors;
+* maps provider errors into :mod:`reflectkit.errors`, secrets redacted;
+* reports usage and cost per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import importlib
+import ipaddress
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from reflectkit.config import RetryPolicy
+from reflectkit.errors import (
+    ConfigurationError,
+    ContextWindowError,
+    MissingCredentialsError,
+    ModelRequestsBlockedError,
+    ProviderAuthError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderRequestError,
+    ProviderServerError,
+    ProviderTimeoutError,
+    RateLimitedError,
+    UnknownModelError,
+)
+from reflectkit.provider import (
+    ProviderBackend,
+    ProviderChunk,
+    ProviderFailure,
+    ProviderReply,
+    model_requests_allowed,
+)
+from reflectkit.redaction import redact
+from reflectkit.usage import Usage
+
+__all__ = [
+    "Completion",
+    "ModelClient",
+    "StreamDelta",
+    "check_model",
+    "register_provider",
+]
+
+logger = logging.getLogger(__name__)
+
+Message = dict[str, Any]
+
+# Providers that ship with reflectkit, imported only when LiteLLM is first loaded.
+_BUILTIN_PROVIDERS = {"reflectkit-test": "reflectkit.testing:BACKEND"}
+
+_lock = threading.Lock()
+_litellm: Any = None
+_providers: dict[str, ProviderBackend] = {}
+_adapter: type | None = None
+
+
+def _load() -> Any:
+    """Import LiteLLM once, offline, and register the in-process providers."""
+    global _litellm
+    if _litellm is not None:
+        return _litellm
+    with _lock:
+        if _litellm is None:
+            # Read the price map shipped inside LiteLLM instead of fetching it at import.
+            os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            module = importlib.import_module("litellm")
+            module.suppress_debug_info = True
+            for name, target in _BUILTIN_PROVIDERS.items():
+                module_name, _, attribute = target.partition(":")
+                backend = getattr(importlib.import_module(module_name), attribute)
+                _install(module, name, backend)
+            _litellm = module
+    return _litellm
+
+
+def _install(litellm: Any, name: str, backend: ProviderBackend) -> None:
+    global _adapter
+    if _adapter is None:
+        _adapter = _adapter_class(litellm)
+    handler = _adapter(name, backend)
+    litellm.custom_provider_map = [
+        item for item in litellm.custom_provider_map if item["provider"] != name
+    ] + [{"provider": name, "custom_handler": handler}]
+    litellm.utils.custom_llm_setup()
+    _providers[name] = backend
+
+
+def register_provider(name: str, backend: ProviderBackend) -> None:
+    """Make an in-process backend callable as ``"<name>/<model>"`` through LiteLLM."""
+    if not name or "/" in name:
+        raise ConfigurationError(f"invalid provider name {name!r}")
+    _install(_load(), name, backend)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One finished model call."""
+
+    text: str
+    reasoning: str | None
+    usage: Usage
+    model: str
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class StreamDelta:
+    """A piece of a streamed reply: answer text and/or provider-side reasoning text."""
+
+    text: str = ""
+    reasoning: str = ""
+
+
+def _is_loopback(url: Any) -> bool:
+    if not isinstance(url, str) or not url:
+        return False
+    host = urlparse(url if "//" in url else f"//{url}").hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _provider_of(litellm: Any, model: str, params: Mapping[str, Any]) -> str:
+    try:
+        _, provider, _, _ = litellm.get_llm_provider(model=model, api_base=params.get("api_base"))
+    except Exception as error:
+        raise UnknownModelError(model, redact(str(error).splitlines()[0])) from None
+    return str(provider)
+
+
+def check_model(model: str, params: Mapping[str, Any]) -> None:
+    """Fail before any call if ``model`` cannot be used: unknown, blocked, or missing its key."""
+    litellm = _load()
+    provider = _provider_of(litellm, model, params)
+    backend = _providers.get(provider)
+    if backend is not None:
+        backend.check(model.split("/", 1)[1] if "/" in model else model)
+        if backend.local:
+            return
+    loopback = _is_loopback(params.get("api_base") or params.get("base_url"))
+    if not model_requests_allowed() and not loopback:
+        raise ModelRequestsBlockedError(model)
+    if backend is not None or "api_key" in params or loopback:
+        return
+    try:
+        missing = litellm.validate_environment(model=model).get("missing_keys", [])
+    except Exception:  # a provider LiteLLM cannot validate: let the call itself tell
+        return
+    keys = [k for k in missing if str(k).endswith(("_API_KEY", "_TOKEN"))]
+    if keys:
+        raise MissingCredentialsError(model, keys)
+
+
+def _retry_after(error: BaseException) -> float | None:
+    response = getattr(error, "response", None)
+    headers = getattr(response, "headers", None) or getattr(error, "litellm_response_headers", None)
+    if not headers:
+        return None
+    value = headers.get("retry-after") or headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def _map_error(litellm: Any, error: Exception, model: str, secrets: list[str]) -> ProviderError:
+    """Translate a LiteLLM exception into reflectkit's tree."""
+    status = getattr(error, "status_code", None)
+    status = status if isinstance(status, int) else None
+    text = redact(str(error), secrets).strip().splitlines()
+    message = f"{model}: {text[0] if text else type(error).__name__}"
+    kind: type[ProviderError]
+    if isinstance(error, litellm.ContextWindowExceededError):
+        kind = ContextWindowError
+    elif isinstance(error, litellm.RateLimitError) or status == 429:
+        return RateLimitedError(message, model=model, retry_after=_retry_after(error))
+    elif isinstance(error, litellm.Timeout) or status == 408:
+        kind = ProviderTimeoutError
+    elif isinstance(error, (litellm.AuthenticationError, litellm.PermissionDeniedError)):
+        kind = ProviderAuthError
+    elif isinstance(error, litellm.APIConnectionError):
+        kind = ProviderConnectionError
+    elif isinstance(error, (litellm.InternalServerError, litellm.ServiceUnavailableError)) or (
+        status is not None and status >= 500
+    ):
+        kind = ProviderServerError
+    elif status is not None and 400 <= status < 500:
+        kind = ProviderRequestError
+    else:
+        return ProviderError(message, model=model, status_code=status, retryable=False)
+    return kind(message, model=model, status_code=status)
+
+
+class ModelClient:
+    """Calls one model through LiteLLM, with reflectkit's retries and error mapping.
+
+    ``params`` are passed to every call (``temperature``, ``api_base`` ...). The client keeps no
+    history: each call's :class:`Completion` carries its own usage for the caller to add up.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.model = model
+        self.params = dict(params or {})
+        self.retry = retry or RetryPolicy()
+        self.timeout = timeout
+        self._checked = False
+        self._priced: bool | None = None
+        self._secrets = [str(v) for k, v in self.params.items() if "key" in k.lower() and v]
+
+    def check(self) -> None:
+        """Run :func:`check_model` once for this client."""
+        if not self._checked:
+            check_model(self.model, self.params)
+            self._checked = True
+
+    def _kwargs(self, messages: list[Message], stream: bool) -> dict[str, Any]:
+        kwargs = {**self.params, "model": self.model, "messages": messages, "max_retries": 0}
+        if self.timeout is not None:
+            kwargs["timeout"] = self.timeout
+        if stream:
+            kwargs["stream"] = True
+            kwargs["stream_options"] = {"include_usage": True}
+        return kwargs
+
+    def _retrying(self) -> AsyncRetrying:
+        policy = self.retry
+
+        def wait(state: RetryCallState) -> float:
+            error = state.outcome.exception() if state.outcome else None
+            if isinstance(error, RateLimitedError) and error.retry_after is not None:
+                return float(error.retry_after)
+            # Exponential backoff with up to 50% jitter, so clients that failed together spread.
+            base = policy.initial_wait * 2 ** (state.attempt_number - 1)
+            return min(policy.max_wait, base * (1 + random.random() / 2))
+
+        def should_retry(error: BaseException) -> bool:
+            if not isinstance(error, ProviderError) or not error.retryable:
+                return False
+            after = getattr(error, "retry_after", None)
+            return after is None or after <= policy.max_retry_after
+
+        def log(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            logger.warning(
+                "retrying %s after attempt %d failed: %s", self.model, state.attempt_number, error
+            )
+
+        return AsyncRetrying(
+            stop=stop_after_attempt(policy.max_attempts),
+            wait=wait,
+            retry=retry_if_exception(should_retry),
+            before_sleep=log,
+            reraise=True,
+        )
+
+    async def _call(self, kwargs: dict[str, Any]) -> Any:
+        litellm = _load()
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await litellm.acompletion(**kwargs)
+        except TimeoutError:
+            raise ProviderTimeoutError(
+                f"{self.model}: no answer within {self.timeout} s", model=self.model
+            ) from None
+        except ProviderError:
+            raise
+        except Exception as error:
+            raise _map_error(litellm, error, self.model, self._secrets) from None
+
+    def _cost(self, response: Any) -> float | None:
+        hidden = getattr(response, "_hidden_params", None) or {}
+        cost = hidden.get("response_cost")
+        if cost is None and self._priced is not False:
+            try:
+                cost = _load().completion_cost(completion_response=response, model=self.model)
+            except Exception:
+                cost = None
+            self._priced = cost is not None
+        return float(cost) if cost is not None else None
+
+    def _usage(self, raw: Any, cost: float | None) -> Usage:
+        prompt = int(getattr(raw, "prompt_tokens", 0) or 0) if raw is not None else 0
+        completion = int(getattr(raw, "completion_tokens", 0) or 0) if raw is not None else 0
+        return Usage(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            calls=1,
+            cost_usd=cost or 0.0,
+            unpriced_calls=0 if cost is not None else 1,
+        )
+
+    async def complete(self, messages: list[Message]) -> Completion:
+        """One call, retried as the policy allows; raises a ProviderError when it gives up."""
+        self.check()
+        kwargs = self._kwargs(messages, stream=False)
+        async for attempt in self._retrying():
+            with attempt:
+                response = await self._call(kwargs)
+        choice = response.choices[0]
+        message = choice.message
+        reasoning = getattr(message, "reasoning_content", None)
+        return Completion(
+            text=message.content or "",
+            reasoning=reasoning if isinstance(reasoning, str) else None,
+            usage=self._usage(getattr(response, "usage", None), self._cost(response)),
+            model=self.model,
+            finish_reason=getattr(choice, "finish_reason", None),
+        )
+
+    async def stream(self, messages: list[Message]) -> AsyncIterator[StreamDelta | Completion]:
+        """Stream one call: :class:`StreamDelta` pieces, then the :class:`Completion`.
+
+        Opening the stream is retried like :meth:`complete`; a failure after the first piece is
+        raised as it comes, since the caller has already seen part of the reply.
+        """
+        self.check()
+        kwargs = self._kwargs(messages, stream=True)
+        litellm = _load()
+        async for attempt in self._retrying():
+            with attempt:
+                response = await self._call(kwargs)
+        text: list[str] = []
+        reasoning: list[str] = []
+        chunks: list[Any] = []
+        finish: str | None = None
+        try:
+            async for chunk in response:
+                chunks.append(chunk)
+                if not chunk.choices:
+                    continue
+                delta = chunk.choices[0].delta
+                piece = StreamDelta(
+                    text=getattr(delta, "content", None) or "",
+                    reasoning=getattr(delta, "reasoning_content", None) or "",
+                )
+                finish = chunk.choices[0].finish_reason or finish
+                if piece.text or piece.reasoning:
+                    text.append(piece.text)
+                    reasoning.append(piece.reasoning)
+                    yield piece
+        except ProviderError:
+            raise
+        except Exception as error:
+            raise _map_error(litellm, error, self.model, self._secrets) from None
+        usage_raw = next((c.usage for c in reversed(chunks) if getattr(c, "usage", None)), None)
+        cost = None
+        if usage_raw is not None and self._priced is not False:
+            try:
+                built = litellm.stream_chunk_builder(chunks, messages=messages)
+                cost = self._cost(built)
+            except Exception:
+                cost = None
+        yield Completion(
+            text="".join(text),
+            reasoning="".join(reasoning) or None,
+            usage=self._usage(usage_raw, cost),
+            model=self.model,
+            finish_reason=finish,
+        )
+
+
+def _estimate_tokens(messages: list[Message]) -> int:
+    return sum(len(str(m.get("content", ""))) // 4 + 1 for m in messages)
+
+
+def _adapter_class(litellm: Any) -> type:
+    """A LiteLLM ``CustomLLM`` subclass that serves a :class:`ProviderBackend`."""
+    import httpx
+    from litellm.llms.custom_llm import CustomLLMError
+
+    def fail(name: str, model: str, failure: ProviderFailure) -> Exception:
+        if failure.status_code == 429:
+            headers = {} if failure.retry_after is None else {"retry-after": str(failure.retry_after)}
+            response = httpx.Response(
+                429, headers=headers, request=httpx.Request("POST", f"http://{name}.invalid")
+            )
+            return litellm.RateLimitError(
+                message=failure.message, llm_provider=name, model=model, response=response
+            )
+        return CustomLLMError(failure.status_code, failure.message)
+
+    def fill(response: Any, model: str, messages: list[Message], reply: ProviderReply) -> Any:
+        choice = response.choices[0]
+        choice.message.content = reply.text
+        if reply.reasoning is not None:
+            choice.message.reasoning_content = reply.reasoning
+        choice.finish_reason = reply.finish_reason
+        prompt = reply.prompt_tokens
+        prompt = _estimate_tokens(messages) if prompt is None else prompt
+        completion = reply.completion_tokens
+        completion = len(reply.text) // 4 + 1 if completion is None else completion
+        response.usage = litellm.Usage(
+            prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+        )
+        response.model = model
+        return response
+
+    def chunk(piece: ProviderChunk) -> dict[str, Any]:
+        usage = None
+        if piece.prompt_tokens is not None or piece.completion_tokens is not None:
+            prompt, completion = piece.prompt_tokens or 0, piece.completion_tokens or 0
+            usage = {"prompt_tokens": prompt, "completion_tokens": completion,
+                     "total_tokens": prompt + completion}
+        return {"text": piece.text, "is_finished": piece.finish_reason is not None,
+                "finish_reason": piece.finish_reason, "usage": usage, "index": 0,
+                "tool_use": None}
+
+    class BackendAdapter(litellm.CustomLLM):  # litellm is untyped: see [tool.mypy] overrides
+        def __init__(self, name: str, backend: ProviderBackend) -> None:
+            super().__init__()
+            self.name = name
+            self.backend = backend
+
+        def completion(self, model: str, messages: list[Message], *args: Any, **kw: Any) -> Any:
+            try:
+                reply = self.backend.complete(model, messages, kw.get("optional_params") or {})
+            except ProviderFailure as failure:
+                raise fail(self.name, model, failure) from None
+            return fill(kw["model_response"], model, messages, reply)
+
+        async def acompletion(
+            self, model: str, messages: list[Message], *args: Any, **kw: Any
+        ) -> Any:
+            try:
+                params = kw.get("optional_params") or {}
+                reply = await self.backend.acomplete(model, messages, params)
+            except ProviderFailure as failure:
+                raise fail(self.name, model, failure) from None
+            return fill(kw["model_response"], model, messages, reply)
+
+        def streaming(
+            self, model: str, messages: list[Message], *args: Any, **kw: Any
+        ) -> Iterator[dict[str, Any]]:
+            try:
+                for piece in self.backend.stream(model, messages, kw.get("optional_params") or {}):
+                    yield chunk(piece)
+            except ProviderFailure as failure:
+                raise fail(self.name, model, failure) from None
+
+        async def astreaming(
+            self, model: str, messages: list[Message], *args: Any, **kw: Any
+        ) -> AsyncIterator[dict[str, Any]]:
+            try:
+                params = kw.get("optional_params") or {}
+                async for piece in self.backend.astream(model, messages, params):
+                    yield chunk(piece)
+            except ProviderFailure as failure:
+                raise fail(self.name, model, failure) from None
+
+    return BackendAdapter

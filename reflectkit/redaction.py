@@ -1,0 +1,68 @@
+"""Keep secrets out of messages, logs, traces and saved configurations.
+
+Provider errors can echo request details, and configurations carry ``api_key`` and friends.
+Everything reflectkit shows or stores passes through here first.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = ["REDACTED", "is_secret_name", "redact", "redact_mapping"]
+
+REDACTED = "[redacted]"
+
+_SECRET_NAME = re.compile(r"(key|token|secret|password|passwd|credential|auth)", re.IGNORECASE)
+# Credentials that look like credentials wherever they appear (OpenAI/Anthropic-style keys,
+# bearer tokens, key=value pairs in URLs and error texts).
+_SECRET_PATTERNS = (
+    re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"),
+    re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._\-]{8,}"),
+    re.compile(r"(?i)\b(api[_-]?key|token|secret|password)(\s*[=:]\s*)[\"']?[^\s\"',&]{6,}"),
+)
+_MIN_SECRET_LENGTH = 6
+
+
+def is_secret_name(name: str) -> bool:
+    """True for names like ``api_key``, ``OPENAI_API_KEY``, ``auth_token``."""
+    return bool(_SECRET_NAME.search(name))
+
+
+def _environment_secrets() -> list[str]:
+    return [
+        value
+        for name, value in os.environ.items()
+        if is_secret_name(name) and len(value) >= _MIN_SECRET_LENGTH
+    ]
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """Replace known secret values (the environment's and ``secrets``) and key-like strings."""
+    known = sorted({s for s in (*secrets, *_environment_secrets()) if len(s) >= _MIN_SECRET_LENGTH},
+                   key=len, reverse=True)
+    for value in known:
+        text = text.replace(value, REDACTED)
+    for pattern in _SECRET_PATTERNS:
+        if pattern.groups >= 2:
+            text = pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+        else:
+            text = pattern.sub(REDACTED, text)
+    return text
+
+
+def redact_mapping(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``values`` with secret-named entries replaced and nested mappings redacted."""
+    clean: dict[str, Any] = {}
+    for name, value in values.items():
+        if is_secret_name(name) and value is not None:
+            clean[name] = REDACTED
+        elif isinstance(value, Mapping):
+            clean[name] = redact_mapping(value)
+        elif isinstance(value, str):
+            clean[name] = redact(value)
+        else:
+            clean[name] = value
+    return clean
