@@ -1,0 +1,183 @@
+"""The ``reflectkit`` command line.
+
+Errors print one line, ``reflectkit: error: ...``, on stderr: exit code 2 for bad input or
+configuration (fix the command), 1 for a run that failed (provider down, critic raised), 130 on
+Ctrl-C. The answer goes to stdout alone; thinking and critiques (``--show-thinking``) go to
+stderr, so ``reflectkit run ... > answer.txt`` keeps just the answer.
+
+Only click is imported at start-up: ``reflectkit --help`` never loads LiteLLM or LangGraph.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Any, NoReturn, cast
+
+import click
+
+from reflectkit.errors import ConfigurationError, ReflectkitError
+
+if TYPE_CHECKING:
+    from reflectkit.config import Mode
+    from reflectkit.result import ReflectionResult
+
+__all__ = ["cli", "main"]
+
+EXIT_RUN_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    first = message.strip().splitlines()[0] if message.strip() else "unknown error"
+    click.echo(f"reflectkit: error: {first}", err=True)
+    sys.exit(code)
+
+
+class _Cli(click.Group):
+    """A click group whose errors are one line with reflectkit's exit codes."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            result = super().main(*args, **kwargs)
+        except click.exceptions.Exit as done:
+            sys.exit(done.exit_code)
+        except click.exceptions.Abort:
+            _fail("interrupted", EXIT_INTERRUPTED)
+        except click.UsageError as error:
+            _fail(error.format_message(), EXIT_BAD_INPUT)
+        except click.ClickException as error:
+            _fail(error.format_message(), error.exit_code)
+        except ConfigurationError as error:
+            _fail(str(error), EXIT_BAD_INPUT)
+        except ReflectkitError as error:
+            _fail(str(error), EXIT_RUN_FAILED)
+        except KeyboardInterrupt:
+            _fail("interrupted", EXIT_INTERRUPTED)
+        if isinstance(result, int) and result:
+            sys.exit(result)
+        sys.exit(0)
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="reflectkit", prog_name="reflectkit")
+def cli() -> None:
+    """Make any LLM reason, check itself and correct itself before it answers."""
+
+
+def _option_value(raw: str) -> tuple[str, Any]:
+    key, sep, value = raw.partition("=")
+    if not sep or not key.strip():
+        raise click.BadParameter(f"expected KEY=VALUE, got {raw!r}", param_hint="--option")
+    try:
+        parsed: Any = json.loads(value)
+    except ValueError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def _read_prompt(prompt: str) -> str:
+    text = sys.stdin.read() if prompt == "-" else prompt
+    if not text.strip():
+        raise click.BadParameter("the prompt is empty", param_hint="PROMPT")
+    return text
+
+
+def _show_reasoning(result: ReflectionResult) -> None:
+    for iteration in result.iterations:
+        label = "draft" if iteration.kind == "generate" else "revision"
+        for block in iteration.draft.thinking:
+            click.secho(f"── thinking ({label} {iteration.number}) ──", err=True, dim=True)
+            click.echo(block, err=True)
+        for block in iteration.draft.reflections:
+            click.secho(f"── reflection ({label} {iteration.number}) ──", err=True, dim=True)
+            click.echo(block, err=True)
+        if iteration.number != result.final_iteration:
+            click.secho(f"── answer ({label} {iteration.number}) ──", err=True, dim=True)
+            click.echo(iteration.draft.output, err=True)
+        verdict = iteration.verdict
+        if verdict is not None:
+            score = f", score {verdict.score:g}" if verdict.score is not None else ""
+            decision = "pass" if verdict.passed else "revise"
+            click.secho(f"── critique {iteration.number}: {decision}{score} ──", err=True, dim=True)
+            if verdict.feedback:
+                click.echo(verdict.feedback, err=True)
+    click.secho(
+        f"── stop: {result.stop_reason.value} after {len(result.iterations)} draft(s), "
+        f"{result.usage.calls} call(s), {result.usage.total_tokens} tokens ──",
+        err=True, dim=True,
+    )
+
+
+@cli.command()
+@click.argument("prompt")
+@click.option("-m", "--model", envvar="REFLECTKIT_MODEL", show_envvar=True,
+              help="LiteLLM model string, e.g. gpt-4o-mini or ollama/llama3.")
+@click.option("--critic-model", help="Model of the LLM critic (default: the same model).")
+@click.option("-n", "--max-iterations", type=click.IntRange(1, 100), default=3, show_default=True,
+              help="Most drafts to write.")
+@click.option("--mode", type=click.Choice(["auto", "loop", "single"]), default="auto",
+              show_default=True, help="loop: critique and revise; single: one call.")
+@click.option("--show-thinking", is_flag=True,
+              help="Print thinking, reflections and critiques to stderr.")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON.")
+@click.option("--template-dir", type=click.Path(exists=True, file_okay=False),
+              help="Directory of templates that override the built-in ones.")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Passed to LiteLLM, e.g. -o temperature=0 -o api_base=http://...")
+def run(
+    prompt: str,
+    model: str | None,
+    critic_model: str | None,
+    max_iterations: int,
+    mode: str,
+    show_thinking: bool,
+    as_json: bool,
+    template_dir: str | None,
+    options: tuple[str, ...],
+) -> None:
+    """Answer PROMPT (or stdin, if PROMPT is -) after reasoning and self-correction."""
+    from reflectkit.api import Reflector
+
+    text = _read_prompt(prompt)
+    model_kwargs = dict(_option_value(o) for o in options)
+    reflector = Reflector(
+        model, critic_model=critic_model, max_iterations=max_iterations,
+        mode=cast("Mode", mode),  # click.Choice admits only the three modes
+        template_dir=template_dir, **model_kwargs,
+    )
+    result = reflector.run(text)
+    if show_thinking:
+        _show_reasoning(result)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        click.echo(result.output)
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--template-dir", type=click.Path(exists=True, file_okay=False),
+              help="Show this directory's overrides where it has them.")
+def templates(name: str | None, template_dir: str | None) -> None:
+    """List the prompt templates, or print template NAME."""
+    from pathlib import Path
+
+    from reflectkit.prompts import TEMPLATES, Prompts
+
+    prompts = Prompts(Path(template_dir) if template_dir else None)
+    if name is None:
+        width = max(len(n) for n in TEMPLATES)
+        for key, spec in TEMPLATES.items():
+            path, _ = prompts.source(key)
+            click.echo(f"{key:<{width}}  {spec.purpose}  [{path}]")
+        return
+    _, source = prompts.source(name)
+    click.echo(source, nl=not source.endswith("\n"))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli.main(prog_name="reflectkit")

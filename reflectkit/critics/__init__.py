@@ -1,0 +1,22 @@
+"""Critics decide whether a draft is good enough, and say what to fix when it is not."""
+
+from reflectkit.critics.base import (
+    Critic,
+    CritiqueRequest,
+    FunctionCritic,
+    as_critic,
+    coerce_verdict,
+)
+from reflectkit.critics.llm_critic import LLMCritic
+from reflectkit.critics.verdict import Verdict, parse_verdict
+
+__all__ = [
+    "Critic",
+    "CritiqueRequest",
+    "FunctionCritic",
+    "LLMCritic",
+    "Verdict",
+    "as_critic",
+    "coerce_verdict",
+    "parse_verdict",
+]

@@ -1,0 +1,109 @@
+"""What a critic is, what it is given, and how plain callables become critics."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from reflectkit.critics.verdict import Verdict
+from reflectkit.errors import ConfigurationError, CriticError
+
+if TYPE_CHECKING:
+    from reflectkit.config import RetryPolicy
+    from reflectkit.messages import Message, PromptBuilder
+    from reflectkit.result import Draft
+
+__all__ = ["Critic", "CritiqueRequest", "FunctionCritic", "as_critic", "coerce_verdict"]
+
+
+@dataclass(frozen=True)
+class CritiqueRequest:
+    """Everything a critic may look at, plus what an LLM critic needs to make its call."""
+
+    question: str
+    """The text of the user's last turn."""
+    answer: str
+    """The draft's answer, tags stripped."""
+    draft: Draft
+    """The whole draft: raw text, thinking, reflections, parse status."""
+    iteration: int
+    messages: list[Message] = field(default_factory=list)
+    """The user's conversation (a copy)."""
+    prompts: PromptBuilder | None = None
+    default_model: str | None = None
+    default_model_kwargs: dict[str, Any] = field(default_factory=dict)
+    retry: RetryPolicy | None = None
+    timeout: float | None = None
+
+
+@runtime_checkable
+class Critic(Protocol):
+    """Decides whether a draft passes. Implement ``acritique``; ``name`` labels its verdicts."""
+
+    name: str
+
+    async def acritique(self, request: CritiqueRequest) -> Verdict:
+        """Return a verdict on ``request.answer``. Raising fails the run with a CriticError."""
+        ...
+
+
+def coerce_verdict(value: Any, critic: str) -> Verdict:
+    """Turn what a function critic returned into a Verdict.
+
+    ``True`` passes, ``False`` asks for a revision; a non-empty string asks for a revision with
+    that string, verbatim, as the feedback, and an empty string passes; a dict is read as a
+    Verdict's fields. Anything else (including ``None``, usually a missing ``return``) is an error.
+    """
+    if isinstance(value, Verdict):
+        return value if value.critic else value.model_copy(update={"critic": critic})
+    if isinstance(value, bool):
+        feedback = "" if value else "The answer did not pass the check."
+        return Verdict(passed=value, feedback=feedback, critic=critic)
+    if isinstance(value, str):
+        return Verdict(passed=not value.strip(), feedback=value, critic=critic)
+    if isinstance(value, dict):
+        try:
+            return Verdict(**{"critic": critic, **value})
+        except Exception as error:
+            raise CriticError(f"critic {critic} returned an unusable dict: {error}") from None
+    raise CriticError(
+        f"critic {critic} returned {type(value).__name__}; return a bool, a str or a Verdict"
+    )
+
+
+class FunctionCritic:
+    """A critic made from a callable ``(question, answer) -> bool | str | Verdict``.
+
+    The callable may be sync or async. Sync callables run in a worker thread so a slow check
+    (running tests, calling a service) does not stall other runs on the event loop.
+    """
+
+    def __init__(self, fn: Callable[..., Any], *, name: str | None = None) -> None:
+        if not callable(fn):
+            raise ConfigurationError("FunctionCritic needs a callable")
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+
+    async def acritique(self, request: CritiqueRequest) -> Verdict:
+        if inspect.iscoroutinefunction(self.fn):
+            value = await self.fn(request.question, request.answer)
+        else:
+            value = await asyncio.to_thread(self.fn, request.question, request.answer)
+            if inspect.isawaitable(value):
+                value = await value
+        return coerce_verdict(value, self.name)
+
+
+def as_critic(value: Any) -> Critic | None:
+    """The critic for a ``critic=`` argument: a Critic as is, a callable wrapped, None kept."""
+    if value is None or isinstance(value, Critic):
+        return value
+    if callable(value):
+        return FunctionCritic(value)
+    raise ConfigurationError(
+        f"critic must be a Critic or a callable (question, answer) -> verdict, "
+        f"not {type(value).__name__}"
+    )

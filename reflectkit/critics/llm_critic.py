@@ -1,0 +1,54 @@
+"""LLMCritic: a model reviews the draft and answers with a structured verdict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reflectkit.critics.base import CritiqueRequest
+from reflectkit.critics.verdict import Verdict, parse_verdict
+from reflectkit.errors import CriticError
+from reflectkit.llm import ModelClient
+
+__all__ = ["LLMCritic"]
+
+
+class LLMCritic:
+    """Asks a model (by default the generator's) to review the draft.
+
+    The prompt is the ``critique`` template; the reply is read by
+    :func:`~reflectkit.critics.verdict.parse_verdict`, so a malformed verdict becomes a "revise"
+    with the raw text as feedback, never a crash. ``model_kwargs`` pass through to LiteLLM.
+    """
+
+    def __init__(self, model: str | None = None, **model_kwargs: Any) -> None:
+        self.model = model
+        self.model_kwargs = model_kwargs
+        self.name = f"llm:{model}" if model else "llm"
+        self._clients: dict[str, ModelClient] = {}
+
+    def _client(self, request: CritiqueRequest) -> ModelClient:
+        model = self.model or request.default_model
+        if model is None:
+            raise CriticError("LLMCritic has no model: pass LLMCritic(model=...)")
+        client = self._clients.get(model)
+        if client is None:
+            params = self.model_kwargs if self.model else {
+                **request.default_model_kwargs, **self.model_kwargs
+            }
+            client = ModelClient(model, params, retry=request.retry, timeout=request.timeout)
+            self._clients[model] = client
+        return client
+
+    def check(self, default_model: str, params: dict[str, Any]) -> None:
+        """Fail early if the critic's model cannot be called."""
+        model = self.model or default_model
+        ModelClient(model, self.model_kwargs if self.model else params).check()
+
+    async def acritique(self, request: CritiqueRequest) -> Verdict:
+        if request.prompts is None:
+            raise CriticError("LLMCritic needs the run's prompts")
+        client = self._client(request)
+        messages = request.prompts.critique(request.question, request.answer)
+        completion = await client.complete(messages)
+        verdict = parse_verdict(completion.text, critic=f"llm:{client.model}")
+        return verdict.model_copy(update={"usage": completion.usage})

@@ -1,0 +1,38 @@
+"""Typed events that :meth:`reflectkit.Reflector.astream` yields while a run is under way."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reflectkit.critics.verdict import Verdict
+from reflectkit.result import Draft, ReflectionResult, StopReason
+from reflectkit.usage import Usage
+
+__all__ = ["ReflectEvent", "ResultEvent", "StepEvent"]
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """A node of the loop finished.
+
+    ``node`` is ``"generate"``, ``"critique"``, ``"revise"`` or ``"finalize"``; ``draft`` is set
+    after generate and revise, ``verdict`` after critique; ``usage`` is what this step cost;
+    ``stop_reason`` is set once the step decided that the run ends.
+    """
+
+    node: str
+    iteration: int
+    draft: Draft | None = None
+    verdict: Verdict | None = None
+    usage: Usage | None = None
+    stop_reason: StopReason | None = None
+
+
+@dataclass(frozen=True)
+class ResultEvent:
+    """The run is over; this is its result. Always the last event of a stream."""
+
+    result: ReflectionResult
+
+
+ReflectEvent = StepEvent | ResultEvent

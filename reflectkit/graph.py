@@ -1,0 +1,284 @@
+"""The LangGraph state machine: generate → critique → (revise → critique)* → finalize.
+
+A model that answers in one pass (``mode="single"``, or ``"auto"`` with a tuned or reasoning
+model and no explicit critic) runs generate → finalize. The compiled graph takes
+``{"messages": [...]}`` and returns ``{"result": ReflectionResult, "output": str,
+"stop_reason": StopReason}``, so it can be a node or subgraph of a larger graph.
+
+The configuration is bound into the nodes when the graph is built, so the graph's state holds
+only data (messages, iterations, usage), which is what a checkpointer saves.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Literal, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+
+from reflectkit.capabilities import ModelProfile, profile_for
+from reflectkit.config import ReflectConfig
+from reflectkit.critics.base import Critic, CritiqueRequest, as_critic
+from reflectkit.critics.llm_critic import LLMCritic
+from reflectkit.critics.verdict import Verdict
+from reflectkit.errors import CriticError, ReflectkitError
+from reflectkit.llm import Completion, ModelClient
+from reflectkit.messages import Conversation, PromptBuilder, to_conversation
+from reflectkit.prompts import Prompts
+from reflectkit.result import Draft, Iteration, ReflectionResult, StopReason
+from reflectkit.stopping import after_critique, after_revise, recursion_limit
+from reflectkit.tags import THINK_TAGS, parse
+from reflectkit.usage import Usage
+
+__all__ = ["LoopInput", "LoopOutput", "LoopState", "Runtime", "build_graph", "resolve_mode"]
+
+RunMode = Literal["loop", "single"]
+
+
+class LoopInput(TypedDict):
+    """What the graph takes: the conversation, OpenAI-style dicts or LangChain messages."""
+
+    messages: list[Any]
+
+
+class LoopOutput(TypedDict, total=False):
+    """What the graph returns."""
+
+    result: ReflectionResult
+    output: str
+    stop_reason: StopReason
+
+
+class LoopState(LoopInput, LoopOutput, total=False):
+    """The whole state: input, drafts with their verdicts, usage so far, the stop decision."""
+
+    iterations: list[Iteration]
+    usage: Usage
+    started_at: float
+
+
+def resolve_mode(config: ReflectConfig, model: str, profile: ModelProfile | None = None) -> RunMode:
+    """``"auto"`` becomes ``"single"`` for tuned or reasoning models with no explicit critic."""
+    if config.mode != "auto":
+        return config.mode
+    profile = profile or profile_for(model)
+    explicit_critic = config.critic is not None or config.critic_model is not None
+    return "single" if profile.single_pass and not explicit_critic else "loop"
+
+
+@dataclass
+class Runtime:
+    """What the nodes need and the state must not hold: clients, critic, prompts, config."""
+
+    config: ReflectConfig
+    model: str
+    profile: ModelProfile
+    mode: RunMode
+    builder: PromptBuilder
+    generator: ModelClient
+    critic: Critic | None
+
+    @classmethod
+    def create(cls, config: ReflectConfig, prompts: Prompts | None = None) -> Runtime:
+        model = config.resolved_model
+        profile = profile_for(model)
+        mode = resolve_mode(config, model, profile)
+        builder = PromptBuilder(prompts or Prompts(config.template_dir), config.scheme)
+        generator = ModelClient(
+            model, config.model_kwargs, retry=config.retry, timeout=config.timeout
+        )
+        critic = as_critic(config.critic)
+        if critic is None and mode == "loop":
+            separate = config.critic_model is not None and config.critic_model != model
+            critic_model = config.critic_model if separate else None
+            critic = LLMCritic(critic_model, **config.critic_kwargs)
+        return cls(config, model, profile, mode, builder, generator, critic)
+
+    def check(self) -> None:
+        """Fail before the first call if a model cannot be used (unknown, no key, blocked)."""
+        self.generator.check()
+        if isinstance(self.critic, LLMCritic):
+            self.critic.check(self.model, self.config.model_kwargs)
+
+    @property
+    def critic_name(self) -> str | None:
+        if self.critic is None:
+            return None
+        if isinstance(self.critic, LLMCritic):
+            return f"llm:{self.critic.model or self.model}"
+        return self.critic.name
+
+    def draft(self, completion: Completion) -> Draft:
+        """Parse a reply; ``<think>`` blocks and provider reasoning count as thinking."""
+        text = completion.text
+        reasoning = [completion.reasoning] if completion.reasoning else []
+        if self.config.scheme.thinking.casefold() != THINK_TAGS.thinking:
+            split = parse(text, THINK_TAGS)
+            if split.thinking:
+                reasoning += split.thinking
+                text = split.output
+        parsed = parse(text, self.config.scheme)
+        joined = "\n\n".join(r.strip() for r in reasoning if r.strip()) or None
+        return Draft.from_parsed(completion.text, parsed, joined)
+
+    def generate_messages(self, conversation: Conversation) -> list[dict[str, Any]]:
+        if self.mode == "single" and self.profile.reasoning and not self.profile.tuned:
+            return self.builder.plain(conversation)
+        return self.builder.generate(conversation, tuned=self.profile.tuned)
+
+    def result(self, state: LoopState, stop_reason: StopReason) -> ReflectionResult:
+        """Assemble the result from the state (also used for partial results after a failure)."""
+        iterations = state.get("iterations", [])
+        final = iterations[-1]
+        return ReflectionResult(
+            output=final.draft.output,
+            thinking=final.draft.thinking,
+            reflections=final.draft.reflections,
+            iterations=iterations,
+            stop_reason=stop_reason,
+            usage=state.get("usage", Usage()),
+            model=self.model,
+            critic=self.critic_name,
+            mode=self.mode,
+            parse_status=final.draft.parse_status,
+            final_iteration=final.number,
+            seconds=time.time() - state.get("started_at", time.time()),
+        )
+
+
+def _request(runtime: Runtime, conversation: Conversation, last: Iteration) -> CritiqueRequest:
+    config = runtime.config
+    return CritiqueRequest(
+        question=conversation.question,
+        answer=last.draft.output,
+        draft=last.draft,
+        iteration=last.number,
+        messages=list(conversation.messages),
+        prompts=runtime.builder,
+        default_model=runtime.model,
+        default_model_kwargs=config.model_kwargs,
+        retry=config.retry,
+        timeout=config.timeout,
+    )
+
+
+async def _judge(critic: Critic, request: CritiqueRequest) -> Verdict:
+    try:
+        return await critic.acritique(request)
+    except ReflectkitError:
+        raise
+    except Exception as error:
+        raise CriticError(
+            f"critic {critic.name} raised {type(error).__name__}: {error}"
+        ) from error
+
+
+def _nodes(runtime: Runtime) -> dict[str, Any]:
+    generator = runtime.generator
+    builder = runtime.builder
+
+    async def generate(state: LoopState) -> dict[str, Any]:
+        started = time.time()
+        conversation = to_conversation(state["messages"])
+        clock = time.perf_counter()
+        completion = await generator.complete(runtime.generate_messages(conversation))
+        iteration = Iteration(
+            number=1, kind="generate", draft=runtime.draft(completion),
+            draft_usage=completion.usage, seconds=time.perf_counter() - clock,
+        )
+        return {"iterations": [iteration], "usage": completion.usage, "started_at": started}
+
+    async def critique(state: LoopState) -> dict[str, Any]:
+        assert runtime.critic is not None
+        iterations = state["iterations"]
+        last = iterations[-1]
+        conversation = to_conversation(state["messages"])
+        clock = time.perf_counter()
+        verdict = await _judge(runtime.critic, _request(runtime, conversation, last))
+        spent = verdict.usage or Usage()
+        judged = last.model_copy(update={
+            "verdict": verdict, "critique_usage": spent,
+            "seconds": last.seconds + time.perf_counter() - clock,
+        })
+        return {
+            "iterations": [*iterations[:-1], judged],
+            "usage": state["usage"] + spent,
+            "stop_reason": after_critique(verdict, last.number, runtime.config),
+        }
+
+    async def revise(state: LoopState) -> dict[str, Any]:
+        iterations = state["iterations"]
+        last = iterations[-1]
+        verdict = last.verdict or Verdict(passed=False)
+        conversation = to_conversation(state["messages"])
+        clock = time.perf_counter()
+        messages = builder.revise(
+            conversation, answer=last.draft.output, feedback=verdict.feedback,
+            issues=verdict.issues, score=verdict.score, tuned=runtime.profile.tuned,
+        )
+        completion = await generator.complete(messages)
+        draft = runtime.draft(completion)
+        iteration = Iteration(
+            number=last.number + 1, kind="revise", draft=draft,
+            draft_usage=completion.usage, seconds=time.perf_counter() - clock,
+        )
+        return {
+            "iterations": [*iterations, iteration],
+            "usage": state["usage"] + completion.usage,
+            "stop_reason": after_revise(last.draft, draft),
+        }
+
+    def finalize(state: LoopState) -> dict[str, Any]:
+        default = StopReason.SINGLE_PASS if runtime.mode == "single" else StopReason.MAX_ITERATIONS
+        stop_reason = state.get("stop_reason") or default
+        result = runtime.result(state, stop_reason)
+        return {"result": result, "output": result.output, "stop_reason": stop_reason}
+
+    return {"generate": generate, "critique": critique, "revise": revise, "finalize": finalize}
+
+
+def _stop_or(next_node: str) -> Any:
+    def route(state: LoopState) -> str:
+        return "finalize" if state.get("stop_reason") else next_node
+
+    route.__name__ = f"stop_or_{next_node}"
+    return route
+
+
+def compile_runtime(runtime: Runtime, checkpointer: Any = None) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """Build and compile the graph for an already-resolved runtime."""
+    nodes = _nodes(runtime)
+    graph: StateGraph[Any, Any, Any, Any] = StateGraph(
+        LoopState, input_schema=LoopInput, output_schema=LoopOutput
+    )
+    graph.add_node("generate", nodes["generate"])
+    graph.add_node("finalize", nodes["finalize"])
+    graph.add_edge(START, "generate")
+    if runtime.mode == "single":
+        graph.add_edge("generate", "finalize")
+    else:
+        graph.add_node("critique", nodes["critique"])
+        graph.add_node("revise", nodes["revise"])
+        graph.add_edge("generate", "critique")
+        graph.add_conditional_edges("critique", _stop_or("revise"), ["revise", "finalize"])
+        graph.add_conditional_edges("revise", _stop_or("critique"), ["critique", "finalize"])
+    graph.add_edge("finalize", END)
+    compiled = graph.compile(checkpointer=checkpointer, name="reflectkit")
+    return compiled.with_config(recursion_limit=recursion_limit(runtime.config))
+
+
+def build_graph(
+    config: ReflectConfig | None = None, *, checkpointer: Any = None, **settings: Any
+) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """The compiled LangGraph graph for ``config`` (or for ``ReflectConfig(**settings)``).
+
+    Run it with ``await graph.ainvoke({"messages": [...]})``; its recursion limit is already set
+    from ``max_iterations``. Its nodes are async, so use the async API (``ainvoke``/``astream``).
+    """
+    if config is None:
+        config = ReflectConfig(**settings)
+    elif settings:
+        config = ReflectConfig(**{**dict(config), **settings})
+    return compile_runtime(Runtime.create(config), checkpointer)

@@ -1,0 +1,184 @@
+"""The one place that builds the messages sent to models.
+
+It takes what the user gave (a string or an OpenAI-style message list, or LangChain messages),
+copies it, escapes the protocol's tags in every user-supplied text so none can forge an answer,
+and lays out the generate, revise and critique prompts. Caller lists are never mutated.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from reflectkit.errors import InputError
+from reflectkit.prompts import Prompts
+from reflectkit.tags import TagScheme, escape_tags
+
+__all__ = ["Conversation", "Message", "PromptBuilder", "to_conversation"]
+
+Message = dict[str, Any]
+
+# Delimiters the built-in templates put around user text; escaped like the protocol's tags.
+_TEMPLATE_TAGS = ("question", "answer", "feedback", "draft")
+_ROLES = {"system", "user", "assistant", "tool", "function", "developer"}
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """The user's messages, copied, and the question: the text of the last user turn."""
+
+    messages: tuple[Message, ...]
+    question: str
+
+    @property
+    def history(self) -> list[Message]:
+        """Every message but the last user turn (fresh copies)."""
+        return [copy.deepcopy(m) for m in self.messages[:-1]]
+
+    @property
+    def last(self) -> Message:
+        """The last user turn (a fresh copy)."""
+        return copy.deepcopy(self.messages[-1])
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            str(part.get("text", "")) for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return ""
+
+
+def _as_dicts(prompt: str | Sequence[Any]) -> list[Message]:
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    items = list(prompt)
+    if items and not all(isinstance(m, dict) for m in items):
+        try:
+            from langchain_core.messages import convert_to_openai_messages
+
+            converted = convert_to_openai_messages(items)
+        except Exception as error:  # LangChain raises several types for unusable input
+            raise InputError(f"messages could not be read: {error}") from None
+        items = converted if isinstance(converted, list) else [converted]
+    return [copy.deepcopy(m) for m in items]
+
+
+def to_conversation(prompt: str | Sequence[Any]) -> Conversation:
+    """Validate and copy the user's input. Raises InputError for unusable input."""
+    if not isinstance(prompt, (str, Sequence)):
+        raise InputError(f"prompt must be a string or a list of messages, not {type(prompt).__name__}")
+    messages = _as_dicts(prompt)
+    if not messages:
+        raise InputError("the message list is empty")
+    for index, message in enumerate(messages):
+        role = message.get("role")
+        if role not in _ROLES:
+            raise InputError(f"message {index} has no valid role (got {role!r})")
+        if "content" not in message and not message.get("tool_calls"):
+            raise InputError(f"message {index} ({role}) has no content")
+    if messages[-1]["role"] != "user":
+        raise InputError("the last message must be the user's turn to answer")
+    question = _text_of(messages[-1].get("content"))
+    if not question.strip():
+        raise InputError("the prompt is empty")
+    return Conversation(tuple(messages), question)
+
+
+class PromptBuilder:
+    """Lays out the messages of each step from the templates."""
+
+    def __init__(self, prompts: Prompts, scheme: TagScheme) -> None:
+        self.prompts = prompts
+        self.scheme = scheme
+        self._escape_names = (*scheme.names, *_TEMPLATE_TAGS)
+        self._systems: dict[str, str] = {}
+
+    def escape(self, text: str) -> str:
+        """Neutralise protocol and template tags in user-supplied or model-written text."""
+        return escape_tags(text, self._escape_names)
+
+    def _escaped_message(self, message: Message) -> Message:
+        if message.get("role") == "system":
+            return message
+        content = message.get("content")
+        if isinstance(content, str):
+            message["content"] = self.escape(content)
+        elif isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    part["text"] = self.escape(part["text"])
+        return message
+
+    def _request_turn(self, conversation: Conversation) -> Message:
+        turn = conversation.last
+        text = self.prompts.render(
+            "generate", question=self.escape(conversation.question), scheme=self.scheme
+        )
+        content = turn.get("content")
+        if isinstance(content, list):  # keep images and other parts; replace the text parts
+            others = [p for p in content if not (isinstance(p, dict) and p.get("type") == "text")]
+            turn["content"] = [{"type": "text", "text": text}, *others]
+        else:
+            turn["content"] = text
+        return turn
+
+    def generate(self, conversation: Conversation, *, tuned: bool = False) -> list[Message]:
+        """System prompt, the conversation so far, then the request."""
+        name = "tuned_system" if tuned else "protocol_system"
+        system = self._systems.get(name)
+        if system is None:
+            system = self._systems[name] = self.prompts.render(name, scheme=self.scheme)
+        history = [self._escaped_message(m) for m in conversation.history]
+        return [{"role": "system", "content": system}, *history, self._request_turn(conversation)]
+
+    def plain(self, conversation: Conversation) -> list[Message]:
+        """The conversation as given, for native reasoning models: no protocol prompt."""
+        history = [self._escaped_message(m) for m in conversation.history]
+        return [*history, self._escaped_message(conversation.last)]
+
+    def revise(
+        self,
+        conversation: Conversation,
+        *,
+        answer: str,
+        feedback: str,
+        issues: list[str],
+        score: float | None,
+        tuned: bool = False,
+    ) -> list[Message]:
+        """The generate prompt, the latest answer as the assistant's turn, then the critique.
+
+        Only the latest draft and its critique are carried, so prompts grow linearly with the
+        number of iterations, not with the whole history of drafts.
+        """
+        request = self.prompts.render(
+            "revise",
+            question=self.escape(conversation.question),
+            answer=self.escape(answer),
+            feedback=self.escape(feedback),
+            issues=[self.escape(i) for i in issues],
+            score=score,
+            scheme=self.scheme,
+        )
+        previous = self.escape(answer)
+        if self.scheme.output is not None:
+            previous = f"<{self.scheme.output}>\n{previous}\n</{self.scheme.output}>"
+        return [
+            *self.generate(conversation, tuned=tuned),
+            {"role": "assistant", "content": previous},
+            {"role": "user", "content": request},
+        ]
+
+    def critique(self, question: str, answer: str) -> list[Message]:
+        """The LLM critic's single user turn."""
+        text = self.prompts.render(
+            "critique", question=self.escape(question), answer=self.escape(answer),
+            scheme=self.scheme,
+        )
+        return [{"role": "user", "content": text}]

@@ -1,0 +1,143 @@
+"""Prompt templates: where they are, what each one needs, and rendering them safely.
+
+The built-in templates live in ``templates/`` at the repository root; a wheel carries them as
+``reflectkit/templates``. Both places are searched, so a source checkout, an editable install and
+an installed wheel all find them.
+
+Templates render with ``StrictUndefined`` (a misspelt variable is an error, not an empty string).
+A user's ``template_dir`` overrides built-ins by file name, and then every template renders in a
+sandboxed environment, because user templates are code that should not reach Python internals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from reflectkit.errors import TemplateError
+from reflectkit.tags import REFLECTION_TAGS
+
+__all__ = ["TEMPLATES", "Prompts", "TemplateSpec", "builtin_template_dir"]
+
+
+@dataclass(frozen=True)
+class TemplateSpec:
+    """A template reflectkit renders, and the variables it is given."""
+
+    file: str
+    purpose: str
+    variables: tuple[str, ...]
+
+
+TEMPLATES: dict[str, TemplateSpec] = {
+    "protocol_system": TemplateSpec(
+        "protocol_system.j2", "system prompt of the tag protocol for untuned models", ("scheme",)
+    ),
+    "tuned_system": TemplateSpec(
+        "tuned_system.j2", "system prompt for models tuned on the tag protocol", ("scheme",)
+    ),
+    "generate": TemplateSpec(
+        "generate.j2", "the user's request as the first draft sees it", ("question", "scheme")
+    ),
+    "critique": TemplateSpec(
+        "critique.j2", "the LLM critic's prompt; asks for a JSON verdict",
+        ("question", "answer", "scheme"),
+    ),
+    "revise": TemplateSpec(
+        "revise.j2", "asks for a revision from the latest answer and the critique",
+        ("question", "answer", "feedback", "issues", "score", "scheme"),
+    ),
+}
+
+# Values used to check that every template renders before a run pays for anything.
+_SAMPLE_CONTEXT: dict[str, Any] = {
+    "scheme": REFLECTION_TAGS,
+    "question": "If a number plus 5 equals 12, what is that number minus 3?",
+    "answer": "4",
+    "feedback": "Show the subtraction.",
+    "issues": ["The step 7 - 3 is missing."],
+    "score": 6.0,
+}
+
+
+def builtin_template_dir() -> Path:
+    """The directory holding reflectkit's own templates."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "templates", package.parent / "templates"):
+        if (candidate / TEMPLATES["protocol_system"].file).is_file():
+            return candidate
+    raise TemplateError(
+        f"reflectkit's templates are missing (looked in {package / 'templates'} and "
+        f"{package.parent / 'templates'}); reinstall reflectkit"
+    )
+
+
+class Prompts:
+    """Renders reflectkit's templates, with a user's ``template_dir`` taking precedence."""
+
+    def __init__(self, template_dir: Path | None = None) -> None:
+        self.builtin_dir = builtin_template_dir()
+        self.template_dir = template_dir
+        search = [str(self.builtin_dir)]
+        env_type: type[jinja2.Environment] = jinja2.Environment
+        if template_dir is not None:
+            search.insert(0, str(template_dir))
+            env_type = ImmutableSandboxedEnvironment
+        self._env = env_type(
+            loader=jinja2.FileSystemLoader(search),
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            autoescape=False,
+            keep_trailing_newline=False,
+        )
+        self._cache: dict[str, jinja2.Template] = {}
+
+    @property
+    def sandboxed(self) -> bool:
+        """True when user templates are in play and rendering is sandboxed."""
+        return isinstance(self._env, ImmutableSandboxedEnvironment)
+
+    def _template(self, name: str) -> jinja2.Template:
+        template = self._cache.get(name)
+        if template is not None:
+            return template
+        spec = TEMPLATES.get(name)
+        if spec is None:
+            known = ", ".join(sorted(TEMPLATES))
+            raise TemplateError(f"unknown template {name!r}; known templates: {known}")
+        try:
+            template = self._env.get_template(spec.file)
+        except jinja2.TemplateSyntaxError as error:
+            raise TemplateError(
+                f"template {spec.file} does not parse: {error.message} (line {error.lineno})"
+            ) from None
+        except jinja2.TemplateNotFound:
+            raise TemplateError(f"template {spec.file} not found") from None
+        self._cache[name] = template
+        return template
+
+    def render(self, name: str, **context: Any) -> str:
+        """Render template ``name`` (a key of :data:`TEMPLATES`) with ``context``."""
+        template = self._template(name)
+        try:
+            return template.render(**context).strip()
+        except jinja2.UndefinedError as error:
+            raise TemplateError(f"template {TEMPLATES[name].file}: {error.message}") from None
+        except jinja2.TemplateError as error:
+            raise TemplateError(f"template {TEMPLATES[name].file}: {error}") from None
+
+    def source(self, name: str) -> tuple[Path, str]:
+        """Where template ``name`` comes from and its text (the user's copy if it has one)."""
+        template = self._template(name)
+        path = Path(template.filename or TEMPLATES[name].file)
+        return path, path.read_text(encoding="utf-8")
+
+    def check(self) -> None:
+        """Render every template with sample values; raise TemplateError on the first failure."""
+        for name in TEMPLATES:
+            self.render(name, **_SAMPLE_CONTEXT)

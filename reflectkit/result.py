@@ -1,0 +1,106 @@
+"""What a run returns: the answer, how it got there, why it stopped and what it cost."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from reflectkit.critics.verdict import Verdict
+from reflectkit.tags import ParseStatus, Parsed
+from reflectkit.usage import Usage
+
+__all__ = ["Draft", "Iteration", "ReflectionResult", "StopReason"]
+
+
+class StopReason(StrEnum):
+    """Why a run ended. Every run ends with one of these, never with a recursion error."""
+
+    PASSED = "passed"
+    """The critic accepted the latest draft."""
+    MAX_ITERATIONS = "max_iterations"
+    """``max_iterations`` drafts were written and the last one did not pass."""
+    NO_CHANGE = "no_change"
+    """A revision came back with the same answer as the draft before it."""
+    SINGLE_PASS = "single_pass"
+    """Single-pass mode: one call, no critic."""
+    ERROR = "error"
+    """The run failed; only partial results (``RunError.partial``) carry this reason."""
+
+
+class Draft(BaseModel):
+    """One model reply, parsed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    """The raw reply, tags and all."""
+    output: str
+    """The answer, tags stripped."""
+    thinking: list[str] = Field(default_factory=list)
+    reflections: list[str] = Field(default_factory=list)
+    parse_status: ParseStatus = ParseStatus.COMPLETE
+
+    @classmethod
+    def from_parsed(cls, text: str, parsed: Parsed, reasoning: str | None = None) -> Draft:
+        """Build a draft from a parsed reply; provider-side reasoning counts as thinking."""
+        thinking = [reasoning.strip(), *parsed.thinking] if reasoning and reasoning.strip() else (
+            parsed.thinking
+        )
+        return cls(text=text, output=parsed.output, thinking=thinking,
+                   reflections=parsed.reflections, parse_status=parsed.status)
+
+
+class Iteration(BaseModel):
+    """One draft and the critic's verdict on it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    number: int
+    """1 for the first draft, 2 for the first revision, ..."""
+    kind: Literal["generate", "revise"]
+    draft: Draft
+    verdict: Verdict | None = None
+    """``None`` in single-pass mode, and for a revision that stopped the run unchanged."""
+    draft_usage: Usage = Field(default_factory=Usage)
+    critique_usage: Usage = Field(default_factory=Usage)
+    seconds: float = 0.0
+
+    @property
+    def usage(self) -> Usage:
+        """The draft's call plus the critique's calls."""
+        return self.draft_usage + self.critique_usage
+
+
+class ReflectionResult(BaseModel):
+    """The outcome of a run. ``str(result)`` is the answer."""
+
+    model_config = ConfigDict(frozen=True)
+
+    output: str
+    thinking: list[str] = Field(default_factory=list)
+    reflections: list[str] = Field(default_factory=list)
+    iterations: list[Iteration] = Field(default_factory=list)
+    stop_reason: StopReason
+    usage: Usage = Field(default_factory=Usage)
+    model: str
+    critic: str | None = None
+    mode: Literal["loop", "single"]
+    parse_status: ParseStatus = ParseStatus.COMPLETE
+    """How the final draft kept to the tag format."""
+    final_iteration: int = 1
+    """The number of the iteration whose draft is the answer."""
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        """Whether the critic accepted the answer."""
+        return self.stop_reason is StopReason.PASSED
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of everything in the result."""
+        return self.model_dump(mode="json")
+
+    def __str__(self) -> str:
+        return self.output
