@@ -50,11 +50,17 @@ class Reflector:
     ) -> None:
         if config is None:
             config = ReflectConfig(
-                model=model, critic=critic, critic_model=critic_model,
-                max_iterations=max_iterations, mode=mode, scheme=scheme,
+                model=model,
+                critic=critic,
+                critic_model=critic_model,
+                max_iterations=max_iterations,
+                mode=mode,
+                scheme=scheme,
                 template_dir=Path(template_dir) if template_dir is not None else None,
-                retry=retry or RetryPolicy(), timeout=timeout,
-                critic_kwargs=critic_kwargs or {}, model_kwargs=model_kwargs,
+                retry=retry or RetryPolicy(),
+                timeout=timeout,
+                critic_kwargs=critic_kwargs or {},
+                model_kwargs=model_kwargs,
             )
         elif model is not None or critic is not None or model_kwargs:
             raise ConfigurationError("pass either config=... or individual settings, not both")
@@ -127,8 +133,9 @@ def _step_event(node: str, change: dict[str, Any]) -> StepEvent:
     if last is None:
         return StepEvent(node, 0, stop_reason=stop)
     if node == "critique":
-        return StepEvent(node, last.number, verdict=last.verdict, usage=last.critique_usage,
-                         stop_reason=stop)
+        return StepEvent(
+            node, last.number, verdict=last.verdict, usage=last.critique_usage, stop_reason=stop
+        )
     return StepEvent(node, last.number, draft=last.draft, usage=last.draft_usage, stop_reason=stop)
 
 

@@ -107,26 +107,53 @@ def _show_reasoning(result: ReflectionResult) -> None:
     click.secho(
         f"── stop: {result.stop_reason.value} after {len(result.iterations)} draft(s), "
         f"{result.usage.calls} call(s), {result.usage.total_tokens} tokens ──",
-        err=True, dim=True,
+        err=True,
+        dim=True,
     )
 
 
 @cli.command()
 @click.argument("prompt")
-@click.option("-m", "--model", envvar="REFLECTKIT_MODEL", show_envvar=True,
-              help="LiteLLM model string, e.g. gpt-4o-mini or ollama/llama3.")
+@click.option(
+    "-m",
+    "--model",
+    envvar="REFLECTKIT_MODEL",
+    show_envvar=True,
+    help="LiteLLM model string, e.g. gpt-4o-mini or ollama/llama3.",
+)
 @click.option("--critic-model", help="Model of the LLM critic (default: the same model).")
-@click.option("-n", "--max-iterations", type=click.IntRange(1, 100), default=3, show_default=True,
-              help="Most drafts to write.")
-@click.option("--mode", type=click.Choice(["auto", "loop", "single"]), default="auto",
-              show_default=True, help="loop: critique and revise; single: one call.")
-@click.option("--show-thinking", is_flag=True,
-              help="Print thinking, reflections and critiques to stderr.")
+@click.option(
+    "-n",
+    "--max-iterations",
+    type=click.IntRange(1, 100),
+    default=3,
+    show_default=True,
+    help="Most drafts to write.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["auto", "loop", "single"]),
+    default="auto",
+    show_default=True,
+    help="loop: critique and revise; single: one call.",
+)
+@click.option(
+    "--show-thinking", is_flag=True, help="Print thinking, reflections and critiques to stderr."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON.")
-@click.option("--template-dir", type=click.Path(exists=True, file_okay=False),
-              help="Directory of templates that override the built-in ones.")
-@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
-              help="Passed to LiteLLM, e.g. -o temperature=0 -o api_base=http://...")
+@click.option(
+    "--template-dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="Directory of templates that override the built-in ones.",
+)
+@click.option(
+    "-o",
+    "--option",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Passed to LiteLLM, e.g. -o temperature=0 -o api_base=http://...",
+)
 def run(
     prompt: str,
     model: str | None,
@@ -144,9 +171,12 @@ def run(
     text = _read_prompt(prompt)
     model_kwargs = dict(_option_value(o) for o in options)
     reflector = Reflector(
-        model, critic_model=critic_model, max_iterations=max_iterations,
+        model,
+        critic_model=critic_model,
+        max_iterations=max_iterations,
         mode=cast("Mode", mode),  # click.Choice admits only the three modes
-        template_dir=template_dir, **model_kwargs,
+        template_dir=template_dir,
+        **model_kwargs,
     )
     result = reflector.run(text)
     if show_thinking:
@@ -159,8 +189,11 @@ def run(
 
 @cli.command()
 @click.argument("name", required=False)
-@click.option("--template-dir", type=click.Path(exists=True, file_okay=False),
-              help="Show this directory's overrides where it has them.")
+@click.option(
+    "--template-dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="Show this directory's overrides where it has them.",
+)
 def templates(name: str | None, template_dir: str | None) -> None:
     """List the prompt templates, or print template NAME."""
     from pathlib import Path

@@ -123,8 +123,11 @@ class ReflectConfig(_Strict):
             "critic_model": self.critic_model,
             "max_iterations": self.max_iterations,
             "mode": self.mode,
-            "scheme": {"thinking": self.scheme.thinking, "reflection": self.scheme.reflection,
-                       "output": self.scheme.output},
+            "scheme": {
+                "thinking": self.scheme.thinking,
+                "reflection": self.scheme.reflection,
+                "output": self.scheme.output,
+            },
             "template_dir": str(self.template_dir) if self.template_dir else None,
             "model_kwargs": redact_mapping(self.model_kwargs),
             "critic_kwargs": redact_mapping(self.critic_kwargs),

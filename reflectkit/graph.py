@@ -170,9 +170,7 @@ async def _judge(critic: Critic, request: CritiqueRequest) -> Verdict:
     except ReflectkitError:
         raise
     except Exception as error:
-        raise CriticError(
-            f"critic {critic.name} raised {type(error).__name__}: {error}"
-        ) from error
+        raise CriticError(f"critic {critic.name} raised {type(error).__name__}: {error}") from error
 
 
 def _nodes(runtime: Runtime) -> dict[str, Any]:
@@ -185,8 +183,11 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
         clock = time.perf_counter()
         completion = await generator.complete(runtime.generate_messages(conversation))
         iteration = Iteration(
-            number=1, kind="generate", draft=runtime.draft(completion),
-            draft_usage=completion.usage, seconds=time.perf_counter() - clock,
+            number=1,
+            kind="generate",
+            draft=runtime.draft(completion),
+            draft_usage=completion.usage,
+            seconds=time.perf_counter() - clock,
         )
         return {"iterations": [iteration], "usage": completion.usage, "started_at": started}
 
@@ -198,10 +199,13 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
         clock = time.perf_counter()
         verdict = await _judge(runtime.critic, _request(runtime, conversation, last))
         spent = verdict.usage or Usage()
-        judged = last.model_copy(update={
-            "verdict": verdict, "critique_usage": spent,
-            "seconds": last.seconds + time.perf_counter() - clock,
-        })
+        judged = last.model_copy(
+            update={
+                "verdict": verdict,
+                "critique_usage": spent,
+                "seconds": last.seconds + time.perf_counter() - clock,
+            }
+        )
         return {
             "iterations": [*iterations[:-1], judged],
             "usage": state["usage"] + spent,
@@ -215,14 +219,21 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
         conversation = to_conversation(state["messages"])
         clock = time.perf_counter()
         messages = builder.revise(
-            conversation, answer=last.draft.output, feedback=verdict.feedback,
-            issues=verdict.issues, score=verdict.score, tuned=runtime.profile.tuned,
+            conversation,
+            answer=last.draft.output,
+            feedback=verdict.feedback,
+            issues=verdict.issues,
+            score=verdict.score,
+            tuned=runtime.profile.tuned,
         )
         completion = await generator.complete(messages)
         draft = runtime.draft(completion)
         iteration = Iteration(
-            number=last.number + 1, kind="revise", draft=draft,
-            draft_usage=completion.usage, seconds=time.perf_counter() - clock,
+            number=last.number + 1,
+            kind="revise",
+            draft=draft,
+            draft_usage=completion.usage,
+            seconds=time.perf_counter() - clock,
         )
         return {
             "iterations": [*iterations, iteration],
@@ -247,7 +258,9 @@ def _stop_or(next_node: str) -> Any:
     return route
 
 
-def compile_runtime(runtime: Runtime, checkpointer: Any = None) -> CompiledStateGraph[Any, Any, Any, Any]:
+def compile_runtime(
+    runtime: Runtime, checkpointer: Any = None
+) -> CompiledStateGraph[Any, Any, Any, Any]:
     """Build and compile the graph for an already-resolved runtime."""
     nodes = _nodes(runtime)
     graph: StateGraph[Any, Any, Any, Any] = StateGraph(

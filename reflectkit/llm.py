@@ -24,13 +24,14 @@ import os
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
+from reflectkit.adapter import adapter_class
 from reflectkit.config import RetryPolicy
 from reflectkit.errors import (
     ConfigurationError,
@@ -46,13 +47,7 @@ from reflectkit.errors import (
     RateLimitedError,
     UnknownModelError,
 )
-from reflectkit.provider import (
-    ProviderBackend,
-    ProviderChunk,
-    ProviderFailure,
-    ProviderReply,
-    model_requests_allowed,
-)
+from reflectkit.provider import ProviderBackend, model_requests_allowed
 from reflectkit.redaction import redact
 from reflectkit.usage import Usage
 
@@ -86,7 +81,7 @@ def _load() -> Any:
         if _litellm is None:
             # Read the price map shipped inside LiteLLM instead of fetching it at import.
             os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-            module = importlib.import_module("litellm")
+            module: Any = importlib.import_module("litellm")
             module.suppress_debug_info = True
             for name, target in _BUILTIN_PROVIDERS.items():
                 module_name, _, attribute = target.partition(":")
@@ -99,7 +94,7 @@ def _load() -> Any:
 def _install(litellm: Any, name: str, backend: ProviderBackend) -> None:
     global _adapter
     if _adapter is None:
-        _adapter = _adapter_class(litellm)
+        _adapter = adapter_class(litellm)
     handler = _adapter(name, backend)
     litellm.custom_provider_map = [
         item for item in litellm.custom_provider_map if item["provider"] != name
@@ -267,7 +262,7 @@ class ModelClient:
                 return float(error.retry_after)
             # Exponential backoff with up to 50% jitter, so clients that failed together spread.
             base = policy.initial_wait * 2 ** (state.attempt_number - 1)
-            return min(policy.max_wait, base * (1 + random.random() / 2))
+            return float(min(policy.max_wait, base * (1 + random.random() / 2)))
 
         def should_retry(error: BaseException) -> bool:
             if not isinstance(error, ProviderError) or not error.retryable:
@@ -393,94 +388,3 @@ class ModelClient:
             model=self.model,
             finish_reason=finish,
         )
-
-
-def _estimate_tokens(messages: list[Message]) -> int:
-    return sum(len(str(m.get("content", ""))) // 4 + 1 for m in messages)
-
-
-def _adapter_class(litellm: Any) -> type:
-    """A LiteLLM ``CustomLLM`` subclass that serves a :class:`ProviderBackend`."""
-    import httpx
-    from litellm.llms.custom_llm import CustomLLMError
-
-    def fail(name: str, model: str, failure: ProviderFailure) -> Exception:
-        if failure.status_code == 429:
-            headers = {} if failure.retry_after is None else {"retry-after": str(failure.retry_after)}
-            response = httpx.Response(
-                429, headers=headers, request=httpx.Request("POST", f"http://{name}.invalid")
-            )
-            return litellm.RateLimitError(
-                message=failure.message, llm_provider=name, model=model, response=response
-            )
-        return CustomLLMError(failure.status_code, failure.message)
-
-    def fill(response: Any, model: str, messages: list[Message], reply: ProviderReply) -> Any:
-        choice = response.choices[0]
-        choice.message.content = reply.text
-        if reply.reasoning is not None:
-            choice.message.reasoning_content = reply.reasoning
-        choice.finish_reason = reply.finish_reason
-        prompt = reply.prompt_tokens
-        prompt = _estimate_tokens(messages) if prompt is None else prompt
-        completion = reply.completion_tokens
-        completion = len(reply.text) // 4 + 1 if completion is None else completion
-        response.usage = litellm.Usage(
-            prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
-        )
-        response.model = model
-        return response
-
-    def chunk(piece: ProviderChunk) -> dict[str, Any]:
-        usage = None
-        if piece.prompt_tokens is not None or piece.completion_tokens is not None:
-            prompt, completion = piece.prompt_tokens or 0, piece.completion_tokens or 0
-            usage = {"prompt_tokens": prompt, "completion_tokens": completion,
-                     "total_tokens": prompt + completion}
-        return {"text": piece.text, "is_finished": piece.finish_reason is not None,
-                "finish_reason": piece.finish_reason, "usage": usage, "index": 0,
-                "tool_use": None}
-
-    class BackendAdapter(litellm.CustomLLM):  # litellm is untyped: see [tool.mypy] overrides
-        def __init__(self, name: str, backend: ProviderBackend) -> None:
-            super().__init__()
-            self.name = name
-            self.backend = backend
-
-        def completion(self, model: str, messages: list[Message], *args: Any, **kw: Any) -> Any:
-            try:
-                reply = self.backend.complete(model, messages, kw.get("optional_params") or {})
-            except ProviderFailure as failure:
-                raise fail(self.name, model, failure) from None
-            return fill(kw["model_response"], model, messages, reply)
-
-        async def acompletion(
-            self, model: str, messages: list[Message], *args: Any, **kw: Any
-        ) -> Any:
-            try:
-                params = kw.get("optional_params") or {}
-                reply = await self.backend.acomplete(model, messages, params)
-            except ProviderFailure as failure:
-                raise fail(self.name, model, failure) from None
-            return fill(kw["model_response"], model, messages, reply)
-
-        def streaming(
-            self, model: str, messages: list[Message], *args: Any, **kw: Any
-        ) -> Iterator[dict[str, Any]]:
-            try:
-                for piece in self.backend.stream(model, messages, kw.get("optional_params") or {}):
-                    yield chunk(piece)
-            except ProviderFailure as failure:
-                raise fail(self.name, model, failure) from None
-
-        async def astreaming(
-            self, model: str, messages: list[Message], *args: Any, **kw: Any
-        ) -> AsyncIterator[dict[str, Any]]:
-            try:
-                params = kw.get("optional_params") or {}
-                async for piece in self.backend.astream(model, messages, params):
-                    yield chunk(piece)
-            except ProviderFailure as failure:
-                raise fail(self.name, model, failure) from None
-
-    return BackendAdapter

@@ -48,7 +48,8 @@ def _text_of(content: Any) -> str:
         return content
     if isinstance(content, list):
         return "\n".join(
-            str(part.get("text", "")) for part in content
+            str(part.get("text", ""))
+            for part in content
             if isinstance(part, dict) and part.get("type") == "text"
         )
     return ""
@@ -72,7 +73,9 @@ def _as_dicts(prompt: str | Sequence[Any]) -> list[Message]:
 def to_conversation(prompt: str | Sequence[Any]) -> Conversation:
     """Validate and copy the user's input. Raises InputError for unusable input."""
     if not isinstance(prompt, (str, Sequence)):
-        raise InputError(f"prompt must be a string or a list of messages, not {type(prompt).__name__}")
+        raise InputError(
+            f"prompt must be a string or a list of messages, not {type(prompt).__name__}"
+        )
     messages = _as_dicts(prompt)
     if not messages:
         raise InputError("the message list is empty")
@@ -178,7 +181,9 @@ class PromptBuilder:
     def critique(self, question: str, answer: str) -> list[Message]:
         """The LLM critic's single user turn."""
         text = self.prompts.render(
-            "critique", question=self.escape(question), answer=self.escape(answer),
+            "critique",
+            question=self.escape(question),
+            answer=self.escape(answer),
             scheme=self.scheme,
         )
         return [{"role": "user", "content": text}]

@@ -44,11 +44,13 @@ TEMPLATES: dict[str, TemplateSpec] = {
         "generate.j2", "the user's request as the first draft sees it", ("question", "scheme")
     ),
     "critique": TemplateSpec(
-        "critique.j2", "the LLM critic's prompt; asks for a JSON verdict",
+        "critique.j2",
+        "the LLM critic's prompt; asks for a JSON verdict",
         ("question", "answer", "scheme"),
     ),
     "revise": TemplateSpec(
-        "revise.j2", "asks for a revision from the latest answer and the critique",
+        "revise.j2",
+        "asks for a revision from the latest answer and the critique",
         ("question", "answer", "feedback", "issues", "score", "scheme"),
     ),
 }

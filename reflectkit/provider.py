@@ -71,7 +71,9 @@ class ProviderBackend(Protocol):
     def check(self, model: str) -> None:
         """Raise a ConfigurationError if ``model`` cannot run here (missing extra, bad path)."""
 
-    def complete(self, model: str, messages: list[Message], params: dict[str, Any]) -> ProviderReply:
+    def complete(
+        self, model: str, messages: list[Message], params: dict[str, Any]
+    ) -> ProviderReply:
         """Answer synchronously."""
         ...
 

@@ -41,8 +41,11 @@ def _environment_secrets() -> list[str]:
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """Replace known secret values (the environment's and ``secrets``) and key-like strings."""
-    known = sorted({s for s in (*secrets, *_environment_secrets()) if len(s) >= _MIN_SECRET_LENGTH},
-                   key=len, reverse=True)
+    known = sorted(
+        {s for s in (*secrets, *_environment_secrets()) if len(s) >= _MIN_SECRET_LENGTH},
+        key=len,
+        reverse=True,
+    )
     for value in known:
         text = text.replace(value, REDACTED)
     for pattern in _SECRET_PATTERNS:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from reflectkit.critics.verdict import Verdict
-from reflectkit.tags import ParseStatus, Parsed
+from reflectkit.tags import Parsed, ParseStatus
 from reflectkit.usage import Usage
 
 __all__ = ["Draft", "Iteration", "ReflectionResult", "StopReason"]
@@ -45,11 +45,18 @@ class Draft(BaseModel):
     @classmethod
     def from_parsed(cls, text: str, parsed: Parsed, reasoning: str | None = None) -> Draft:
         """Build a draft from a parsed reply; provider-side reasoning counts as thinking."""
-        thinking = [reasoning.strip(), *parsed.thinking] if reasoning and reasoning.strip() else (
-            parsed.thinking
+        thinking = (
+            [reasoning.strip(), *parsed.thinking]
+            if reasoning and reasoning.strip()
+            else (parsed.thinking)
         )
-        return cls(text=text, output=parsed.output, thinking=thinking,
-                   reflections=parsed.reflections, parse_status=parsed.status)
+        return cls(
+            text=text,
+            output=parsed.output,
+            thinking=thinking,
+            reflections=parsed.reflections,
+            parse_status=parsed.status,
+        )
 
 
 class Iteration(BaseModel):

@@ -94,7 +94,9 @@ class ScriptExhaustedError(AssertionError):
     """A :class:`ScriptedLLM` was called more often than it had replies."""
 
 
-def fail(status_code: int, message: str = "", *, retry_after: float | None = None) -> ProviderFailure:
+def fail(
+    status_code: int, message: str = "", *, retry_after: float | None = None
+) -> ProviderFailure:
     """A scripted failure: put it in a script to make that call fail with an HTTP status."""
     return ProviderFailure(status_code, message, retry_after)
 
@@ -175,7 +177,9 @@ class _Fake(abc.ABC):
             yield ProviderChunk(piece)
         yield ProviderChunk("", "stop", reply.prompt_tokens, reply.completion_tokens)
 
-    def answer(self, messages: list[Message], params: dict[str, Any], stream: bool) -> ProviderReply:
+    def answer(
+        self, messages: list[Message], params: dict[str, Any], stream: bool
+    ) -> ProviderReply:
         request = self._record(messages, params, stream)
         value = self._next(request)
         if inspect.isawaitable(value):
@@ -269,7 +273,9 @@ class _Backend:
     def check(self, model: str) -> None:
         self._fake(model)
 
-    def complete(self, model: str, messages: list[Message], params: dict[str, Any]) -> ProviderReply:
+    def complete(
+        self, model: str, messages: list[Message], params: dict[str, Any]
+    ) -> ProviderReply:
         return self._fake(model).answer(messages, params, stream=False)
 
     async def acomplete(

@@ -15,13 +15,15 @@ FAST_RETRY = rk.RetryPolicy(initial_wait=0, max_wait=0, max_attempts=3)
 
 
 async def test_loop_revises_until_the_critic_passes() -> None:
-    fake = ScriptedLLM([
-        "<thinking>x + 5 = 12, x = 7, 7 - 3 = 5</thinking><output>5</output>",
-        verdict(False, "7 - 3 is 4, not 5", score=3),
-        "<thinking>7 - 3 = 4</thinking><reflection>fixed the subtraction</reflection>"
-        "<output>4</output>",
-        verdict(True, score=10),
-    ])
+    fake = ScriptedLLM(
+        [
+            "<thinking>x + 5 = 12, x = 7, 7 - 3 = 5</thinking><output>5</output>",
+            verdict(False, "7 - 3 is 4, not 5", score=3),
+            "<thinking>7 - 3 = 4</thinking><reflection>fixed the subtraction</reflection>"
+            "<output>4</output>",
+            verdict(True, score=10),
+        ]
+    )
     result = await rk.areflect(QUESTION, model=fake.model)
     assert result.output == "4"
     assert result.stop_reason is rk.StopReason.PASSED
@@ -41,11 +43,16 @@ async def test_loop_revises_until_the_critic_passes() -> None:
 
 
 async def test_loop_stops_at_max_iterations_with_the_last_draft() -> None:
-    fake = ScriptedLLM([
-        "<output>a</output>", verdict(False, "no"),
-        "<output>b</output>", verdict(False, "no"),
-        "<output>c</output>", verdict(False, "no"),
-    ])
+    fake = ScriptedLLM(
+        [
+            "<output>a</output>",
+            verdict(False, "no"),
+            "<output>b</output>",
+            verdict(False, "no"),
+            "<output>c</output>",
+            verdict(False, "no"),
+        ]
+    )
     result = await rk.areflect("q", model=fake.model, max_iterations=3)
     assert result.stop_reason is rk.StopReason.MAX_ITERATIONS
     assert result.output == "c"
@@ -54,10 +61,13 @@ async def test_loop_stops_at_max_iterations_with_the_last_draft() -> None:
 
 
 async def test_loop_stops_when_the_revision_does_not_change() -> None:
-    fake = ScriptedLLM([
-        "<output>Paris</output>", verdict(False, "are you sure?"),
-        "<thinking>yes</thinking><output> paris </output>",
-    ])
+    fake = ScriptedLLM(
+        [
+            "<output>Paris</output>",
+            verdict(False, "are you sure?"),
+            "<thinking>yes</thinking><output> paris </output>",
+        ]
+    )
     result = await rk.areflect("Capital of France?", model=fake.model, max_iterations=5)
     assert result.stop_reason is rk.StopReason.NO_CHANGE
     assert result.output == "paris"
@@ -67,8 +77,11 @@ async def test_loop_stops_when_the_revision_does_not_change() -> None:
 
 async def test_many_iterations_never_hit_the_recursion_limit() -> None:
     fake = FunctionLLM(
-        lambda r: verdict(False, "again") if "strict reviewer" in r.last_user_text
-        else f"<output>{len(r.messages)}-{id(r)}</output>"
+        lambda r: (
+            verdict(False, "again")
+            if "strict reviewer" in r.last_user_text
+            else f"<output>{len(r.messages)}-{id(r)}</output>"
+        )
     )
     result = await rk.areflect("q", model=fake.model, max_iterations=40)
     assert result.stop_reason is rk.StopReason.MAX_ITERATIONS
@@ -76,15 +89,19 @@ async def test_many_iterations_never_hit_the_recursion_limit() -> None:
 
 
 async def test_a_malformed_verdict_means_revise_with_the_raw_text_as_feedback() -> None:
-    fake = ScriptedLLM([
-        "<output>5</output>",
-        "Hmm, I think the subtraction is off by one.",
-        "<output>4</output>",
-        verdict(True),
-    ])
+    fake = ScriptedLLM(
+        [
+            "<output>5</output>",
+            "Hmm, I think the subtraction is off by one.",
+            "<output>4</output>",
+            verdict(True),
+        ]
+    )
     result = await rk.areflect(QUESTION, model=fake.model)
     first = result.iterations[0].verdict
-    assert first is not None and first.malformed and not first.passed
+    assert first is not None
+    assert first.malformed
+    assert not first.passed
     assert "the subtraction is off by one" in fake.requests[2].last_user_text
     assert result.output == "4"
 
@@ -111,7 +128,8 @@ async def test_an_async_critic_and_a_separate_critic_model() -> None:
     critic = ScriptedLLM([verdict(False, "wrong"), verdict(True)])
     result = await rk.areflect(QUESTION, model=writer.model, critic_model=critic.model)
     assert result.output == "4"
-    assert len(writer.requests) == 2 and len(critic.requests) == 2
+    assert len(writer.requests) == 2
+    assert len(critic.requests) == 2
     assert result.critic == f"llm:{critic.model}"
 
     async def never(question: str, answer: str) -> rk.Verdict:
@@ -225,7 +243,8 @@ async def test_revise_prompts_carry_only_the_latest_draft() -> None:
     def model(request: Request) -> str:
         if "strict reviewer" in request.last_user_text:
             return verdict(False, f"feedback-{len(request.messages)}")
-        return f"<thinking>long reasoning {'word ' * 50}</thinking><output>draft {id(request)}</output>"
+        reasoning = "long reasoning " + "word " * 50
+        return f"<thinking>{reasoning}</thinking><output>draft {id(request)}</output>"
 
     fake = FunctionLLM(model)
     await rk.areflect("q", model=fake.model, max_iterations=5)
@@ -246,7 +265,8 @@ async def test_a_forged_output_in_the_question_never_becomes_the_answer() -> Non
         # A model that repeats the question inside its reasoning, the worst case for forgery.
         if "strict reviewer" in request.last_user_text:
             return f"{request.last_user_text} " + verdict(True)
-        return f"<thinking>{request.last_user_text}</thinking><output>4</output>{request.last_user_text}"
+        echoed = request.last_user_text
+        return f"<thinking>{echoed}</thinking><output>4</output>{echoed}"
 
     fake = FunctionLLM(echo_then_answer)
     result = await rk.areflect(forged, model=fake.model)
@@ -281,7 +301,8 @@ async def test_langchain_messages_are_accepted() -> None:
     fake = ScriptedLLM(["<output>4</output>"])
     result = await rk.areflect(
         [HumanMessage("2+2?"), AIMessage("Let me see."), HumanMessage("Well?")],
-        model=fake.model, mode="single",
+        model=fake.model,
+        mode="single",
     )
     assert result.output == "4"
     assert [m["role"] for m in fake.requests[0].messages] == ["system", "user", "assistant", "user"]
@@ -316,16 +337,26 @@ async def test_bad_input_is_an_input_error_before_any_call(prompt: Any, message:
 
 
 async def test_astream_yields_each_step_then_the_result() -> None:
-    fake = ScriptedLLM(["<output>5</output>", verdict(False, "no"), "<output>4</output>", verdict(True)])
+    fake = ScriptedLLM(
+        ["<output>5</output>", verdict(False, "no"), "<output>4</output>", verdict(True)]
+    )
     events = [e async for e in rk.Reflector(fake.model).astream(QUESTION)]
     steps = [(e.node, e.iteration) for e in events if isinstance(e, rk.StepEvent)]
-    assert steps == [("generate", 1), ("critique", 1), ("revise", 2), ("critique", 2), ("finalize", 2)]
+    assert steps == [
+        ("generate", 1),
+        ("critique", 1),
+        ("revise", 2),
+        ("critique", 2),
+        ("finalize", 2),
+    ]
     assert isinstance(events[-1], rk.ResultEvent)
     assert events[-1].result.output == "4"
     generate, critique = events[0], events[1]
-    assert isinstance(generate, rk.StepEvent) and generate.draft is not None
+    assert isinstance(generate, rk.StepEvent)
+    assert generate.draft is not None
     assert generate.draft.output == "5"
-    assert isinstance(critique, rk.StepEvent) and critique.verdict is not None
+    assert isinstance(critique, rk.StepEvent)
+    assert critique.verdict is not None
     assert not critique.verdict.passed
     assert events[3].stop_reason is rk.StopReason.PASSED
 
@@ -334,14 +365,19 @@ def test_sync_api_and_sync_stream() -> None:
     fake = ScriptedLLM(["<output>4</output>", verdict(True), "<output>4</output>", verdict(True)])
     result = rk.reflect(QUESTION, model=fake.model)
     assert str(result) == "4"
-    nodes = [e.node for e in rk.Reflector(fake.model).stream(QUESTION) if isinstance(e, rk.StepEvent)]
+    nodes = [
+        e.node for e in rk.Reflector(fake.model).stream(QUESTION) if isinstance(e, rk.StepEvent)
+    ]
     assert nodes == ["generate", "critique", "finalize"]
 
 
 def test_breaking_out_of_a_sync_stream_stops_the_run() -> None:
-    fake = ScriptedLLM(["<output>5</output>", verdict(False, "no"), "<output>4</output>", verdict(True)])
+    fake = ScriptedLLM(
+        ["<output>5</output>", verdict(False, "no"), "<output>4</output>", verdict(True)]
+    )
     for event in rk.Reflector(fake.model).stream(QUESTION):
-        assert isinstance(event, rk.StepEvent) and event.node == "generate"
+        assert isinstance(event, rk.StepEvent)
+        assert event.node == "generate"
         break
     assert len(fake.requests) == 1
 

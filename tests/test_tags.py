@@ -44,12 +44,30 @@ CHINESE = TagScheme(thinking="推理", reflection="反思", output="输出")
             ["wait, b"],
             ParseStatus.COMPLETE,
         ),
-        ("<reflection>standalone</reflection><output>x</output>", "x", [], ["standalone"], "complete"),
-        ("<thinking>one</thinking><thinking>two</thinking><output>y</output>", "y", ["one", "two"], [], "complete"),
+        (
+            "<reflection>standalone</reflection><output>x</output>",
+            "x",
+            [],
+            ["standalone"],
+            "complete",
+        ),
+        (
+            "<thinking>one</thinking><thinking>two</thinking><output>y</output>",
+            "y",
+            ["one", "two"],
+            [],
+            "complete",
+        ),
         ("Sure! <thinking>t</thinking> <output>ans</output> Bye.", "ans", ["t"], [], "complete"),
         ("<THINKING >t</ Thinking><  OUTPUT>ans</output >", "ans", ["t"], [], "complete"),
         ("<thinking>t</thinking><output>cut off", "cut off", ["t"], [], ParseStatus.UNCLOSED),
-        ("<thinking>reasoning, then the answer is 4", "", ["reasoning, then the answer is 4"], [], "missing_output"),
+        (
+            "<thinking>reasoning, then the answer is 4",
+            "",
+            ["reasoning, then the answer is 4"],
+            [],
+            "missing_output",
+        ),
         ("<thinking>t</thinking>The answer is 4.", "The answer is 4.", ["t"], [], "missing_output"),
         ("<thinking>never closed <output>4</output>", "4", ["never closed"], [], "complete"),
         ("Just 4.", "Just 4.", [], [], ParseStatus.UNTAGGED),
@@ -77,7 +95,9 @@ def test_text_outside_tags_is_kept_but_is_not_the_answer() -> None:
 
 
 def test_think_tags_take_the_rest_of_the_text_as_the_answer() -> None:
-    parsed = parse("<think>\nlet me count: s-t-r-a-w-b-e-r-r-y\n</think>\n\nThere are 3.", THINK_TAGS)
+    parsed = parse(
+        "<think>\nlet me count: s-t-r-a-w-b-e-r-r-y\n</think>\n\nThere are 3.", THINK_TAGS
+    )
     assert parsed.output == "There are 3."
     assert parsed.thinking == ["let me count: s-t-r-a-w-b-e-r-r-y"]
     assert parsed.status is ParseStatus.COMPLETE
@@ -145,10 +165,36 @@ def test_feed_after_close_is_a_programming_error() -> None:
 # Fragments that make tag-like text likely, plus arbitrary text.
 _FRAGMENTS = st.sampled_from(
     [
-        "<thinking>", "</thinking>", "<reflection>", "</reflection>", "<output>", "</output>",
-        "<think>", "</think>", "< Output >", "</ THINKING>", "<OUTPUT>", "<推理>", "</推理>",
-        "<输出>", "<", ">", "/", "<out", "put>", "</", " ", "  ", "\n", "a", "42", "x y",
-        "<b>", "&lt;", "<   output>", "<    output>",
+        "<thinking>",
+        "</thinking>",
+        "<reflection>",
+        "</reflection>",
+        "<output>",
+        "</output>",
+        "<think>",
+        "</think>",
+        "< Output >",
+        "</ THINKING>",
+        "<OUTPUT>",
+        "<推理>",
+        "</推理>",
+        "<输出>",
+        "<",
+        ">",
+        "/",
+        "<out",
+        "put>",
+        "</",
+        " ",
+        "  ",
+        "\n",
+        "a",
+        "42",
+        "x y",
+        "<b>",
+        "&lt;",
+        "<   output>",
+        "<    output>",
     ]
 )
 _TEXT = st.lists(st.one_of(_FRAGMENTS, st.text(max_size=8)), max_size=30).map("".join)
@@ -167,7 +213,9 @@ def _stream(text: str, cuts: list[int], scheme: TagScheme) -> tuple[StreamParser
 
 
 def _joined(events: list[TagDelta], kind: type[TagDelta], index: int | None = None) -> str:
-    return "".join(e.text for e in events if type(e) is kind and (index is None or e.index == index))
+    return "".join(
+        e.text for e in events if type(e) is kind and (index is None or e.index == index)
+    )
 
 
 @settings(max_examples=400, deadline=None)

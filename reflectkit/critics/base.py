@@ -85,7 +85,7 @@ class FunctionCritic:
         if not callable(fn):
             raise ConfigurationError("FunctionCritic needs a callable")
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        self.name: str = name or str(getattr(fn, "__name__", type(fn).__name__))
 
     async def acritique(self, request: CritiqueRequest) -> Verdict:
         if inspect.iscoroutinefunction(self.fn):
@@ -102,7 +102,8 @@ def as_critic(value: Any) -> Critic | None:
     if value is None or isinstance(value, Critic):
         return value
     if callable(value):
-        return FunctionCritic(value)
+        critic: Critic = FunctionCritic(value)
+        return critic
     raise ConfigurationError(
         f"critic must be a Critic or a callable (question, answer) -> verdict, "
         f"not {type(value).__name__}"

@@ -32,9 +32,11 @@ class LLMCritic:
             raise CriticError("LLMCritic has no model: pass LLMCritic(model=...)")
         client = self._clients.get(model)
         if client is None:
-            params = self.model_kwargs if self.model else {
-                **request.default_model_kwargs, **self.model_kwargs
-            }
+            params = (
+                self.model_kwargs
+                if self.model
+                else {**request.default_model_kwargs, **self.model_kwargs}
+            )
             client = ModelClient(model, params, retry=request.retry, timeout=request.timeout)
             self._clients[model] = client
         return client

@@ -33,10 +33,39 @@ class Verdict(BaseModel):
     usage: Usage | None = None
 
 
-_PASS_WORDS = {"pass", "passed", "passes", "accept", "accepted", "approve", "approved", "correct",
-               "ok", "okay", "yes", "true", "good", "lgtm", "done"}
-_REVISE_WORDS = {"revise", "revision", "needs_revision", "needs revision", "fail", "failed",
-                 "reject", "rejected", "incorrect", "wrong", "no", "false", "improve", "retry"}
+_PASS_WORDS = {
+    "pass",
+    "passed",
+    "passes",
+    "accept",
+    "accepted",
+    "approve",
+    "approved",
+    "correct",
+    "ok",
+    "okay",
+    "yes",
+    "true",
+    "good",
+    "lgtm",
+    "done",
+}
+_REVISE_WORDS = {
+    "revise",
+    "revision",
+    "needs_revision",
+    "needs revision",
+    "fail",
+    "failed",
+    "reject",
+    "rejected",
+    "incorrect",
+    "wrong",
+    "no",
+    "false",
+    "improve",
+    "retry",
+}
 _VERDICT_KEYS = ("verdict", "decision", "status", "result", "outcome", "pass", "passed")
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
 _LINE_VERDICT = re.compile(r"(?im)^\W*(?:verdict|decision)\W*[:=]\W*([a-z_ ]+)")
@@ -106,11 +135,18 @@ def parse_verdict(text: str, critic: str | None = None) -> Verdict:
         feedback = feedback if isinstance(feedback, str) else json.dumps(feedback)
         issues = _issues(obj.get("issues", obj.get("problems", [])))
         if passed is not None:
-            return Verdict(passed=passed, score=_score(obj.get("score")), issues=issues,
-                           feedback=feedback.strip(), critic=critic, raw=text)
+            return Verdict(
+                passed=passed,
+                score=_score(obj.get("score")),
+                issues=issues,
+                feedback=feedback.strip(),
+                critic=critic,
+                raw=text,
+            )
     line = _LINE_VERDICT.search(text)
     decision = _decision(line.group(1)) if line else _decision(text)
     if decision is not None:
-        return Verdict(passed=decision, feedback="" if decision else text.strip(), critic=critic,
-                       raw=text)
+        return Verdict(
+            passed=decision, feedback="" if decision else text.strip(), critic=critic, raw=text
+        )
     return Verdict(passed=False, feedback=text.strip(), critic=critic, malformed=True, raw=text)

@@ -1,0 +1,130 @@
+"""Serve a :class:`~reflectkit.provider.ProviderBackend` as a LiteLLM custom provider.
+
+:mod:`reflectkit.llm` hands this module the imported ``litellm`` module; nothing here imports
+LiteLLM itself, so it still loads only on the first model call. The adapter translates in both
+directions: LiteLLM's call arguments to the backend's, the backend's replies and chunks to
+LiteLLM's response objects, and :class:`~reflectkit.provider.ProviderFailure` to the LiteLLM
+exception a real provider's HTTP status would have produced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+
+from reflectkit.provider import ProviderBackend, ProviderChunk, ProviderFailure, ProviderReply
+
+__all__ = ["adapter_class"]
+
+Message = dict[str, Any]
+
+
+def _estimate_tokens(messages: list[Message]) -> int:
+    return sum(len(str(m.get("content", ""))) // 4 + 1 for m in messages)
+
+
+def _as_litellm_error(litellm: Any, name: str, model: str, failure: ProviderFailure) -> Exception:
+    if failure.status_code == 429:
+        headers = {} if failure.retry_after is None else {"retry-after": str(failure.retry_after)}
+        response = httpx.Response(
+            429, headers=headers, request=httpx.Request("POST", f"http://{name}.invalid")
+        )
+        error: Exception = litellm.RateLimitError(
+            message=failure.message, llm_provider=name, model=model, response=response
+        )
+        return error
+    custom_error: type[Exception] = litellm.llms.custom_llm.CustomLLMError
+    return custom_error(failure.status_code, failure.message)
+
+
+def _fill(
+    litellm: Any, response: Any, model: str, messages: list[Message], reply: ProviderReply
+) -> Any:
+    choice = response.choices[0]
+    choice.message.content = reply.text
+    if reply.reasoning is not None:
+        choice.message.reasoning_content = reply.reasoning
+    choice.finish_reason = reply.finish_reason
+    prompt = reply.prompt_tokens
+    prompt = _estimate_tokens(messages) if prompt is None else prompt
+    completion = reply.completion_tokens
+    completion = len(reply.text) // 4 + 1 if completion is None else completion
+    response.usage = litellm.Usage(
+        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+    )
+    response.model = model
+    return response
+
+
+def _chunk(piece: ProviderChunk) -> dict[str, Any]:
+    usage = None
+    if piece.prompt_tokens is not None or piece.completion_tokens is not None:
+        prompt, completion = piece.prompt_tokens or 0, piece.completion_tokens or 0
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+    return {
+        "text": piece.text,
+        "is_finished": piece.finish_reason is not None,
+        "finish_reason": piece.finish_reason,
+        "usage": usage,
+        "index": 0,
+        "tool_use": None,
+    }
+
+
+class _Serving:
+    """The methods of the adapter; mixed into a subclass of LiteLLM's ``CustomLLM``."""
+
+    litellm: Any
+
+    def __init__(self, name: str, backend: ProviderBackend) -> None:
+        super().__init__()
+        self.name = name
+        self.backend = backend
+
+    def _error(self, model: str, failure: ProviderFailure) -> Exception:
+        return _as_litellm_error(self.litellm, self.name, model, failure)
+
+    def completion(self, model: str, messages: list[Message], *args: Any, **kw: Any) -> Any:
+        try:
+            reply = self.backend.complete(model, messages, kw.get("optional_params") or {})
+        except ProviderFailure as failure:
+            raise self._error(model, failure) from None
+        return _fill(self.litellm, kw["model_response"], model, messages, reply)
+
+    async def acompletion(self, model: str, messages: list[Message], *args: Any, **kw: Any) -> Any:
+        params = kw.get("optional_params") or {}
+        try:
+            reply = await self.backend.acomplete(model, messages, params)
+        except ProviderFailure as failure:
+            raise self._error(model, failure) from None
+        return _fill(self.litellm, kw["model_response"], model, messages, reply)
+
+    def streaming(
+        self, model: str, messages: list[Message], *args: Any, **kw: Any
+    ) -> Iterator[dict[str, Any]]:
+        try:
+            for piece in self.backend.stream(model, messages, kw.get("optional_params") or {}):
+                yield _chunk(piece)
+        except ProviderFailure as failure:
+            raise self._error(model, failure) from None
+
+    async def astreaming(
+        self, model: str, messages: list[Message], *args: Any, **kw: Any
+    ) -> AsyncIterator[dict[str, Any]]:
+        params = kw.get("optional_params") or {}
+        try:
+            async for piece in self.backend.astream(model, messages, params):
+                yield _chunk(piece)
+        except ProviderFailure as failure:
+            raise self._error(model, failure) from None
+
+
+def adapter_class(litellm: Any) -> type:
+    """A subclass of LiteLLM's ``CustomLLM`` whose instances serve one backend each."""
+    return type("BackendAdapter", (_Serving, litellm.CustomLLM), {"litellm": litellm})
