@@ -6,11 +6,12 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, InstanceOf, ValidationError, field_validator
+from pydantic import Field, InstanceOf, field_validator
 
 from reflectkit.errors import ConfigurationError
 from reflectkit.redaction import redact_mapping
 from reflectkit.tags import REFLECTION_TAGS, TagScheme
+from reflectkit.validation import StrictModel
 
 __all__ = ["MODEL_ENV_VAR", "Mode", "ReflectConfig", "RetryPolicy", "resolve_model"]
 
@@ -23,27 +24,7 @@ Mode = Literal["auto", "loop", "single"]
 _RETRY_KWARGS = ("num_retries", "max_retries")
 
 
-def _one_line(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "config"
-        parts.append(f"{where}: {item['msg']}")
-    return "invalid configuration: " + "; ".join(parts)
-
-
-class _Strict(BaseModel):
-    """A frozen model whose validation errors are ConfigurationErrors."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
-
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as error:
-            raise ConfigurationError(_one_line(error)) from None
-
-
-class RetryPolicy(_Strict):
+class RetryPolicy(StrictModel):
     """How failed model calls are retried.
 
     Only retryable failures (429, 5xx, timeouts, connection errors) are retried, with exponential
@@ -57,7 +38,7 @@ class RetryPolicy(_Strict):
     max_retry_after: float = Field(default=60.0, ge=0)
 
 
-class ReflectConfig(_Strict):
+class ReflectConfig(StrictModel):
     """The settings of a :class:`~reflectkit.Reflector`.
 
     ``model_kwargs`` pass through to LiteLLM on every generator call (``temperature``,

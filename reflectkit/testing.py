@@ -90,8 +90,15 @@ class Request:
         return _text(users[-1]) if users else ""
 
 
-class ScriptExhaustedError(AssertionError):
-    """A :class:`ScriptedLLM` was called more often than it had replies."""
+class ScriptExhaustedError(ProviderFailure, AssertionError):
+    """A :class:`ScriptedLLM` was called more often than it had replies.
+
+    It fails the call like a provider's 400 would, so it is not retried and surfaces at once
+    (as a ProviderRequestError through the model layer).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(400, message)
 
 
 def fail(
@@ -183,6 +190,8 @@ class _Fake(abc.ABC):
         request = self._record(messages, params, stream)
         value = self._next(request)
         if inspect.isawaitable(value):
+            if inspect.iscoroutine(value):
+                value.close()  # never awaited: close it so Python does not warn
             raise TypeError("an async fake was called synchronously; use the async API")
         return self._provider_reply(request, self._as_reply(value))
 

@@ -15,6 +15,14 @@ for _name in list(os.environ):
         del os.environ[_name]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # LiteLLM's streaming types trip a pydantic warning on import of a TypedDict; it is theirs
+    # and harmless, and `filterwarnings = error` would turn it into a failure.
+    config.addinivalue_line(
+        "filterwarnings", "ignore:Item .* is using the `ReadOnly` qualifier:UserWarning"
+    )
+
+
 @pytest.fixture(autouse=True)
 def _block_hosted_models() -> Iterator[None]:
     with block_model_requests():

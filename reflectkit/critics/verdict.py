@@ -6,22 +6,21 @@ import json
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from reflectkit.usage import Usage
+from reflectkit.validation import StrictModel
 
 __all__ = ["Verdict", "parse_verdict"]
 
 
-class Verdict(BaseModel):
+class Verdict(StrictModel):
     """What a critic decided about a draft.
 
     ``feedback`` goes to the revise step; ``issues`` lists specific problems; ``score`` is 0-10
     when the critic gives one. ``malformed`` marks an LLM verdict that could not be read, whose raw
     text then serves as the feedback.
     """
-
-    model_config = ConfigDict(frozen=True)
 
     passed: bool
     score: float | None = Field(default=None, ge=0, le=10)
