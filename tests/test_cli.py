@@ -1,0 +1,165 @@
+"""The command line, in-process through click's runner and as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from reflectkit.cli import cli
+from reflectkit.testing import ScriptedLLM, fail
+from tests.conftest import QUESTION, verdict
+
+
+def _run(*args: str, stdin: str | None = None, env: dict[str, str] | None = None):  # noqa: ANN202
+    return CliRunner().invoke(cli, list(args), input=stdin, env=env, catch_exceptions=False)
+
+
+def test_run_prints_only_the_answer() -> None:
+    fake = ScriptedLLM(["<thinking>7 - 3</thinking><output>4</output>", verdict(True)])
+    result = _run("run", QUESTION, "--model", fake.model)
+    assert result.exit_code == 0
+    assert result.stdout == "4\n"
+    assert result.stderr == ""
+
+
+def test_the_model_comes_from_the_environment_and_options_pass_through() -> None:
+    fake = ScriptedLLM(["<output>4</output>"])
+    result = _run(
+        "run",
+        "2+2",
+        "--mode",
+        "single",
+        "-o",
+        "temperature=0",
+        "-o",
+        "seed=7",
+        env={"REFLECTKIT_MODEL": fake.model},
+    )
+    assert result.exit_code == 0
+    assert result.stdout == "4\n"
+    assert fake.requests[0].params["temperature"] == 0
+    assert fake.requests[0].params["seed"] == 7
+
+
+def test_show_thinking_goes_to_stderr() -> None:
+    fake = ScriptedLLM(
+        [
+            "<thinking>x = 7, 7 - 3 = 5</thinking><output>5</output>",
+            verdict(False, "7 - 3 is 4", score=2),
+            "<thinking>7 - 3 = 4</thinking><reflection>fixed</reflection><output>4</output>",
+            verdict(True, score=9),
+        ]
+    )
+    result = _run("run", QUESTION, "-m", fake.model, "--show-thinking")
+    assert result.exit_code == 0
+    assert result.stdout == "4\n"
+    assert "x = 7, 7 - 3 = 5" in result.stderr
+    assert "critique 1: revise, score 2" in result.stderr
+    assert "7 - 3 is 4" in result.stderr
+    assert "── reflection (revision 2) ──" in result.stderr
+    assert "stop: passed after 2 draft(s), 4 call(s)" in result.stderr
+
+
+def test_json_output_and_stdin_prompt() -> None:
+    fake = ScriptedLLM(["<output>3</output>", verdict(True)])
+    result = _run("run", "-", "-m", fake.model, "--json", stdin="How many r's in strawberry?\n")
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert data["output"] == "3"
+    assert data["stop_reason"] == "passed"
+    assert fake.requests[0].last_user_text == "How many r's in strawberry?"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "q"], "no model given"),
+        (["run", "q", "-m", "x", "--max-iterations", "0"], "--max-iterations"),
+        (["run", "q", "-m", "x", "--mode", "twice"], "--mode"),
+        (["run", "q", "-m", "x", "-o", "novalue"], "expected KEY=VALUE"),
+        (["run", "   ", "-m", "x"], "the prompt is empty"),
+        (["run", "q", "-m", "no-such-provider-model"], "unknown model"),
+        (["run", "q", "-m", "x", "--template-dir", "/no/such/dir"], "--template-dir"),
+        (["templates", "nope"], "unknown template"),
+        (["frobnicate"], "No such command"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(args: list[str], message: str) -> None:
+    if "-m" in args and args[args.index("-m") + 1] == "x":
+        args[args.index("-m") + 1] = ScriptedLLM([]).model
+    result = _run(*args)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("reflectkit: error: ")
+    assert message in lines[0]
+
+
+def test_a_failed_run_exits_1() -> None:
+    fake = ScriptedLLM([fail(400, "the provider refused")])
+    result = _run("run", "q", "-m", fake.model, "--mode", "single")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("reflectkit: error: ")
+    assert "the provider refused" in result.stderr
+
+
+def test_templates_lists_and_prints() -> None:
+    listing = _run("templates")
+    assert listing.exit_code == 0
+    names = [line.split()[0] for line in listing.stdout.splitlines()]
+    assert names == ["protocol_system", "tuned_system", "generate", "critique", "revise"]
+    shown = _run("templates", "tuned_system")
+    assert shown.exit_code == 0
+    assert "world-class AI system" in shown.stdout
+
+
+def _subprocess(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    clean.pop("REFLECTKIT_MODEL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "reflectkit", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**clean, **(env or {})},
+    )
+
+
+def test_help_does_not_import_litellm() -> None:
+    code = (
+        "import sys\n"
+        "from reflectkit.cli import cli\n"
+        "for args in (['--help'], ['run', '--help'], ['templates', '--help']):\n"
+        "    try:\n"
+        "        cli.main(args)\n"
+        "    except SystemExit as done:\n"
+        "        assert done.code == 0, done.code\n"
+        "print(sorted(m for m in ('litellm', 'langgraph') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_as_a_subprocess_a_missing_key_names_the_variable() -> None:
+    done = _subprocess("run", "2+2", "--model", "gpt-4o-mini")
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.strip() == (
+        "reflectkit: error: model 'gpt-4o-mini' needs an API key: set OPENAI_API_KEY in the "
+        "environment (or pass api_key=...)"
+    )
+
+
+def test_as_a_subprocess_version_and_help() -> None:
+    version = _subprocess("--version")
+    assert version.returncode == 0
+    assert "reflectkit, version" in version.stdout
+    helped = _subprocess("run", "--help")
+    assert helped.returncode == 0
+    assert "--show-thinking" in helped.stdout
