@@ -8,14 +8,14 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from reflectkit.cli import cli
 from reflectkit.testing import ScriptedLLM, fail
 from tests.conftest import QUESTION, verdict
 
 
-def _run(*args: str, stdin: str | None = None, env: dict[str, str] | None = None):  # noqa: ANN202
+def _run(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(cli, list(args), input=stdin, env=env, catch_exceptions=False)
 
 

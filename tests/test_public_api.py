@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 import reflectkit as rk
 
 API_PAGE = Path(__file__).resolve().parents[1] / "docs" / "api.md"
@@ -55,12 +57,8 @@ def test_stable_names_are_exported() -> None:
 
 
 def test_unknown_attributes_raise_attribute_error() -> None:
-    try:
-        rk.not_a_thing  # noqa: B018
-    except AttributeError as error:
-        assert "not_a_thing" in str(error)
-    else:
-        raise AssertionError("expected AttributeError")
+    with pytest.raises(AttributeError, match="not_a_thing"):
+        _ = rk.not_a_thing
 
 
 def test_the_package_is_typed() -> None:

@@ -58,6 +58,6 @@ def test_issues_are_kept_as_a_list() -> None:
 
 def test_a_verdict_refuses_an_out_of_range_score() -> None:
     with pytest.raises(
-        ConfigurationError, match="invalid Verdict: score: .*less than or equal to 10"
+        ConfigurationError, match=r"invalid Verdict: score: .*less than or equal to 10"
     ):
         Verdict(passed=True, score=11)
