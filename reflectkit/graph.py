@@ -17,6 +17,7 @@ from typing import Any, Literal, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command
 
 from reflectkit.capabilities import ModelProfile, profile_for
 from reflectkit.config import ReflectConfig
@@ -100,7 +101,8 @@ class Runtime:
         """Fail before the first call if a model cannot be used (unknown, no key, blocked)."""
         self.generator.check()
         if isinstance(self.critic, LLMCritic):
-            self.critic.check(self.model, self.config.model_kwargs)
+            config = self.config
+            self.critic.check(self.model, config.model_kwargs, config.retry, config.timeout)
 
     @property
     def critic_name(self) -> str | None:
@@ -114,7 +116,9 @@ class Runtime:
         """Parse a reply; ``<think>`` blocks and provider reasoning count as thinking."""
         text = completion.text
         reasoning = [completion.reasoning] if completion.reasoning else []
-        if self.config.scheme.thinking.casefold() != THINK_TAGS.thinking:
+        if THINK_TAGS.thinking in text.casefold() and (
+            self.config.scheme.thinking.casefold() != THINK_TAGS.thinking
+        ):
             split = parse(text, THINK_TAGS)
             if split.thinking:
                 reasoning += split.thinking
@@ -191,7 +195,7 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
         )
         return {"iterations": [iteration], "usage": completion.usage, "started_at": started}
 
-    async def critique(state: LoopState) -> dict[str, Any]:
+    async def critique(state: LoopState) -> Command[str]:
         assert runtime.critic is not None
         iterations = state["iterations"]
         last = iterations[-1]
@@ -206,13 +210,15 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
                 "seconds": last.seconds + time.perf_counter() - clock,
             }
         )
-        return {
+        stop = after_critique(verdict, last.number, runtime.config)
+        update = {
             "iterations": [*iterations[:-1], judged],
             "usage": state["usage"] + spent,
-            "stop_reason": after_critique(verdict, last.number, runtime.config),
+            "stop_reason": stop,
         }
+        return Command(update=update, goto="finalize" if stop else "revise")
 
-    async def revise(state: LoopState) -> dict[str, Any]:
+    async def revise(state: LoopState) -> Command[str]:
         iterations = state["iterations"]
         last = iterations[-1]
         verdict = last.verdict or Verdict(passed=False)
@@ -235,27 +241,23 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
             draft_usage=completion.usage,
             seconds=time.perf_counter() - clock,
         )
-        return {
+        stop = after_revise(last.draft, draft)
+        update = {
             "iterations": [*iterations, iteration],
             "usage": state["usage"] + completion.usage,
-            "stop_reason": after_revise(last.draft, draft),
+            "stop_reason": stop,
         }
+        return Command(update=update, goto="finalize" if stop else "critique")
 
-    def finalize(state: LoopState) -> dict[str, Any]:
+    # Async even though nothing is awaited: LangGraph runs sync nodes in a thread pool, a thread
+    # hop that costs more than the work itself.
+    async def finalize(state: LoopState) -> dict[str, Any]:
         default = StopReason.SINGLE_PASS if runtime.mode == "single" else StopReason.MAX_ITERATIONS
         stop_reason = state.get("stop_reason") or default
         result = runtime.result(state, stop_reason)
         return {"result": result, "output": result.output, "stop_reason": stop_reason}
 
     return {"generate": generate, "critique": critique, "revise": revise, "finalize": finalize}
-
-
-def _stop_or(next_node: str) -> Any:
-    def route(state: LoopState) -> str:
-        return "finalize" if state.get("stop_reason") else next_node
-
-    route.__name__ = f"stop_or_{next_node}"
-    return route
 
 
 def compile_runtime(
@@ -272,11 +274,11 @@ def compile_runtime(
     if runtime.mode == "single":
         graph.add_edge("generate", "finalize")
     else:
-        graph.add_node("critique", nodes["critique"])
-        graph.add_node("revise", nodes["revise"])
+        # critique and revise route themselves (Command): a separate routing function would be
+        # one more LangGraph task per step.
+        graph.add_node("critique", nodes["critique"], destinations=("revise", "finalize"))
+        graph.add_node("revise", nodes["revise"], destinations=("critique", "finalize"))
         graph.add_edge("generate", "critique")
-        graph.add_conditional_edges("critique", _stop_or("revise"), ["revise", "finalize"])
-        graph.add_conditional_edges("revise", _stop_or("critique"), ["critique", "finalize"])
     graph.add_edge("finalize", END)
     compiled = graph.compile(checkpointer=checkpointer, name="reflectkit")
     return compiled.with_config(recursion_limit=recursion_limit(runtime.config))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from reflectkit.config import RetryPolicy
 from reflectkit.critics.base import CritiqueRequest
 from reflectkit.critics.verdict import Verdict, parse_verdict
 from reflectkit.errors import CriticError
@@ -26,30 +27,39 @@ class LLMCritic:
         self.name = f"llm:{model}" if model else "llm"
         self._clients: dict[str, ModelClient] = {}
 
-    def _client(self, request: CritiqueRequest) -> ModelClient:
-        model = self.model or request.default_model
+    def _client(
+        self,
+        default_model: str | None,
+        default_kwargs: dict[str, Any],
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+    ) -> ModelClient:
+        model = self.model or default_model
         if model is None:
             raise CriticError("LLMCritic has no model: pass LLMCritic(model=...)")
         client = self._clients.get(model)
         if client is None:
-            params = (
-                self.model_kwargs
-                if self.model
-                else {**request.default_model_kwargs, **self.model_kwargs}
-            )
-            client = ModelClient(model, params, retry=request.retry, timeout=request.timeout)
+            params = self.model_kwargs if self.model else {**default_kwargs, **self.model_kwargs}
+            client = ModelClient(model, params, retry=retry, timeout=timeout)
             self._clients[model] = client
         return client
 
-    def check(self, default_model: str, params: dict[str, Any]) -> None:
-        """Fail early if the critic's model cannot be called."""
-        model = self.model or default_model
-        ModelClient(model, self.model_kwargs if self.model else params).check()
+    def check(
+        self,
+        default_model: str,
+        default_kwargs: dict[str, Any],
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Fail early if the critic's model cannot be called (checked once per model)."""
+        self._client(default_model, default_kwargs, retry, timeout).check()
 
     async def acritique(self, request: CritiqueRequest) -> Verdict:
         if request.prompts is None:
             raise CriticError("LLMCritic needs the run's prompts")
-        client = self._client(request)
+        client = self._client(
+            request.default_model, request.default_model_kwargs, request.retry, request.timeout
+        )
         messages = request.prompts.critique(request.question, request.answer)
         completion = await client.complete(messages)
         verdict = parse_verdict(completion.text, critic=f"llm:{client.model}")
