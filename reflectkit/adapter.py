@@ -26,6 +26,11 @@ def _estimate_tokens(messages: list[Message]) -> int:
 
 
 def _as_litellm_error(litellm: Any, name: str, model: str, failure: ProviderFailure) -> Exception:
+    if failure.context_window:
+        overflow: Exception = litellm.ContextWindowExceededError(
+            message=failure.message, model=model, llm_provider=name
+        )
+        return overflow
     if failure.status_code == 429:
         headers = {} if failure.retry_after is None else {"retry-after": str(failure.retry_after)}
         response = httpx.Response(

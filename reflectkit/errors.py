@@ -10,6 +10,7 @@ happen while a run is under way (a provider failed, a critic raised)::
     │   ├── TemplateError             a prompt template is missing or does not render
     │   ├── UnknownModelError         LiteLLM cannot tell which provider serves the model
     │   ├── MissingCredentialsError   the provider needs an API key that is not set
+    │   ├── LocalModelError           the local model cannot run: extra missing, bad GGUF file
     │   └── ModelRequestsBlockedError a hosted model was called while requests are blocked (tests)
     └── RunError                      the run started and then failed; ``.partial`` keeps the work
         ├── ProviderError             a model call failed; ``.retryable`` says if trying again helps
@@ -74,6 +75,11 @@ class MissingCredentialsError(ConfigurationError):
             f"model {model!r} needs an API key: set {names} in the environment "
             "(or pass api_key=...)"
         )
+
+
+class LocalModelError(ConfigurationError):
+    """The local model cannot run here: the ``local`` extra is missing, or the model file is
+    unknown, missing or not a GGUF file."""
 
 
 class ModelRequestsBlockedError(ConfigurationError):

@@ -64,12 +64,16 @@ logger = logging.getLogger(__name__)
 Message = dict[str, Any]
 
 # Providers that ship with reflectkit, imported only when LiteLLM is first loaded.
-_BUILTIN_PROVIDERS = {"reflectkit-test": "reflectkit.testing:BACKEND"}
+_BUILTIN_PROVIDERS = {
+    "reflectkit-test": "reflectkit.testing:BACKEND",
+    "local": "reflectkit.local:BACKEND",
+}
 
 _lock = threading.Lock()
 _litellm: Any = None
 _providers: dict[str, ProviderBackend] = {}
 _adapter: type | None = None
+_UNKNOWN = object()
 
 
 def _load() -> Any:
@@ -235,7 +239,7 @@ class ModelClient:
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
         self._checked = False
-        self._priced: bool | None = None
+        self._prices: tuple[float, float] | object | None = _UNKNOWN
         self._secrets = [str(v) for k, v in self.params.items() if "key" in k.lower() and v]
 
     def check(self) -> None:
@@ -253,33 +257,38 @@ class ModelClient:
             kwargs["stream_options"] = {"include_usage": True}
         return kwargs
 
+    def _retryable(self, error: BaseException) -> bool:
+        if not isinstance(error, ProviderError) or not error.retryable:
+            return False
+        after = getattr(error, "retry_after", None)
+        return after is None or after <= self.retry.max_retry_after
+
+    def _wait(self, failed_attempt: int, error: BaseException | None) -> float:
+        """Seconds to wait after attempt number ``failed_attempt`` failed with ``error``."""
+        if isinstance(error, RateLimitedError) and error.retry_after is not None:
+            return float(error.retry_after)
+        # Exponential backoff with up to 50% jitter, so clients that failed together spread.
+        base = self.retry.initial_wait * 2 ** (failed_attempt - 1)
+        return float(min(self.retry.max_wait, base * (1 + random.random() / 2)))
+
+    def _log_retry(self, failed_attempt: int, error: BaseException | None) -> None:
+        logger.warning("retrying %s after attempt %d failed: %s", self.model, failed_attempt, error)
+
     def _retrying(self) -> AsyncRetrying:
-        policy = self.retry
+        """Tenacity's loop for attempts 2..max_attempts (attempt 1 has already failed)."""
 
         def wait(state: RetryCallState) -> float:
             error = state.outcome.exception() if state.outcome else None
-            if isinstance(error, RateLimitedError) and error.retry_after is not None:
-                return float(error.retry_after)
-            # Exponential backoff with up to 50% jitter, so clients that failed together spread.
-            base = policy.initial_wait * 2 ** (state.attempt_number - 1)
-            return float(min(policy.max_wait, base * (1 + random.random() / 2)))
-
-        def should_retry(error: BaseException) -> bool:
-            if not isinstance(error, ProviderError) or not error.retryable:
-                return False
-            after = getattr(error, "retry_after", None)
-            return after is None or after <= policy.max_retry_after
+            return self._wait(state.attempt_number + 1, error)
 
         def log(state: RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
-            logger.warning(
-                "retrying %s after attempt %d failed: %s", self.model, state.attempt_number, error
-            )
+            self._log_retry(state.attempt_number + 1, error)
 
         return AsyncRetrying(
-            stop=stop_after_attempt(policy.max_attempts),
+            stop=stop_after_attempt(self.retry.max_attempts - 1),
             wait=wait,
-            retry=retry_if_exception(should_retry),
+            retry=retry_if_exception(self._retryable),
             before_sleep=log,
             reraise=True,
         )
@@ -298,42 +307,72 @@ class ModelClient:
         except Exception as error:
             raise _map_error(litellm, error, self.model, self._secrets) from None
 
-    def _cost(self, response: Any) -> float | None:
-        hidden = getattr(response, "_hidden_params", None) or {}
-        cost = hidden.get("response_cost")
-        if cost is None and self._priced is not False:
-            try:
-                cost = _load().completion_cost(completion_response=response, model=self.model)
-            except Exception:
-                cost = None
-            self._priced = cost is not None
-        return float(cost) if cost is not None else None
+    async def _call_with_retries(self, kwargs: dict[str, Any]) -> Any:
+        """Attempt 1 runs bare (the common case pays nothing for retries); tenacity takes over
+        only once it has failed with a retryable error."""
+        try:
+            return await self._call(kwargs)
+        except ProviderError as error:
+            if self.retry.max_attempts < 2 or not self._retryable(error):
+                raise
+            first_failure = error
+        self._log_retry(1, first_failure)
+        await asyncio.sleep(self._wait(1, first_failure))
+        async for attempt in self._retrying():
+            with attempt:
+                return await self._call(kwargs)
+        raise AssertionError("unreachable: tenacity reraises the last failure")
 
-    def _usage(self, raw: Any, cost: float | None) -> Usage:
+    def _price(self) -> tuple[float, float] | None:
+        """(input, output) USD per token from LiteLLM's price map, looked up once per client.
+
+        LiteLLM's own ``completion_cost`` re-resolves the model on every call (hundreds of µs);
+        the per-token prices it resolves to are what this multiplies out.
+        """
+        if self._prices is _UNKNOWN:
+            try:
+                info = _load().get_model_info(model=self.model)
+                prices = (info.get("input_cost_per_token"), info.get("output_cost_per_token"))
+            except Exception:
+                prices = (None, None)
+            if prices[0] is None and prices[1] is None:
+                self._prices = None
+            else:
+                self._prices = (float(prices[0] or 0.0), float(prices[1] or 0.0))
+        return self._prices if isinstance(self._prices, tuple) else None
+
+    def _usage(self, raw: Any) -> Usage:
         prompt = int(getattr(raw, "prompt_tokens", 0) or 0) if raw is not None else 0
         completion = int(getattr(raw, "completion_tokens", 0) or 0) if raw is not None else 0
+        price = self._price()
+        cost = prompt * price[0] + completion * price[1] if price is not None else 0.0
         return Usage(
             prompt_tokens=prompt,
             completion_tokens=completion,
             calls=1,
-            cost_usd=cost or 0.0,
-            unpriced_calls=0 if cost is not None else 1,
+            cost_usd=cost,
+            unpriced_calls=0 if price is not None else 1,
         )
 
-    async def complete(self, messages: list[Message]) -> Completion:
-        """One call, retried as the policy allows; raises a ProviderError when it gives up."""
+    async def complete(
+        self, messages: list[Message], overrides: Mapping[str, Any] | None = None
+    ) -> Completion:
+        """One call, retried as the policy allows; raises a ProviderError when it gives up.
+
+        ``overrides`` replace this client's params for this call only (e.g. ``max_tokens``).
+        """
         self.check()
         kwargs = self._kwargs(messages, stream=False)
-        async for attempt in self._retrying():
-            with attempt:
-                response = await self._call(kwargs)
+        if overrides:
+            kwargs.update(overrides)
+        response = await self._call_with_retries(kwargs)
         choice = response.choices[0]
         message = choice.message
         reasoning = getattr(message, "reasoning_content", None)
         return Completion(
             text=message.content or "",
             reasoning=reasoning if isinstance(reasoning, str) else None,
-            usage=self._usage(getattr(response, "usage", None), self._cost(response)),
+            usage=self._usage(getattr(response, "usage", None)),
             model=self.model,
             finish_reason=getattr(choice, "finish_reason", None),
         )
@@ -345,11 +384,8 @@ class ModelClient:
         raised as it comes, since the caller has already seen part of the reply.
         """
         self.check()
-        kwargs = self._kwargs(messages, stream=True)
         litellm = _load()
-        async for attempt in self._retrying():
-            with attempt:
-                response = await self._call(kwargs)
+        response = await self._call_with_retries(self._kwargs(messages, stream=True))
         text: list[str] = []
         reasoning: list[str] = []
         chunks: list[Any] = []
@@ -374,17 +410,10 @@ class ModelClient:
         except Exception as error:
             raise _map_error(litellm, error, self.model, self._secrets) from None
         usage_raw = next((c.usage for c in reversed(chunks) if getattr(c, "usage", None)), None)
-        cost = None
-        if usage_raw is not None and self._priced is not False:
-            try:
-                built = litellm.stream_chunk_builder(chunks, messages=messages)
-                cost = self._cost(built)
-            except Exception:
-                cost = None
         yield Completion(
             text="".join(text),
             reasoning="".join(reasoning) or None,
-            usage=self._usage(usage_raw, cost),
+            usage=self._usage(usage_raw),
             model=self.model,
             finish_reason=finish,
         )

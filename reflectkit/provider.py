@@ -52,13 +52,23 @@ class ProviderFailure(Exception):
 
     The model layer turns it into LiteLLM's matching exception (429 with its Retry-After, 5xx,
     400, ...), which reflectkit then maps into its own error tree like any provider's.
+    ``context_window=True`` marks a prompt too long for the model (LiteLLM's
+    ContextWindowExceededError, never retried).
     """
 
-    def __init__(self, status_code: int, message: str = "", retry_after: float | None = None):
+    def __init__(
+        self,
+        status_code: int,
+        message: str = "",
+        retry_after: float | None = None,
+        *,
+        context_window: bool = False,
+    ) -> None:
         super().__init__(message or f"provider failure {status_code}")
         self.status_code = status_code
         self.message = message or f"provider failure {status_code}"
         self.retry_after = retry_after
+        self.context_window = context_window
 
 
 @runtime_checkable
