@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from reflectkit.config import Mode, ReflectConfig, RetryPolicy
+from reflectkit.config import FormatHelp, Mode, ReflectConfig, RetryPolicy
 from reflectkit.errors import ConfigurationError, RunError
 from reflectkit.events import ReflectEvent, ResultEvent, StepEvent
 from reflectkit.graph import LoopState, Runtime, compile_runtime
@@ -45,9 +46,11 @@ class Reflector:
         retry: RetryPolicy | None = None,
         timeout: float | None = 120.0,
         critic_kwargs: dict[str, Any] | None = None,
+        format_help: FormatHelp | Literal["auto", "off"] = "auto",
         config: ReflectConfig | None = None,
         **model_kwargs: Any,
     ) -> None:
+        _refuse_misspelt_settings(model_kwargs)
         if config is None:
             config = ReflectConfig(
                 model=model,
@@ -60,6 +63,7 @@ class Reflector:
                 retry=retry or RetryPolicy(),
                 timeout=timeout,
                 critic_kwargs=critic_kwargs or {},
+                format_help=format_help,
                 model_kwargs=model_kwargs,
             )
         elif model is not None or critic is not None or model_kwargs:
@@ -121,6 +125,32 @@ class Reflector:
     def stream(self, prompt: Prompt) -> Iterator[ReflectEvent]:
         """Sync :meth:`astream`; breaking out of the loop stops the run."""
         return iterate_sync(self.astream(prompt))
+
+
+_SETTINGS = (
+    "critic",
+    "critic_model",
+    "max_iterations",
+    "mode",
+    "scheme",
+    "template_dir",
+    "retry",
+    "timeout",
+    "critic_kwargs",
+    "format_help",
+    "config",
+)
+
+
+def _refuse_misspelt_settings(model_kwargs: dict[str, Any]) -> None:
+    """Extra keywords go to LiteLLM, so a misspelt setting would be sent there silently."""
+    for name in model_kwargs:
+        close = difflib.get_close_matches(name, _SETTINGS, n=1, cutoff=0.8)
+        if close:
+            raise ConfigurationError(
+                f"unknown setting {name!r}: did you mean {close[0]!r}? (unknown keywords are "
+                "passed to LiteLLM, so reflectkit refuses near-misses of its own settings)"
+            )
 
 
 def _step_event(node: str, change: dict[str, Any]) -> StepEvent:

@@ -1,21 +1,29 @@
-"""What reflectkit knows about a model string: tuned for the tag scheme, or a reasoning model.
+"""What reflectkit knows about a model string, and so how it treats it.
 
-``mode="auto"`` consults this registry: a model tuned on the tag protocol (Reflection-70B and
-its GGUF/Ollama builds) or a native reasoning model answers in one call; any other model runs the
-generate → critique → revise loop. Users register their own fine-tunes with
-:func:`register_model`; their entries win over the built-in ones.
+* ``tuned``: trained on the tag protocol (Reflection-70B and its GGUF/Ollama builds).
+  ``mode="auto"`` gives it one call with Reflection-70B's own system prompt.
+* ``reasoning``: reasons natively (o1/o3, DeepSeek-R1, QwQ ...). ``mode="auto"`` gives it one call
+  with the conversation as is; its ``<think>`` blocks or provider reasoning become the thinking.
+* ``prefill``: its provider continues an assistant message that ends the conversation (the local
+  model, Anthropic). reflectkit then starts the reply with the opening tag for it.
+* ``needs_format_help``: a small model that ignores formats unless helped; reflectkit adds an
+  exemplar to the protocol's system prompt.
 
-Patterns are shell-style globs (``*``, ``?``), matched case-insensitively against the whole model
-string as passed to LiteLLM.
+Users register their own models with :func:`register_model`. Patterns are shell-style globs
+(``*``, ``?``) matched case-insensitively against the whole model string. For each capability the
+first pattern that says something about it wins: user registrations (newest first), then the
+built-ins; a capability nobody mentions is False.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 __all__ = ["ModelProfile", "profile_for", "register_model", "unregister_model"]
+
+_CAPABILITIES = ("tuned", "reasoning", "prefill", "needs_format_help")
 
 
 @dataclass(frozen=True)
@@ -25,7 +33,11 @@ class ModelProfile:
     tuned: bool = False
     """Trained on the tag protocol: it reasons, reflects and answers in tags unprompted."""
     reasoning: bool = False
-    """Reasons natively before answering (o1/o3, DeepSeek-R1, QwQ ...)."""
+    """Reasons natively before answering."""
+    prefill: bool = False
+    """Its provider continues an assistant message that ends the conversation."""
+    needs_format_help: bool = False
+    """A small model that follows the tag format only with an exemplar."""
 
     @property
     def single_pass(self) -> bool:
@@ -33,62 +45,81 @@ class ModelProfile:
         return self.tuned or self.reasoning
 
 
-_TUNED = ModelProfile(tuned=True)
-_REASONING = ModelProfile(reasoning=True)
+_Said = dict[str, bool]
 
-_BUILTIN: tuple[tuple[str, ModelProfile], ...] = (
-    ("*reflection-70b*", _TUNED),
-    ("*reflection-llama*", _TUNED),
-    ("*reflection_70b*", _TUNED),
-    ("ollama/reflection", _TUNED),
-    ("ollama/reflection:*", _TUNED),
-    ("ollama_chat/reflection", _TUNED),
-    ("ollama_chat/reflection:*", _TUNED),
-    ("o1", _REASONING),
-    ("o1-*", _REASONING),
-    ("o3", _REASONING),
-    ("o3-*", _REASONING),
-    ("o4-mini*", _REASONING),
-    ("*/o1", _REASONING),
-    ("*/o1-*", _REASONING),
-    ("*/o3", _REASONING),
-    ("*/o3-*", _REASONING),
-    ("*/o4-mini*", _REASONING),
-    ("*deepseek-r1*", _REASONING),
-    ("*deepseek-reasoner*", _REASONING),
-    ("*qwq*", _REASONING),
+_BUILTIN: tuple[tuple[str, _Said], ...] = (
+    ("*reflection-70b*", {"tuned": True}),
+    ("*reflection-llama*", {"tuned": True}),
+    ("*reflection_70b*", {"tuned": True}),
+    ("ollama/reflection", {"tuned": True}),
+    ("ollama/reflection:*", {"tuned": True}),
+    ("ollama_chat/reflection", {"tuned": True}),
+    ("ollama_chat/reflection:*", {"tuned": True}),
+    ("o1", {"reasoning": True}),
+    ("o1-*", {"reasoning": True}),
+    ("o3", {"reasoning": True}),
+    ("o3-*", {"reasoning": True}),
+    ("o4-mini*", {"reasoning": True}),
+    ("*/o1", {"reasoning": True}),
+    ("*/o1-*", {"reasoning": True}),
+    ("*/o3", {"reasoning": True}),
+    ("*/o3-*", {"reasoning": True}),
+    ("*/o4-mini*", {"reasoning": True}),
+    ("*deepseek-r1*", {"reasoning": True}),
+    ("*deepseek-reasoner*", {"reasoning": True}),
+    ("*qwq*", {"reasoning": True}),
+    ("local/*", {"prefill": True, "needs_format_help": True}),
+    ("anthropic/*", {"prefill": True}),
+    ("claude-*", {"prefill": True}),
 )
 
 _lock = threading.Lock()
-_registered: list[tuple[str, ModelProfile]] = []
+_registered: list[tuple[str, _Said]] = []
 
 
-def register_model(pattern: str, *, tuned: bool = False, reasoning: bool = False) -> None:
-    """Tell reflectkit what a model (or a glob of models) can do.
+def register_model(
+    pattern: str,
+    *,
+    tuned: bool | None = None,
+    reasoning: bool | None = None,
+    prefill: bool | None = None,
+    needs_format_help: bool | None = None,
+) -> None:
+    """Tell reflectkit what a model (or a glob of models) can do; ``None`` leaves a capability
+    to other patterns and the built-ins.
 
     ``register_model("openai/my-reflection-ft-*", tuned=True)`` makes ``mode="auto"`` give those
-    models a single call with the tuned-model system prompt. A later registration of the same
-    pattern replaces the earlier one.
+    models a single call with the tuned-model system prompt. Registering the same pattern again
+    replaces the earlier registration.
     """
+    said = {
+        name: value
+        for name, value in zip(
+            _CAPABILITIES, (tuned, reasoning, prefill, needs_format_help), strict=True
+        )
+        if value is not None
+    }
     key = pattern.casefold()
     with _lock:
-        _registered[:] = [(p, prof) for p, prof in _registered if p != key]
-        _registered.insert(0, (key, ModelProfile(tuned=tuned, reasoning=reasoning)))
+        _registered[:] = [(p, s) for p, s in _registered if p != key]
+        _registered.insert(0, (key, said))
 
 
 def unregister_model(pattern: str) -> None:
     """Forget a pattern registered with :func:`register_model` (built-ins stay)."""
     key = pattern.casefold()
     with _lock:
-        _registered[:] = [(p, prof) for p, prof in _registered if p != key]
+        _registered[:] = [(p, s) for p, s in _registered if p != key]
 
 
 def profile_for(model: str) -> ModelProfile:
-    """The profile of ``model``: the first registered match, then the first built-in one."""
+    """The capabilities of ``model``: per capability, the first matching pattern that says."""
     name = model.casefold()
     with _lock:
         entries = [*_registered, *_BUILTIN]
-    for pattern, profile in entries:
+    known: _Said = {}
+    for pattern, said in entries:
         if fnmatch.fnmatchcase(name, pattern):
-            return profile
-    return ModelProfile()
+            for capability, value in said.items():
+                known.setdefault(capability, value)
+    return ModelProfile(**{f.name: known.get(f.name, False) for f in fields(ModelProfile)})

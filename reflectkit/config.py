@@ -8,15 +8,26 @@ from typing import Any, Literal
 
 from pydantic import Field, InstanceOf, field_validator
 
-from reflectkit.errors import ConfigurationError
 from reflectkit.redaction import redact_mapping
 from reflectkit.tags import REFLECTION_TAGS, TagScheme
 from reflectkit.validation import StrictModel
 
-__all__ = ["MODEL_ENV_VAR", "Mode", "ReflectConfig", "RetryPolicy", "resolve_model"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "MODEL_ENV_VAR",
+    "FormatHelp",
+    "Mode",
+    "ReflectConfig",
+    "RetryPolicy",
+    "resolve_model",
+]
 
 MODEL_ENV_VAR = "REFLECTKIT_MODEL"
 """The environment variable that names the model when none is passed."""
+
+DEFAULT_MODEL = "local/smollm2-135m"
+"""The model when none is given anywhere: SmolLM2-135M-Instruct, run in-process (needs the
+``local`` extra), so reflectkit works with no API key and no network."""
 
 Mode = Literal["auto", "loop", "single"]
 
@@ -38,13 +49,34 @@ class RetryPolicy(StrictModel):
     max_retry_after: float = Field(default=60.0, ge=0)
 
 
+class FormatHelp(StrictModel):
+    """Help for models that do not keep to the tag format on their own.
+
+    ``None`` means "decide from the model's capabilities" (see :mod:`reflectkit.capabilities`):
+
+    * ``exemplar``: a worked example in the protocol's system prompt; on for models marked
+      ``needs_format_help`` (the local model).
+    * ``prefill``: start the reply with the opening tag as an assistant prefix; on where the
+      provider can continue one (``prefill`` capability: the local model, Anthropic).
+    * ``repair``: when a reply has no usable output block, ask once more for the final answer
+      only (at most ``repair_max_tokens`` tokens, the output tag prefilled where possible). On by
+      default; it costs a call only when the format failed.
+    """
+
+    exemplar: bool | None = None
+    prefill: bool | None = None
+    repair: bool = True
+    repair_max_tokens: int = Field(default=256, ge=1)
+
+
 class ReflectConfig(StrictModel):
     """The settings of a :class:`~reflectkit.Reflector`.
 
     ``model_kwargs`` pass through to LiteLLM on every generator call (``temperature``,
     ``api_base``, ``api_key`` ...). ``critic_kwargs`` pass through on the default LLM critic's
     calls; when the critic uses the generator's model it starts from ``model_kwargs`` and
-    ``critic_kwargs`` override them. ``model=None`` means $REFLECTKIT_MODEL.
+    ``critic_kwargs`` override them. ``model=None`` means $REFLECTKIT_MODEL, else
+    :data:`DEFAULT_MODEL`.
     """
 
     model: str | None = None
@@ -58,6 +90,16 @@ class ReflectConfig(StrictModel):
     critic_kwargs: dict[str, Any] = Field(default_factory=dict)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     timeout: float | None = Field(default=120.0, gt=0)
+    format_help: FormatHelp | Literal["auto", "off"] = "auto"
+
+    @property
+    def resolved_format_help(self) -> FormatHelp:
+        """``format_help`` as a FormatHelp: "auto" is the default one, "off" turns all off."""
+        if self.format_help == "off":
+            return FormatHelp(exemplar=False, prefill=False, repair=False)
+        if self.format_help == "auto":
+            return FormatHelp()
+        return self.format_help
 
     @field_validator("model", "critic_model")
     @classmethod
@@ -86,7 +128,7 @@ class ReflectConfig(StrictModel):
 
     @property
     def resolved_model(self) -> str:
-        """The generator model: ``model``, else $REFLECTKIT_MODEL."""
+        """The generator model: ``model``, else $REFLECTKIT_MODEL, else the local model."""
         return resolve_model(self.model)
 
     @property
@@ -114,16 +156,12 @@ class ReflectConfig(StrictModel):
             "critic_kwargs": redact_mapping(self.critic_kwargs),
             "retry": self.retry.model_dump(),
             "timeout": self.timeout,
+            "format_help": self.resolved_format_help.model_dump(),
         }
 
 
 def resolve_model(model: str | None) -> str:
-    """The model to use: the one given, else $REFLECTKIT_MODEL."""
+    """The model to use: the one given, else $REFLECTKIT_MODEL, else :data:`DEFAULT_MODEL`."""
     if model:
         return model
-    from_env = os.environ.get(MODEL_ENV_VAR, "").strip()
-    if from_env:
-        return from_env
-    raise ConfigurationError(
-        f"no model given: pass model=... (e.g. 'gpt-4o-mini') or set {MODEL_ENV_VAR}"
-    )
+    return os.environ.get(MODEL_ENV_VAR, "").strip() or DEFAULT_MODEL

@@ -25,12 +25,12 @@ from reflectkit.critics.base import Critic, CritiqueRequest, as_critic
 from reflectkit.critics.llm_critic import LLMCritic
 from reflectkit.critics.verdict import Verdict
 from reflectkit.errors import CriticError, ReflectkitError
-from reflectkit.llm import Completion, ModelClient
+from reflectkit.format_help import DraftWriter, FormatPlan, plan_format_help
+from reflectkit.llm import ModelClient
 from reflectkit.messages import Conversation, PromptBuilder, to_conversation
 from reflectkit.prompts import Prompts
-from reflectkit.result import Draft, Iteration, ReflectionResult, StopReason
+from reflectkit.result import Iteration, ReflectionResult, StopReason
 from reflectkit.stopping import after_critique, after_revise, recursion_limit
-from reflectkit.tags import THINK_TAGS, parse
 from reflectkit.usage import Usage
 
 __all__ = ["LoopInput", "LoopOutput", "LoopState", "Runtime", "build_graph", "resolve_mode"]
@@ -80,6 +80,9 @@ class Runtime:
     builder: PromptBuilder
     generator: ModelClient
     critic: Critic | None
+    plan: FormatPlan | None
+    """Format help, or None when the model gets the conversation without the protocol."""
+    writer: DraftWriter
 
     @classmethod
     def create(cls, config: ReflectConfig, prompts: Prompts | None = None) -> Runtime:
@@ -95,7 +98,10 @@ class Runtime:
             separate = config.critic_model is not None and config.critic_model != model
             critic_model = config.critic_model if separate else None
             critic = LLMCritic(critic_model, **config.critic_kwargs)
-        return cls(config, model, profile, mode, builder, generator, critic)
+        plain = mode == "single" and profile.reasoning and not profile.tuned
+        plan = None if plain else plan_format_help(config, profile)
+        writer = DraftWriter(generator, builder, plan)
+        return cls(config, model, profile, mode, builder, generator, critic, plan, writer)
 
     def check(self) -> None:
         """Fail before the first call if a model cannot be used (unknown, no key, blocked)."""
@@ -112,25 +118,10 @@ class Runtime:
             return f"llm:{self.critic.model or self.model}"
         return self.critic.name
 
-    def draft(self, completion: Completion) -> Draft:
-        """Parse a reply; ``<think>`` blocks and provider reasoning count as thinking."""
-        text = completion.text
-        reasoning = [completion.reasoning] if completion.reasoning else []
-        if THINK_TAGS.thinking in text.casefold() and (
-            self.config.scheme.thinking.casefold() != THINK_TAGS.thinking
-        ):
-            split = parse(text, THINK_TAGS)
-            if split.thinking:
-                reasoning += split.thinking
-                text = split.output
-        parsed = parse(text, self.config.scheme)
-        joined = "\n\n".join(r.strip() for r in reasoning if r.strip()) or None
-        return Draft.from_parsed(completion.text, parsed, joined)
-
     def generate_messages(self, conversation: Conversation) -> list[dict[str, Any]]:
-        if self.mode == "single" and self.profile.reasoning and not self.profile.tuned:
+        if self.plan is None:
             return self.builder.plain(conversation)
-        return self.builder.generate(conversation, tuned=self.profile.tuned)
+        return self.builder.generate(conversation, self.plan.layout)
 
     def result(self, state: LoopState, stop_reason: StopReason) -> ReflectionResult:
         """Assemble the result from the state (also used for partial results after a failure)."""
@@ -147,6 +138,7 @@ class Runtime:
             critic=self.critic_name,
             mode=self.mode,
             parse_status=final.draft.parse_status,
+            repaired=final.draft.repaired,
             final_iteration=final.number,
             seconds=time.time() - state.get("started_at", time.time()),
         )
@@ -178,22 +170,22 @@ async def _judge(critic: Critic, request: CritiqueRequest) -> Verdict:
 
 
 def _nodes(runtime: Runtime) -> dict[str, Any]:
-    generator = runtime.generator
     builder = runtime.builder
+    writer = runtime.writer
 
     async def generate(state: LoopState) -> dict[str, Any]:
         started = time.time()
         conversation = to_conversation(state["messages"])
         clock = time.perf_counter()
-        completion = await generator.complete(runtime.generate_messages(conversation))
+        draft, spent = await writer.write(runtime.generate_messages(conversation), conversation)
         iteration = Iteration(
             number=1,
             kind="generate",
-            draft=runtime.draft(completion),
-            draft_usage=completion.usage,
+            draft=draft,
+            draft_usage=spent,
             seconds=time.perf_counter() - clock,
         )
-        return {"iterations": [iteration], "usage": completion.usage, "started_at": started}
+        return {"iterations": [iteration], "usage": spent, "started_at": started}
 
     async def critique(state: LoopState) -> Command[str]:
         assert runtime.critic is not None
@@ -230,21 +222,20 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
             feedback=verdict.feedback,
             issues=verdict.issues,
             score=verdict.score,
-            tuned=runtime.profile.tuned,
+            layout=runtime.plan.layout if runtime.plan else None,
         )
-        completion = await generator.complete(messages)
-        draft = runtime.draft(completion)
+        draft, spent = await writer.write(messages, conversation)
         iteration = Iteration(
             number=last.number + 1,
             kind="revise",
             draft=draft,
-            draft_usage=completion.usage,
+            draft_usage=spent,
             seconds=time.perf_counter() - clock,
         )
         stop = after_revise(last.draft, draft)
         update = {
             "iterations": [*iterations, iteration],
-            "usage": state["usage"] + completion.usage,
+            "usage": state["usage"] + spent,
             "stop_reason": stop,
         }
         return Command(update=update, goto="finalize" if stop else "critique")

@@ -93,6 +93,20 @@ def to_conversation(prompt: str | Sequence[Any]) -> Conversation:
     return Conversation(tuple(messages), question)
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How prompts are laid out for one generator model.
+
+    ``tuned`` picks Reflection-70B's system prompt; ``exemplar`` adds a worked example to the
+    protocol's; ``prefill`` is opening text of the reply, sent as a final assistant message for
+    providers that continue it (the reply then holds only the continuation).
+    """
+
+    tuned: bool = False
+    exemplar: bool = False
+    prefill: str | None = None
+
+
 class PromptBuilder:
     """Lays out the messages of each step from the templates."""
 
@@ -100,7 +114,7 @@ class PromptBuilder:
         self.prompts = prompts
         self.scheme = scheme
         self._escape_names = (*scheme.names, *_TEMPLATE_TAGS)
-        self._systems: dict[str, str] = {}
+        self._systems: dict[tuple[bool, bool], str] = {}
 
     def escape(self, text: str) -> str:
         """Neutralise protocol and template tags in user-supplied or model-written text."""
@@ -131,19 +145,49 @@ class PromptBuilder:
             turn["content"] = text
         return turn
 
-    def generate(self, conversation: Conversation, *, tuned: bool = False) -> list[Message]:
-        """System prompt, the conversation so far, then the request."""
-        name = "tuned_system" if tuned else "protocol_system"
-        system = self._systems.get(name)
-        if system is None:
-            system = self._systems[name] = self.prompts.render(name, scheme=self.scheme)
+    def system(self, layout: Layout) -> str:
+        """The system prompt for ``layout`` (rendered once per layout)."""
+        key = (layout.tuned, layout.exemplar)
+        text = self._systems.get(key)
+        if text is None:
+            if layout.tuned:
+                text = self.prompts.render("tuned_system", scheme=self.scheme)
+            else:
+                text = self.prompts.render(
+                    "protocol_system", scheme=self.scheme, exemplar=layout.exemplar
+                )
+            self._systems[key] = text
+        return text
+
+    @staticmethod
+    def _with_prefill(messages: list[Message], prefill: str | None) -> list[Message]:
+        if prefill:
+            messages.append({"role": "assistant", "content": prefill})
+        return messages
+
+    def _conversation(self, conversation: Conversation, layout: Layout) -> list[Message]:
         history = [self._escaped_message(m) for m in conversation.history]
-        return [{"role": "system", "content": system}, *history, self._request_turn(conversation)]
+        return [
+            {"role": "system", "content": self.system(layout)},
+            *history,
+            self._request_turn(conversation),
+        ]
+
+    def generate(self, conversation: Conversation, layout: Layout | None = None) -> list[Message]:
+        """System prompt, the conversation so far, the request, and the prefill if any."""
+        layout = layout or Layout()
+        return self._with_prefill(self._conversation(conversation, layout), layout.prefill)
 
     def plain(self, conversation: Conversation) -> list[Message]:
         """The conversation as given, for native reasoning models: no protocol prompt."""
         history = [self._escaped_message(m) for m in conversation.history]
         return [*history, self._escaped_message(conversation.last)]
+
+    def _answer_turn(self, answer: str) -> Message:
+        previous = self.escape(answer)
+        if self.scheme.output is not None:
+            previous = f"<{self.scheme.output}>\n{previous}\n</{self.scheme.output}>"
+        return {"role": "assistant", "content": previous}
 
     def revise(
         self,
@@ -153,13 +197,14 @@ class PromptBuilder:
         feedback: str,
         issues: list[str],
         score: float | None,
-        tuned: bool = False,
+        layout: Layout | None = None,
     ) -> list[Message]:
-        """The generate prompt, the latest answer as the assistant's turn, then the critique.
+        """The conversation, the latest answer as the assistant's turn, then the critique.
 
         Only the latest draft and its critique are carried, so prompts grow linearly with the
         number of iterations, not with the whole history of drafts.
         """
+        layout = layout or Layout()
         request = self.prompts.render(
             "revise",
             question=self.escape(conversation.question),
@@ -169,14 +214,24 @@ class PromptBuilder:
             score=score,
             scheme=self.scheme,
         )
-        previous = self.escape(answer)
-        if self.scheme.output is not None:
-            previous = f"<{self.scheme.output}>\n{previous}\n</{self.scheme.output}>"
-        return [
-            *self.generate(conversation, tuned=tuned),
-            {"role": "assistant", "content": previous},
+        messages = [
+            *self._conversation(conversation, layout),
+            self._answer_turn(answer),
             {"role": "user", "content": request},
         ]
+        return self._with_prefill(messages, layout.prefill)
+
+    def repair(
+        self, conversation: Conversation, reply: str, layout: Layout, prefill: str | None
+    ) -> list[Message]:
+        """The conversation, the reply that lacked an answer, then a request for the answer
+        alone (``prefill`` is the opening output tag where the provider continues prefixes)."""
+        messages = [
+            *self._conversation(conversation, layout),
+            {"role": "assistant", "content": self.escape(reply)},
+            {"role": "user", "content": self.prompts.render("repair", scheme=self.scheme)},
+        ]
+        return self._with_prefill(messages, prefill)
 
     def critique(self, question: str, answer: str) -> list[Message]:
         """The LLM critic's single user turn."""

@@ -35,7 +35,9 @@ class TemplateSpec:
 
 TEMPLATES: dict[str, TemplateSpec] = {
     "protocol_system": TemplateSpec(
-        "protocol_system.j2", "system prompt of the tag protocol for untuned models", ("scheme",)
+        "protocol_system.j2",
+        "system prompt of the tag protocol for untuned models",
+        ("scheme", "exemplar"),
     ),
     "tuned_system": TemplateSpec(
         "tuned_system.j2", "system prompt for models tuned on the tag protocol", ("scheme",)
@@ -47,6 +49,9 @@ TEMPLATES: dict[str, TemplateSpec] = {
         "critique.j2",
         "the LLM critic's prompt; asks for a JSON verdict",
         ("question", "answer", "scheme"),
+    ),
+    "repair": TemplateSpec(
+        "repair.j2", "asks again for only the final answer when a reply had none", ("scheme",)
     ),
     "revise": TemplateSpec(
         "revise.j2",
@@ -63,6 +68,7 @@ _SAMPLE_CONTEXT: dict[str, Any] = {
     "feedback": "Show the subtraction.",
     "issues": ["The step 7 - 3 is missing."],
     "score": 6.0,
+    "exemplar": True,
 }
 
 

@@ -41,6 +41,11 @@ class Draft(BaseModel):
     thinking: list[str] = Field(default_factory=list)
     reflections: list[str] = Field(default_factory=list)
     parse_status: ParseStatus = ParseStatus.COMPLETE
+    """How the reply, as first written, kept to the tag format."""
+    repaired: bool = False
+    """The reply had no usable answer block and ``output`` came from the repair call."""
+    repair_text: str | None = None
+    """The repair call's raw reply, when one was made."""
 
     @classmethod
     def from_parsed(cls, text: str, parsed: Parsed, reasoning: str | None = None) -> Draft:
@@ -95,7 +100,9 @@ class ReflectionResult(BaseModel):
     critic: str | None = None
     mode: Literal["loop", "single"]
     parse_status: ParseStatus = ParseStatus.COMPLETE
-    """How the final draft kept to the tag format."""
+    """How the final draft, as first written, kept to the tag format."""
+    repaired: bool = False
+    """The final answer came from a repair call (see :class:`Draft`)."""
     final_iteration: int = 1
     """The number of the iteration whose draft is the answer."""
     seconds: float = 0.0

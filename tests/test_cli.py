@@ -78,7 +78,6 @@ def test_json_output_and_stdin_prompt() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["run", "q"], "no model given"),
         (["run", "q", "-m", "x", "--max-iterations", "0"], "--max-iterations"),
         (["run", "q", "-m", "x", "--mode", "twice"], "--mode"),
         (["run", "q", "-m", "x", "-o", "novalue"], "expected KEY=VALUE"),
@@ -113,7 +112,7 @@ def test_templates_lists_and_prints() -> None:
     listing = _run("templates")
     assert listing.exit_code == 0
     names = [line.split()[0] for line in listing.stdout.splitlines()]
-    assert names == ["protocol_system", "tuned_system", "generate", "critique", "revise"]
+    assert names == ["protocol_system", "tuned_system", "generate", "critique", "repair", "revise"]
     shown = _run("templates", "tuned_system")
     assert shown.exit_code == 0
     assert "world-class AI system" in shown.stdout

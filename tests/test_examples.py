@@ -14,7 +14,10 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.py"
 @pytest.mark.parametrize("script", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_example_runs(script: Path) -> None:
     done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=600,
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=600,
         cwd=script.parent,
     )
     assert done.returncode == 0, done.stderr

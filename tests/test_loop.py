@@ -396,3 +396,23 @@ async def test_reflector_is_reusable_and_result_serialises() -> None:
     assert data["stop_reason"] == "passed"
     assert data["iterations"][0]["verdict"]["score"] == 9
     assert data["usage"]["calls"] == 2
+
+
+def test_without_a_model_the_default_is_the_environments_then_the_local_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from reflectkit.config import DEFAULT_MODEL
+
+    assert DEFAULT_MODEL == "local/smollm2-135m"
+    assert rk.ReflectConfig().resolved_model == DEFAULT_MODEL
+    fake = ScriptedLLM(["<output>4</output>"])
+    monkeypatch.setenv("REFLECTKIT_MODEL", fake.model)
+    assert rk.Reflector(mode="single").run("2+2").output == "4"
+
+
+def test_a_misspelt_setting_is_refused_not_sent_to_litellm() -> None:
+    fake = ScriptedLLM([])
+    with pytest.raises(rk.ConfigurationError, match="did you mean 'max_iterations'"):
+        rk.Reflector(fake.model, max_iteration=5)
+    with pytest.raises(rk.ConfigurationError, match="pass either config"):
+        rk.Reflector(fake.model, config=rk.ReflectConfig(model=fake.model))

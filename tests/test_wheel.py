@@ -34,31 +34,50 @@ def test_an_installed_wheel_finds_and_renders_every_template(tmp_path: Path) -> 
     dist = tmp_path / "dist"
     subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(ROOT)],
-        check=True, capture_output=True, timeout=600,
+        check=True,
+        capture_output=True,
+        timeout=600,
     )
     wheel = next(dist.glob("reflectkit-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     templates = sorted(n for n in names if n.startswith("reflectkit/templates/"))
-    assert templates == sorted(f"reflectkit/templates/{p.name}" for p in (ROOT / "templates").iterdir())
+    assert templates == sorted(
+        f"reflectkit/templates/{p.name}" for p in (ROOT / "templates").iterdir()
+    )
     assert "reflectkit/py.typed" in names
 
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
     subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--no-deps", str(wheel), "jinja2",
-         "markupsafe", "click"],
-        check=True, capture_output=True, timeout=600,
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            str(wheel),
+            "jinja2",
+            "markupsafe",
+            "click",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
     )
     out = subprocess.run(
         [str(python), "-c", CHECK], check=True, capture_output=True, text=True, cwd=tmp_path
     )
     count, where = out.stdout.split()
-    assert int(count) == 5
+    assert int(count) == 6
     assert Path(where).is_relative_to(env_dir)
     listing = subprocess.run(
         [str(env_dir / "bin" / "reflectkit"), "templates"],
-        check=True, capture_output=True, text=True, cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert "protocol_system" in listing.stdout
     assert str(env_dir) in listing.stdout
