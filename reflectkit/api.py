@@ -5,17 +5,27 @@ from __future__ import annotations
 import difflib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.types import StreamMode
 
 from reflectkit.config import FormatHelp, Mode, ReflectConfig, RetryPolicy
 from reflectkit.errors import ConfigurationError, RunError
 from reflectkit.events import ReflectEvent, ResultEvent, StepEvent
-from reflectkit.graph import LoopState, Runtime, compile_runtime
+from reflectkit.graph import STREAM_KEY, LoopState, Runtime, compile_runtime
 from reflectkit.messages import to_conversation
 from reflectkit.prompts import Prompts
 from reflectkit.result import ReflectionResult, StopReason
 from reflectkit.runner import iterate_sync, run_sync
-from reflectkit.tags import REFLECTION_TAGS, TagScheme
+from reflectkit.tags import (
+    REFLECTION_TAGS,
+    OutputDelta,
+    ReflectionDelta,
+    TagDelta,
+    TagScheme,
+    ThinkingDelta,
+)
 from reflectkit.usage import Usage
 
 __all__ = ["Prompt", "Reflector", "areflect", "reflect"]
@@ -89,18 +99,37 @@ class Reflector:
         """The compiled LangGraph graph this reflector runs."""
         return self._graph
 
-    async def astream(self, prompt: Prompt) -> AsyncIterator[ReflectEvent]:
-        """Run and yield a :class:`StepEvent` per finished step, then a :class:`ResultEvent`.
+    async def astream(
+        self, prompt: Prompt, *, include_thinking: bool = False
+    ) -> AsyncIterator[ReflectEvent]:
+        """Run and yield events: a :class:`StepEvent` per finished step, answer text as
+        :class:`OutputDelta` while a single-pass run streams it, and last a :class:`ResultEvent`.
 
-        If the run fails, the error raised is a :class:`~reflectkit.RunError` whose
-        ``partial`` holds the drafts and usage so far.
+        ``include_thinking`` adds the thinking and reflection deltas of single-pass runs. If the
+        run fails, the error raised is a :class:`~reflectkit.RunError` whose ``partial`` holds
+        the drafts and usage so far.
         """
+        async for event in self._run(prompt, live=True, include_thinking=include_thinking):
+            yield event
+
+    async def _run(
+        self, prompt: Prompt, *, live: bool, include_thinking: bool = False
+    ) -> AsyncIterator[ReflectEvent]:
         conversation = to_conversation(prompt)
         self._runtime.check()
         state: LoopState = {"messages": list(conversation.messages)}
+        wanted: tuple[type[TagDelta], ...] = (OutputDelta,)
+        if include_thinking:
+            wanted += (ThinkingDelta, ReflectionDelta)
+        config: RunnableConfig | None = {"configurable": {STREAM_KEY: True}} if live else None
+        modes: list[StreamMode] = ["updates", "custom"] if live else ["updates"]
         try:
-            async for update in self._graph.astream(state, stream_mode="updates"):
-                for node, change in update.items():
+            async for mode, chunk in self._graph.astream(state, config, stream_mode=modes):
+                if mode == "custom":
+                    if isinstance(chunk, wanted):
+                        yield chunk
+                    continue
+                for node, change in cast("dict[str, Any]", chunk).items():
                     if not change:
                         continue
                     state.update(change)
@@ -113,7 +142,7 @@ class Reflector:
 
     async def arun(self, prompt: Prompt) -> ReflectionResult:
         """Run the loop on ``prompt`` and return the result."""
-        async for event in self.astream(prompt):
+        async for event in self._run(prompt, live=False):
             if isinstance(event, ResultEvent):
                 return event.result
         raise AssertionError("the run ended without a result")  # astream always ends with one
@@ -122,9 +151,9 @@ class Reflector:
         """Sync :meth:`arun`."""
         return run_sync(self.arun(prompt))
 
-    def stream(self, prompt: Prompt) -> Iterator[ReflectEvent]:
+    def stream(self, prompt: Prompt, *, include_thinking: bool = False) -> Iterator[ReflectEvent]:
         """Sync :meth:`astream`; breaking out of the loop stops the run."""
-        return iterate_sync(self.astream(prompt))
+        return iterate_sync(self.astream(prompt, include_thinking=include_thinking))
 
 
 _SETTINGS = (

@@ -6,13 +6,16 @@
   with the conversation as is; its ``<think>`` blocks or provider reasoning become the thinking.
 * ``prefill``: its provider continues an assistant message that ends the conversation (the local
   model, Anthropic). reflectkit then starts the reply with the opening tag for it.
-* ``needs_format_help``: a small model that ignores formats unless helped; reflectkit adds an
-  exemplar to the protocol's system prompt.
+* ``needs_format_help``: a small model that ignores formats unless helped; reflectkit shows it a
+  worked example.
+* ``self_critique``: its critiques of its own drafts are worth a loop (True unless said
+  otherwise). The local 135M model's are not: judging its own answers it writes noise and its
+  revisions get worse, so ``mode="auto"`` gives it one pass unless a critic is passed.
 
 Users register their own models with :func:`register_model`. Patterns are shell-style globs
 (``*``, ``?``) matched case-insensitively against the whole model string. For each capability the
 first pattern that says something about it wins: user registrations (newest first), then the
-built-ins; a capability nobody mentions is False.
+built-ins; a capability nobody mentions keeps its default (``self_critique`` True, others False).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass, fields
 
 __all__ = ["ModelProfile", "profile_for", "register_model", "unregister_model"]
 
-_CAPABILITIES = ("tuned", "reasoning", "prefill", "needs_format_help")
+_CAPABILITIES = ("tuned", "reasoning", "prefill", "needs_format_help", "self_critique")
 
 
 @dataclass(frozen=True)
@@ -38,11 +41,13 @@ class ModelProfile:
     """Its provider continues an assistant message that ends the conversation."""
     needs_format_help: bool = False
     """A small model that follows the tag format only with an exemplar."""
+    self_critique: bool = True
+    """Its critiques of its own drafts are worth a generate-critique-revise loop."""
 
     @property
     def single_pass(self) -> bool:
-        """Whether ``mode="auto"`` gives this model one call and no loop."""
-        return self.tuned or self.reasoning
+        """Whether ``mode="auto"`` gives this model one call and no loop (without a critic)."""
+        return self.tuned or self.reasoning or not self.self_critique
 
 
 _Said = dict[str, bool]
@@ -68,7 +73,7 @@ _BUILTIN: tuple[tuple[str, _Said], ...] = (
     ("*deepseek-r1*", {"reasoning": True}),
     ("*deepseek-reasoner*", {"reasoning": True}),
     ("*qwq*", {"reasoning": True}),
-    ("local/*", {"prefill": True, "needs_format_help": True}),
+    ("local/*", {"prefill": True, "needs_format_help": True, "self_critique": False}),
     ("anthropic/*", {"prefill": True}),
     ("claude-*", {"prefill": True}),
 )
@@ -84,6 +89,7 @@ def register_model(
     reasoning: bool | None = None,
     prefill: bool | None = None,
     needs_format_help: bool | None = None,
+    self_critique: bool | None = None,
 ) -> None:
     """Tell reflectkit what a model (or a glob of models) can do; ``None`` leaves a capability
     to other patterns and the built-ins.
@@ -95,7 +101,9 @@ def register_model(
     said = {
         name: value
         for name, value in zip(
-            _CAPABILITIES, (tuned, reasoning, prefill, needs_format_help), strict=True
+            _CAPABILITIES,
+            (tuned, reasoning, prefill, needs_format_help, self_critique),
+            strict=True,
         )
         if value is not None
     }
@@ -122,4 +130,7 @@ def profile_for(model: str) -> ModelProfile:
         if fnmatch.fnmatchcase(name, pattern):
             for capability, value in said.items():
                 known.setdefault(capability, value)
-    return ModelProfile(**{f.name: known.get(f.name, False) for f in fields(ModelProfile)})
+    defaults = ModelProfile()
+    return ModelProfile(
+        **{f.name: known.get(f.name, getattr(defaults, f.name)) for f in fields(ModelProfile)}
+    )

@@ -54,16 +54,21 @@ class FormatHelp(StrictModel):
 
     ``None`` means "decide from the model's capabilities" (see :mod:`reflectkit.capabilities`):
 
-    * ``exemplar``: a worked example in the protocol's system prompt; on for models marked
-      ``needs_format_help`` (the local model).
-    * ``prefill``: start the reply with the opening tag as an assistant prefix; on where the
-      provider can continue one (``prefill`` capability: the local model, Anthropic).
+    * ``exemplar``: a worked example (the ``exemplar_question``/``exemplar_answer`` templates);
+      on for models marked ``needs_format_help`` (the local model). ``exemplar_in="turns"``
+      shows it as a demonstration exchange after the system prompt, ``"system"`` inside the
+      system prompt; turns work better on SmolLM2-135M (see docs/format-help.md for figures).
+    * ``prefill``: start the reply with the opening thinking tag as an assistant prefix; on where
+      the provider can continue one (``prefill`` capability: the local model, Anthropic).
     * ``repair``: when a reply has no usable output block, ask once more for the final answer
-      only (at most ``repair_max_tokens`` tokens, the output tag prefilled where possible). On by
-      default; it costs a call only when the format failed.
+      only, at most ``repair_max_tokens`` tokens. Where the provider continues prefixes, the
+      model's own reply is continued with its open blocks closed and the output tag opened;
+      elsewhere a short user turn asks for the answer in the output tag. On by default; it costs
+      a call only when the format failed.
     """
 
     exemplar: bool | None = None
+    exemplar_in: Literal["turns", "system"] = "turns"
     prefill: bool | None = None
     repair: bool = True
     repair_max_tokens: int = Field(default=256, ge=1)

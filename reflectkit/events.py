@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from reflectkit.critics.verdict import Verdict
 from reflectkit.result import Draft, ReflectionResult, StopReason
+from reflectkit.tags import TagDelta
 from reflectkit.usage import Usage
 
 __all__ = ["ReflectEvent", "ResultEvent", "StepEvent"]
@@ -35,4 +36,6 @@ class ResultEvent:
     result: ReflectionResult
 
 
-ReflectEvent = StepEvent | ResultEvent
+ReflectEvent = StepEvent | ResultEvent | TagDelta
+"""What :meth:`reflectkit.Reflector.astream` yields: steps, answer (and, on request, thinking and
+reflection) deltas from :mod:`reflectkit.tags`, and the result."""

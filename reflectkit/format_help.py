@@ -3,13 +3,16 @@
 Small untuned models ignore formats. Three aids, each decided per model from its capabilities
 and switchable through :class:`~reflectkit.config.FormatHelp`:
 
-1. an **exemplar** in the protocol's system prompt (models marked ``needs_format_help``);
+1. an **exemplar**: a worked example, as a demonstration exchange after the system prompt or
+   inside it (models marked ``needs_format_help``);
 2. a **prefill**: the reply is started with the opening thinking tag as an assistant message,
    for providers that continue one (``prefill`` capability);
-3. a **repair** call when a reply has no usable answer block: the model is shown its reply and
-   asked for the final answer alone, inside the output tag (prefilled where possible), with a
-   small token budget. One repair per draft, at most. If the repair gives nothing usable either,
-   the draft keeps the answer the parser found in the original reply, so help never replaces an
+3. a **repair** call when a reply has no usable answer block, with a small token budget. Where
+   the provider continues prefixes, the model's own reply is sent back as the prefix with its
+   open blocks closed and the output tag opened, and the model writes on (it answers right
+   after its own reasoning). Elsewhere a short user turn asks for the final answer alone inside
+   the output tag. One repair per draft, at most. If the repair gives nothing usable either, the
+   draft keeps the answer the parser found in the original reply, so help never replaces an
    answer with nothing.
 
 The result records what happened: each :class:`~reflectkit.result.Draft` keeps the parse status
@@ -18,6 +21,7 @@ of the reply as written, whether it was repaired, and the repair's raw reply.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,10 +30,13 @@ from reflectkit.config import ReflectConfig
 from reflectkit.llm import Completion, ModelClient
 from reflectkit.messages import Conversation, Layout, Message, PromptBuilder
 from reflectkit.result import Draft
-from reflectkit.tags import THINK_TAGS, ParseStatus, TagScheme, parse
+from reflectkit.tags import THINK_TAGS, ParseStatus, StreamParser, TagDelta, TagScheme, parse
 from reflectkit.usage import Usage
 
-__all__ = ["DraftWriter", "FormatPlan", "plan_format_help", "usable"]
+__all__ = ["DeltaSink", "DraftWriter", "FormatPlan", "plan_format_help", "usable"]
+
+DeltaSink = Callable[[TagDelta], None]
+"""Receives the tag deltas of a streamed reply."""
 
 
 @dataclass(frozen=True)
@@ -46,15 +53,15 @@ def plan_format_help(config: ReflectConfig, profile: ModelProfile) -> FormatPlan
     """Decide exemplar, prefill and repair for a model that gets the protocol's prompt."""
     help_ = config.resolved_format_help
     scheme = config.scheme
-    exemplar = help_.exemplar
-    if exemplar is None:
-        exemplar = profile.needs_format_help and not profile.tuned
+    wants_exemplar = help_.exemplar
+    if wants_exemplar is None:
+        wants_exemplar = profile.needs_format_help and not profile.tuned
     can_prefill = profile.prefill if help_.prefill is None else help_.prefill
     repair = help_.repair and scheme.output is not None
     return FormatPlan(
         layout=Layout(
             tuned=profile.tuned,
-            exemplar=exemplar,
+            exemplar=help_.exemplar_in if wants_exemplar else "off",
             prefill=f"<{scheme.thinking}>\n" if can_prefill else None,
         ),
         repair=repair,
@@ -98,34 +105,80 @@ class DraftWriter:
         """The draft of one completion whose request ended with ``prefill``."""
         return _draft(self.scheme, (prefill or "") + completion.text, completion.reasoning)
 
+    async def _call(
+        self,
+        messages: list[Message],
+        overrides: dict[str, Any] | None,
+        prefix: str,
+        on_delta: DeltaSink | None,
+    ) -> Completion:
+        """One call; with ``on_delta``, streamed through a tag parser that starts at ``prefix``."""
+        if on_delta is None:
+            return await self.client.complete(messages, overrides)
+        parser = StreamParser(self.scheme)
+        parser.feed(prefix)
+        completion: Completion | None = None
+        async for piece in self.client.stream(messages, overrides):
+            if isinstance(piece, Completion):
+                completion = piece
+            elif piece.text:
+                for delta in parser.feed(piece.text):
+                    on_delta(delta)
+        for delta in parser.close():
+            on_delta(delta)
+        assert completion is not None  # a stream always ends with its Completion
+        return completion
+
     async def write(
-        self, messages: list[Message], conversation: Conversation
+        self,
+        messages: list[Message],
+        conversation: Conversation,
+        on_delta: DeltaSink | None = None,
     ) -> tuple[Draft, Usage]:
-        """Call the model on ``messages`` and return the draft and what it cost."""
+        """Call the model on ``messages`` and return the draft and what it cost.
+
+        With ``on_delta`` the reply is streamed and every tag delta (of the reply, then of the
+        repair if one is made) is handed to it as soon as it is certain.
+        """
         prefill = self.plan.layout.prefill if self.plan else None
-        completion = await self.client.complete(messages)
+        completion = await self._call(messages, None, prefill or "", on_delta)
         draft = self.parse(completion, prefill)
         if self.plan is None or not self.plan.repair or usable(draft):
             return draft, completion.usage
-        repaired, spent = await self._repair(draft, conversation, self.plan)
+        repaired, spent = await self._repair(draft, messages, conversation, self.plan, on_delta)
         return repaired, completion.usage + spent
 
     async def _repair(
-        self, draft: Draft, conversation: Conversation, plan: FormatPlan
+        self,
+        draft: Draft,
+        request: list[Message],
+        conversation: Conversation,
+        plan: FormatPlan,
+        on_delta: DeltaSink | None,
     ) -> tuple[Draft, Usage]:
-        messages = self.builder.repair(conversation, draft.text, plan.layout, plan.repair_prefill)
+        output = self.scheme.output
+        assert output is not None  # the plan repairs only schemes with an output tag
         overrides: dict[str, Any] = {"max_tokens": plan.repair_max_tokens}
-        if plan.repair_prefill and self.scheme.output:
-            overrides["stop"] = [f"</{self.scheme.output}>"]
-        completion = await self.client.complete(messages, overrides)
-        text = (plan.repair_prefill or "") + completion.text
-        if plan.repair_prefill and self.scheme.output and f"</{self.scheme.output}" not in text:
-            text += f"</{self.scheme.output}>"  # the stop sequence ate the closing tag
-        fixed = parse(text, self.scheme)
-        if fixed.status in (ParseStatus.COMPLETE, ParseStatus.UNCLOSED) and fixed.output.strip():
-            draft = draft.model_copy(
-                update={"output": fixed.output, "repaired": True, "repair_text": completion.text}
-            )
+        continued = plan.layout.prefill is not None and request[-1].get("role") == "assistant"
+        if continued:
+            parser = StreamParser(self.scheme)
+            parser.feed(draft.text)
+            messages = self.builder.continuation(request, draft.text, parser.open_tags)
+            prefix = f"<{output}>"
+            overrides["stop"] = [f"</{output}>"]
         else:
-            draft = draft.model_copy(update={"repair_text": completion.text})
-        return draft, completion.usage
+            messages = self.builder.repair(
+                conversation, draft.text, plan.layout, plan.repair_prefill
+            )
+            prefix = plan.repair_prefill or ""
+            if prefix:
+                overrides["stop"] = [f"</{output}>"]
+        completion = await self._call(messages, overrides, prefix, on_delta)
+        text = prefix + completion.text
+        if prefix and f"</{output}" not in text:
+            text += f"</{output}>"  # the stop sequence ate the closing tag
+        fixed = parse(text, self.scheme)
+        update: dict[str, Any] = {"repair_text": completion.text}
+        if fixed.status in (ParseStatus.COMPLETE, ParseStatus.UNCLOSED) and fixed.output.strip():
+            update |= {"output": fixed.output, "repaired": True}
+        return draft.model_copy(update=update), completion.usage

@@ -12,9 +12,11 @@ only data (messages, iterations, usage), which is what a checkpointer saves.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, TypedDict
 
+from langchain_core.runnables import RunnableConfig
+from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
@@ -33,9 +35,21 @@ from reflectkit.result import Iteration, ReflectionResult, StopReason
 from reflectkit.stopping import after_critique, after_revise, recursion_limit
 from reflectkit.usage import Usage
 
-__all__ = ["LoopInput", "LoopOutput", "LoopState", "Runtime", "build_graph", "resolve_mode"]
+__all__ = [
+    "STREAM_KEY",
+    "LoopInput",
+    "LoopOutput",
+    "LoopState",
+    "Runtime",
+    "build_graph",
+    "resolve_mode",
+]
 
 RunMode = Literal["loop", "single"]
+
+STREAM_KEY = "reflectkit_stream_output"
+"""Set in ``config["configurable"]`` to have single-pass runs write tag deltas to the graph's
+custom stream (``stream_mode="custom"``) as the model produces them."""
 
 
 class LoopInput(TypedDict):
@@ -173,11 +187,17 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
     builder = runtime.builder
     writer = runtime.writer
 
-    async def generate(state: LoopState) -> dict[str, Any]:
+    async def generate(state: LoopState, config: RunnableConfig) -> dict[str, Any]:
         started = time.time()
         conversation = to_conversation(state["messages"])
         clock = time.perf_counter()
-        draft, spent = await writer.write(runtime.generate_messages(conversation), conversation)
+        # Single-pass runs stream the answer live when the caller streams; loop drafts do not
+        # (what the user sees there is the final answer, which is known only at the end).
+        live = runtime.mode == "single" and (config.get("configurable") or {}).get(STREAM_KEY)
+        sink = get_stream_writer() if live else None
+        draft, spent = await writer.write(
+            runtime.generate_messages(conversation), conversation, sink
+        )
         iteration = Iteration(
             number=1,
             kind="generate",
@@ -222,7 +242,9 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
             feedback=verdict.feedback,
             issues=verdict.issues,
             score=verdict.score,
-            layout=runtime.plan.layout if runtime.plan else None,
+            # No worked example here: the model's own tagged answer now shows the format, and a
+            # small model asked to revise drifts back to the example's topic.
+            layout=replace(runtime.plan.layout, exemplar="off") if runtime.plan else None,
         )
         draft, spent = await writer.write(messages, conversation)
         iteration = Iteration(

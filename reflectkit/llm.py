@@ -377,7 +377,9 @@ class ModelClient:
             finish_reason=getattr(choice, "finish_reason", None),
         )
 
-    async def stream(self, messages: list[Message]) -> AsyncIterator[StreamDelta | Completion]:
+    async def stream(
+        self, messages: list[Message], overrides: Mapping[str, Any] | None = None
+    ) -> AsyncIterator[StreamDelta | Completion]:
         """Stream one call: :class:`StreamDelta` pieces, then the :class:`Completion`.
 
         Opening the stream is retried like :meth:`complete`; a failure after the first piece is
@@ -385,14 +387,17 @@ class ModelClient:
         """
         self.check()
         litellm = _load()
-        response = await self._call_with_retries(self._kwargs(messages, stream=True))
+        kwargs = self._kwargs(messages, stream=True)
+        if overrides:
+            kwargs.update(overrides)
+        response = await self._call_with_retries(kwargs)
         text: list[str] = []
         reasoning: list[str] = []
-        chunks: list[Any] = []
+        usage_raw: Any = None
         finish: str | None = None
         try:
             async for chunk in response:
-                chunks.append(chunk)
+                usage_raw = getattr(chunk, "usage", None) or usage_raw
                 if not chunk.choices:
                     continue
                 delta = chunk.choices[0].delta
@@ -409,7 +414,6 @@ class ModelClient:
             raise
         except Exception as error:
             raise _map_error(litellm, error, self.model, self._secrets) from None
-        usage_raw = next((c.usage for c in reversed(chunks) if getattr(c, "usage", None)), None)
         yield Completion(
             text="".join(text),
             reasoning="".join(reasoning) or None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from reflectkit.errors import InputError
 from reflectkit.prompts import Prompts
@@ -97,13 +97,14 @@ def to_conversation(prompt: str | Sequence[Any]) -> Conversation:
 class Layout:
     """How prompts are laid out for one generator model.
 
-    ``tuned`` picks Reflection-70B's system prompt; ``exemplar`` adds a worked example to the
-    protocol's; ``prefill`` is opening text of the reply, sent as a final assistant message for
-    providers that continue it (the reply then holds only the continuation).
+    ``tuned`` picks Reflection-70B's system prompt; ``exemplar`` shows a worked example as a
+    demonstration exchange after the system prompt (``"turns"``) or inside it (``"system"``);
+    ``prefill`` is opening text of the reply, sent as a final assistant message for providers
+    that continue it (the reply then holds only the continuation).
     """
 
     tuned: bool = False
-    exemplar: bool = False
+    exemplar: Literal["off", "turns", "system"] = "off"
     prefill: str | None = None
 
 
@@ -114,7 +115,7 @@ class PromptBuilder:
         self.prompts = prompts
         self.scheme = scheme
         self._escape_names = (*scheme.names, *_TEMPLATE_TAGS)
-        self._systems: dict[tuple[bool, bool], str] = {}
+        self._systems: dict[tuple[bool, str], str] = {}
 
     def escape(self, text: str) -> str:
         """Neutralise protocol and template tags in user-supplied or model-written text."""
@@ -152,12 +153,27 @@ class PromptBuilder:
         if text is None:
             if layout.tuned:
                 text = self.prompts.render("tuned_system", scheme=self.scheme)
+            elif layout.exemplar == "system":
+                question, answer = self.exemplar()
+                text = self.prompts.render(
+                    "protocol_system",
+                    scheme=self.scheme,
+                    exemplar=answer,
+                    exemplar_question=question,
+                )
             else:
                 text = self.prompts.render(
-                    "protocol_system", scheme=self.scheme, exemplar=layout.exemplar
+                    "protocol_system", scheme=self.scheme, exemplar=None, exemplar_question=None
                 )
             self._systems[key] = text
         return text
+
+    def exemplar(self) -> tuple[str, str]:
+        """The worked example: its question and its reply in the scheme's tags."""
+        return (
+            self.prompts.render("exemplar_question", scheme=self.scheme),
+            self.prompts.render("exemplar_answer", scheme=self.scheme),
+        )
 
     @staticmethod
     def _with_prefill(messages: list[Message], prefill: str | None) -> list[Message]:
@@ -166,12 +182,16 @@ class PromptBuilder:
         return messages
 
     def _conversation(self, conversation: Conversation, layout: Layout) -> list[Message]:
-        history = [self._escaped_message(m) for m in conversation.history]
-        return [
-            {"role": "system", "content": self.system(layout)},
-            *history,
-            self._request_turn(conversation),
-        ]
+        messages: list[Message] = [{"role": "system", "content": self.system(layout)}]
+        if layout.exemplar == "turns" and not layout.tuned:
+            question, answer = self.exemplar()
+            messages += [
+                {"role": "user", "content": question},
+                {"role": "assistant", "content": answer},
+            ]
+        messages += [self._escaped_message(m) for m in conversation.history]
+        messages.append(self._request_turn(conversation))
+        return messages
 
     def generate(self, conversation: Conversation, layout: Layout | None = None) -> list[Message]:
         """System prompt, the conversation so far, the request, and the prefill if any."""
@@ -224,14 +244,24 @@ class PromptBuilder:
     def repair(
         self, conversation: Conversation, reply: str, layout: Layout, prefill: str | None
     ) -> list[Message]:
-        """The conversation, the reply that lacked an answer, then a request for the answer
-        alone (``prefill`` is the opening output tag where the provider continues prefixes)."""
+        """The conversation, the reply that lacked an answer, then a user turn asking for the
+        answer alone (``prefill``, the opening output tag, where the provider continues it)."""
         messages = [
             *self._conversation(conversation, layout),
             {"role": "assistant", "content": self.escape(reply)},
             {"role": "user", "content": self.prompts.render("repair", scheme=self.scheme)},
         ]
         return self._with_prefill(messages, prefill)
+
+    def continuation(
+        self, request: list[Message], reply: str, open_tags: list[str]
+    ) -> list[Message]:
+        """``request`` (which ended in a prefill) with the reply so far as the prefill, its open
+        blocks closed and the output block opened: the model is asked to go on writing."""
+        assert self.scheme.output is not None
+        closing = "".join(f"\n</{name}>" for name in reversed(open_tags))
+        text = f"{reply.rstrip()}{closing}\n<{self.scheme.output}>\n"
+        return [*request[:-1], {"role": "assistant", "content": text}]
 
     def critique(self, question: str, answer: str) -> list[Message]:
         """The LLM critic's single user turn."""

@@ -37,10 +37,16 @@ TEMPLATES: dict[str, TemplateSpec] = {
     "protocol_system": TemplateSpec(
         "protocol_system.j2",
         "system prompt of the tag protocol for untuned models",
-        ("scheme", "exemplar"),
+        ("scheme", "exemplar", "exemplar_question"),
     ),
     "tuned_system": TemplateSpec(
         "tuned_system.j2", "system prompt for models tuned on the tag protocol", ("scheme",)
+    ),
+    "exemplar_question": TemplateSpec(
+        "exemplar_question.j2", "the worked example's question (format help)", ("scheme",)
+    ),
+    "exemplar_answer": TemplateSpec(
+        "exemplar_answer.j2", "the worked example's reply, in the tags (format help)", ("scheme",)
     ),
     "generate": TemplateSpec(
         "generate.j2", "the user's request as the first draft sees it", ("question", "scheme")
@@ -68,7 +74,8 @@ _SAMPLE_CONTEXT: dict[str, Any] = {
     "feedback": "Show the subtraction.",
     "issues": ["The step 7 - 3 is missing."],
     "score": 6.0,
-    "exemplar": True,
+    "exemplar": "<thinking>Japan's capital is Tokyo.</thinking><output>Tokyo</output>",
+    "exemplar_question": "What is the capital of Japan?",
 }
 
 

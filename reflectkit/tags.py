@@ -307,6 +307,16 @@ class StreamParser:
         return events
 
     @property
+    def open_tags(self) -> list[str]:
+        """Names of the blocks still open, outermost first (e.g. to close them in a prompt)."""
+        names = {
+            _Channel.THINKING: self.scheme.thinking,
+            _Channel.REFLECTION: self.scheme.reflection,
+            _Channel.OUTPUT: self.scheme.output,
+        }
+        return [name for channel in self._stack if (name := names.get(channel))]
+
+    @property
     def result(self) -> Parsed:
         """The reply parsed so far; final once :meth:`close` has been called."""
         outside = self._outside.text

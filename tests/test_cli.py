@@ -112,7 +112,10 @@ def test_templates_lists_and_prints() -> None:
     listing = _run("templates")
     assert listing.exit_code == 0
     names = [line.split()[0] for line in listing.stdout.splitlines()]
-    assert names == ["protocol_system", "tuned_system", "generate", "critique", "repair", "revise"]
+    from reflectkit.prompts import TEMPLATES
+
+    assert names == list(TEMPLATES)
+    assert "exemplar_answer" in names
     shown = _run("templates", "tuned_system")
     assert shown.exit_code == 0
     assert "world-class AI system" in shown.stdout

@@ -31,28 +31,56 @@ async def test_prefill_and_exemplar_for_a_model_that_needs_help(small_model: str
     assert result.thinking == ["12 - 5 = 7 and 7 - 3 = 4"]
     assert result.parse_status is rk.ParseStatus.COMPLETE
     assert not result.repaired
-    assert "For example" in fake.requests[0].system_text
+    sent = fake.requests[0].messages
+    # The worked example is a demonstration exchange right after the system prompt.
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "user", "assistant"]
+    assert sent[1]["content"] == "What is the capital of Japan?"
+    assert rk.parse(sent[2]["content"]).output == "Tokyo"
     assert result.iterations[0].draft.text.startswith("<thinking>\n12 - 5")
 
 
-async def test_a_reply_without_an_answer_block_is_repaired_once(small_model: str) -> None:
+async def test_the_exemplar_can_sit_in_the_system_prompt(small_model: str) -> None:
+    fake = ScriptedLLM(["4</thinking><output>4</output>"], name=f"{small_model}-5")
+    help_ = FormatHelp(exemplar_in="system")
+    await rk.areflect("2+2", model=fake.model, mode="single", format_help=help_)
+    sent = fake.requests[0].messages
+    assert [m["role"] for m in sent] == ["system", "user", "assistant"]
+    assert "Question: What is the capital of Japan?" in sent[0]["content"]
+    assert "<output>\nTokyo\n</output>" in sent[0]["content"]
+
+
+async def test_a_reply_without_an_answer_block_is_continued_into_one(small_model: str) -> None:
     fake = ScriptedLLM(
-        ["Let me think. Five and seven make twelve, so 7 - 3 leaves 4.", "4"],
-        name=f"{small_model}-2",
+        ["Five and seven make twelve, so 7 - 3 leaves 4.", "4"], name=f"{small_model}-2"
     )
     result = await rk.areflect("q", model=fake.model, mode="single")
     assert result.output == "4"
     assert result.repaired
     assert result.parse_status is rk.ParseStatus.MISSING_OUTPUT
     assert result.usage.calls == 2
-    repair = fake.requests[1]
-    assert repair.messages[-1] == {"role": "assistant", "content": "<output>"}
-    assert "did not give a final answer" in repair.last_user_text
+    first, repair = fake.requests
+    # The same request, with the model's own reasoning closed and the answer block opened.
+    assert repair.messages[:-1] == first.messages[:-1]
+    assert repair.messages[-1] == {
+        "role": "assistant",
+        "content": "<thinking>\nFive and seven make twelve, so 7 - 3 leaves 4.\n</thinking>\n"
+        "<output>\n",
+    }
     assert repair.params["max_tokens"] == 256
     assert repair.params["stop"] == ["</output>"]
     draft = result.iterations[0].draft
     assert draft.repair_text == "4"
     assert "Five and seven" in draft.text
+
+
+async def test_without_prefill_the_repair_is_a_short_request(small_model: str) -> None:
+    fake = ScriptedLLM(["It is 4, I think.", "<output>4</output>"])
+    result = await rk.areflect("q", model=fake.model, mode="single")
+    assert (result.output, result.repaired) == ("4", True)
+    repair = fake.requests[1]
+    assert repair.messages[-2] == {"role": "assistant", "content": "It is 4, I think."}
+    assert "did not give a final answer" in repair.last_user_text
+    assert "stop" not in repair.params
 
 
 async def test_a_failed_repair_keeps_the_original_answer() -> None:
@@ -65,12 +93,6 @@ async def test_a_failed_repair_keeps_the_original_answer() -> None:
     # Without the prefill capability there is no prefix and no stop sequence.
     assert fake.requests[1].messages[-1]["role"] == "user"
     assert "stop" not in fake.requests[1].params
-
-
-async def test_repair_without_prefill_reads_a_tagged_answer() -> None:
-    fake = ScriptedLLM(["The answer is 4.", "<output>4</output>"])
-    result = await rk.areflect("q", model=fake.model, mode="single")
-    assert (result.output, result.repaired) == ("4", True)
 
 
 async def test_repair_runs_for_revisions_too_and_counts_its_usage() -> None:
@@ -96,7 +118,7 @@ async def test_format_help_can_be_switched_off(small_model: str) -> None:
     assert result.output == "plain 4"
     assert len(fake.requests) == 1
     assert fake.requests[0].messages[-1]["role"] == "user"
-    assert "For example" not in fake.requests[0].system_text
+    assert "Japan" not in str(fake.requests[0].messages)
 
 
 async def test_format_help_parts_can_be_chosen(small_model: str) -> None:
@@ -104,14 +126,14 @@ async def test_format_help_parts_can_be_chosen(small_model: str) -> None:
     help_ = FormatHelp(exemplar=False, prefill=False, repair=True, repair_max_tokens=16)
     result = await rk.areflect("q", model=fake.model, mode="single", format_help=help_)
     assert result.output == "4"
-    assert "For example" not in fake.requests[0].system_text
+    assert "Japan" not in str(fake.requests[0].messages)
     assert fake.requests[0].messages[-1]["role"] == "user"
 
 
 async def test_tuned_and_reasoning_models_get_no_exemplar() -> None:
     tuned = ScriptedLLM(["<output>4</output>"], name="reflection-70b-help")
     await rk.areflect("q", model=tuned.model, format_help=FormatHelp(exemplar=None))
-    assert "For example" not in tuned.requests[0].system_text
+    assert "Japan" not in str(tuned.requests[0].messages)
     rk.register_model("reflectkit-test/r1-*", reasoning=True, prefill=True)
     try:
         reasoner = ScriptedLLM(["<think>hm</think>4"], name="r1-help")
@@ -127,3 +149,12 @@ def test_bad_format_help_settings_are_configuration_errors() -> None:
         FormatHelp(repair_max_tokens=0)
     with pytest.raises(rk.ConfigurationError, match="format_help"):
         rk.ReflectConfig(format_help="sometimes")
+
+
+async def test_a_streamed_repair_streams_its_answer(small_model: str) -> None:
+    fake = ScriptedLLM(["7 - 3 leaves 4.", "The answer is 4."], name=f"{small_model}-6")
+    events = [e async for e in rk.Reflector(fake.model, mode="single").astream("q")]
+    answer = "".join(e.text for e in events if isinstance(e, rk.OutputDelta))
+    assert answer == "The answer is 4."
+    assert events[-1].result.repaired
+    assert all(request.stream for request in fake.requests)

@@ -416,3 +416,38 @@ def test_a_misspelt_setting_is_refused_not_sent_to_litellm() -> None:
         rk.Reflector(fake.model, max_iteration=5)
     with pytest.raises(rk.ConfigurationError, match="pass either config"):
         rk.Reflector(fake.model, config=rk.ReflectConfig(model=fake.model))
+
+
+async def test_single_pass_streams_the_answer_as_it_is_written() -> None:
+    fake = ScriptedLLM(
+        ["<thinking>7 - 3 = 4</thinking><output>The answer is 4.</output>"], chunk_size=3
+    )
+    reflector = rk.Reflector(fake.model, mode="single")
+    events = [e async for e in reflector.astream(QUESTION)]
+    deltas = [e for e in events if isinstance(e, rk.OutputDelta)]
+    assert len(deltas) > 3
+    assert "".join(d.text for d in deltas) == "The answer is 4."
+    assert not any(isinstance(e, rk.ThinkingDelta) for e in events)
+    assert isinstance(events[-1], rk.ResultEvent)
+    assert events[-1].result.output == "The answer is 4."
+    assert fake.requests[0].stream
+    # Deltas come before the step that finishes the draft.
+    first_step = next(i for i, e in enumerate(events) if isinstance(e, rk.StepEvent))
+    assert all(events.index(d) < first_step for d in deltas)
+
+    fake.enqueue("<thinking>7 - 3 = 4</thinking><output>4</output>")
+    thoughts = [
+        e
+        async for e in reflector.astream(QUESTION, include_thinking=True)
+        if isinstance(e, rk.ThinkingDelta)
+    ]
+    assert "".join(t.text for t in thoughts) == "7 - 3 = 4"
+
+
+async def test_arun_does_not_stream_and_loop_drafts_are_not_output_deltas() -> None:
+    fake = ScriptedLLM(["<output>4</output>", verdict(True), "<output>4</output>"])
+    events = [e async for e in rk.Reflector(fake.model).astream("q")]
+    assert not any(isinstance(e, rk.OutputDelta) for e in events)
+    assert not fake.requests[0].stream
+    await rk.Reflector(fake.model, mode="single").arun("q")
+    assert not fake.requests[-1].stream

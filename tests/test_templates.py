@@ -18,7 +18,9 @@ def test_the_built_in_templates_are_found_and_all_render() -> None:
     prompts = Prompts()
     prompts.check()
     assert not prompts.sandboxed
-    system = prompts.render("protocol_system", scheme=rk.REFLECTION_TAGS, exemplar=False)
+    system = prompts.render(
+        "protocol_system", scheme=rk.REFLECTION_TAGS, exemplar=None, exemplar_question=None
+    )
     assert "<thinking>" in system
     assert "<reflection>" in system
     assert "<output>" in system
@@ -27,12 +29,15 @@ def test_the_built_in_templates_are_found_and_all_render() -> None:
 
 def test_the_exemplar_is_a_worked_example_in_the_schemes_tags() -> None:
     chinese = rk.TagScheme("推理", "反思", "输出")
-    system = Prompts().render("protocol_system", scheme=chinese, exemplar=True)
-    example = system.split("For example")[1]
-    parsed = rk.parse(example.split("you reply:")[1], chinese)
+    prompts = Prompts()
+    answer = prompts.render("exemplar_answer", scheme=chinese)
+    parsed = rk.parse(answer, chinese)
     assert parsed.status is rk.ParseStatus.COMPLETE
     assert parsed.output == "Tokyo"
-    assert parsed.reflections
+    system = prompts.render(
+        "protocol_system", scheme=chinese, exemplar=answer, exemplar_question="Capital of Japan?"
+    )
+    assert system.endswith(f"Question: Capital of Japan?\n{answer}")
 
 
 def test_the_tuned_prompt_is_reflection_70bs_word_for_word() -> None:
@@ -48,11 +53,15 @@ def test_the_tuned_prompt_is_reflection_70bs_word_for_word() -> None:
 def test_templates_follow_the_schemes_tag_names() -> None:
     prompts = Prompts()
     chinese = rk.TagScheme("推理", "反思", "输出")
-    system = prompts.render("protocol_system", scheme=chinese, exemplar=False)
+    system = prompts.render(
+        "protocol_system", scheme=chinese, exemplar=None, exemplar_question=None
+    )
     assert "<推理>" in system
     assert "<输出>" in system
     assert "<thinking>" not in system
-    think = prompts.render("protocol_system", scheme=rk.THINK_TAGS, exemplar=True)
+    think = prompts.render(
+        "protocol_system", scheme=rk.THINK_TAGS, exemplar=None, exemplar_question=None
+    )
     assert "after </think>" in think
     assert "<reflection>" not in think
 
