@@ -125,7 +125,10 @@ def reflectkit(**settings: Any) -> Strategy:
         final = result.iterations[result.final_iteration - 1].draft
         tagged = usable(final) and not final.repaired
         return Outcome(
-            result.output, tagged, final.repaired, result.usage.completion_tokens,
+            result.output,
+            tagged,
+            final.repaired,
+            result.usage.completion_tokens,
             result.usage.calls,
         )
 
@@ -184,7 +187,7 @@ def report(tallies: list[Tally]) -> dict[str, bool]:
     return checks
 
 
-async def amain(args: argparse.Namespace) -> bool:
+async def amain(args: argparse.Namespace) -> tuple[bool, list[Tally]]:
     questions = load(args.limit)
     client = ModelClient(DEFAULT_LOCAL_MODEL, PARAMS)
     await client.complete([{"role": "user", "content": "Hi"}])  # load the model once, untimed
@@ -205,15 +208,23 @@ async def amain(args: argparse.Namespace) -> bool:
         f"max_tokens {PARAMS['max_tokens']} per call\n",
     )
     tallies = [await measure(name, strategy, questions) for name, strategy in strategies]
-    checks = report(tallies)
-    if args.json:
-        rows = [
-            {"strategy": t.name, "question": q.text, "answer": o.answer, "tagged": o.tagged,
-             "repaired": o.repaired, "correct": correct(o.answer, q)}
-            for t in tallies for q, o in t.outcomes
-        ]
-        Path(args.json).write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    return all(checks.values())
+    return all(report(tallies).values()), tallies
+
+
+def write_answers(path: str, tallies: list[Tally]) -> None:
+    rows = [
+        {
+            "strategy": t.name,
+            "question": q.text,
+            "answer": o.answer,
+            "tagged": o.tagged,
+            "repaired": o.repaired,
+            "correct": correct(o.answer, q),
+        }
+        for t in tallies
+        for q, o in t.outcomes
+    ]
+    Path(path).write_text("\n".join(json.dumps(r) for r in rows) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -223,7 +234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", metavar="FILE", help="write every answer to FILE (JSONL)")
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
     args = parser.parse_args(argv)
-    ok = asyncio.run(amain(args))
+    ok, tallies = asyncio.run(amain(args))
+    if args.json:
+        write_answers(args.json, tallies)
     return 1 if args.check and not ok else 0
 
 

@@ -12,13 +12,15 @@ from reflectkit.testing import ScriptedLLM
 QUESTION = "If a number plus 5 equals 12, what is that number minus 3?"
 
 # A model that slips on the first try, a critic that notices, and a corrected second draft.
-fake = ScriptedLLM([
-    "<thinking>x + 5 = 12, so x = 7. Then 7 - 3 = 5.</thinking><output>5</output>",
-    '{"verdict": "revise", "score": 3, "issues": ["7 - 3 is 4"], "feedback": "Recheck 7 - 3."}',
-    "<thinking>x = 7, and 7 - 3 = 4.</thinking>"
-    "<reflection>I subtracted wrongly before; 7 - 3 = 4.</reflection><output>4</output>",
-    '{"verdict": "pass", "score": 10, "issues": [], "feedback": ""}',
-])
+fake = ScriptedLLM(
+    [
+        "<thinking>x + 5 = 12, so x = 7. Then 7 - 3 = 5.</thinking><output>5</output>",
+        '{"verdict": "revise", "score": 3, "issues": ["7 - 3 is 4"], "feedback": "Recheck 7 - 3."}',
+        "<thinking>x = 7, and 7 - 3 = 4.</thinking>"
+        "<reflection>I subtracted wrongly before; 7 - 3 = 4.</reflection><output>4</output>",
+        '{"verdict": "pass", "score": 10, "issues": [], "feedback": ""}',
+    ]
+)
 
 
 def main() -> None:

@@ -52,7 +52,7 @@ from reflectkit.tags import (
 if TYPE_CHECKING:
     from reflectkit.api import Reflector, areflect, reflect
     from reflectkit.capabilities import ModelProfile, profile_for, register_model
-    from reflectkit.config import ReflectConfig, RetryPolicy
+    from reflectkit.config import FormatHelp, ReflectConfig, RetryPolicy
     from reflectkit.critics import Critic, CritiqueRequest, FunctionCritic, LLMCritic, Verdict
     from reflectkit.events import ResultEvent, StepEvent
     from reflectkit.graph import build_graph
@@ -68,6 +68,7 @@ _LAZY = {
     "ModelProfile": "reflectkit.capabilities",
     "profile_for": "reflectkit.capabilities",
     "register_model": "reflectkit.capabilities",
+    "FormatHelp": "reflectkit.config",
     "ReflectConfig": "reflectkit.config",
     "RetryPolicy": "reflectkit.config",
     "Critic": "reflectkit.critics",
@@ -94,6 +95,7 @@ __all__ = [
     "CriticError",
     "CritiqueRequest",
     "Draft",
+    "FormatHelp",
     "FunctionCritic",
     "InputError",
     "Iteration",
