@@ -75,7 +75,8 @@ class LoopState(LoopInput, LoopOutput, total=False):
 
 
 def resolve_mode(config: ReflectConfig, model: str, profile: ModelProfile | None = None) -> RunMode:
-    """``"auto"`` becomes ``"single"`` for tuned or reasoning models with no explicit critic."""
+    """``"auto"`` becomes ``"single"`` when the profile says one pass is best (tuned, reasoning,
+    or no worthwhile self-critique) and no critic was given; ``"loop"`` otherwise."""
     if config.mode != "auto":
         return config.mode
     profile = profile or profile_for(model)

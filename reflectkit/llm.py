@@ -16,14 +16,12 @@ Everything reflectkit sends to a model goes through :class:`ModelClient`, which
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import importlib
 import ipaddress
 import logging
 import os
 import random
 import threading
-import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,19 +33,15 @@ from reflectkit.adapter import adapter_class
 from reflectkit.config import RetryPolicy
 from reflectkit.errors import (
     ConfigurationError,
-    ContextWindowError,
     MissingCredentialsError,
     ModelRequestsBlockedError,
-    ProviderAuthError,
-    ProviderConnectionError,
     ProviderError,
-    ProviderRequestError,
-    ProviderServerError,
     ProviderTimeoutError,
     RateLimitedError,
     UnknownModelError,
 )
 from reflectkit.provider import ProviderBackend, model_requests_allowed
+from reflectkit.provider_errors import map_error
 from reflectkit.redaction import redact
 from reflectkit.usage import Usage
 
@@ -176,49 +170,6 @@ def check_model(model: str, params: Mapping[str, Any]) -> None:
         raise MissingCredentialsError(model, keys)
 
 
-def _retry_after(error: BaseException) -> float | None:
-    response = getattr(error, "response", None)
-    headers = getattr(response, "headers", None) or getattr(error, "litellm_response_headers", None)
-    if not headers:
-        return None
-    value = headers.get("retry-after") or headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
-
-
-def _map_error(litellm: Any, error: Exception, model: str, secrets: list[str]) -> ProviderError:
-    """Translate a LiteLLM exception into reflectkit's tree."""
-    status = getattr(error, "status_code", None)
-    status = status if isinstance(status, int) else None
-    text = redact(str(error), secrets).strip().splitlines()
-    message = f"{model}: {text[0] if text else type(error).__name__}"
-    kind: type[ProviderError]
-    if isinstance(error, litellm.ContextWindowExceededError):
-        kind = ContextWindowError
-    elif isinstance(error, litellm.RateLimitError) or status == 429:
-        return RateLimitedError(message, model=model, retry_after=_retry_after(error))
-    elif isinstance(error, litellm.Timeout) or status == 408:
-        kind = ProviderTimeoutError
-    elif isinstance(error, (litellm.AuthenticationError, litellm.PermissionDeniedError)):
-        kind = ProviderAuthError
-    elif isinstance(error, litellm.APIConnectionError):
-        kind = ProviderConnectionError
-    elif isinstance(error, (litellm.InternalServerError, litellm.ServiceUnavailableError)) or (
-        status is not None and status >= 500
-    ):
-        kind = ProviderServerError
-    elif status is not None and 400 <= status < 500:
-        kind = ProviderRequestError
-    else:
-        return ProviderError(message, model=model, status_code=status, retryable=False)
-    return kind(message, model=model, status_code=status)
-
-
 class ModelClient:
     """Calls one model through LiteLLM, with reflectkit's retries and error mapping.
 
@@ -305,7 +256,7 @@ class ModelClient:
         except ProviderError:
             raise
         except Exception as error:
-            raise _map_error(litellm, error, self.model, self._secrets) from None
+            raise map_error(litellm, error, self.model, self._secrets) from None
 
     async def _call_with_retries(self, kwargs: dict[str, Any]) -> Any:
         """Attempt 1 runs bare (the common case pays nothing for retries); tenacity takes over
@@ -413,7 +364,7 @@ class ModelClient:
         except ProviderError:
             raise
         except Exception as error:
-            raise _map_error(litellm, error, self.model, self._secrets) from None
+            raise map_error(litellm, error, self.model, self._secrets) from None
         yield Completion(
             text="".join(text),
             reasoning="".join(reasoning) or None,
