@@ -53,7 +53,16 @@ if TYPE_CHECKING:
     from reflectkit.api import Reflector, areflect, reflect
     from reflectkit.capabilities import ModelProfile, profile_for, register_model
     from reflectkit.config import FormatHelp, ReflectConfig, RetryPolicy
-    from reflectkit.critics import Critic, CritiqueRequest, FunctionCritic, LLMCritic, Verdict
+    from reflectkit.critics import (
+        AllOf,
+        AnyOf,
+        Critic,
+        CritiqueRequest,
+        FunctionCritic,
+        LLMCritic,
+        SchemaCritic,
+        Verdict,
+    )
     from reflectkit.events import ResultEvent, StepEvent
     from reflectkit.graph import build_graph
     from reflectkit.result import Draft, Iteration, ReflectionResult, StopReason
@@ -71,6 +80,9 @@ _LAZY = {
     "FormatHelp": "reflectkit.config",
     "ReflectConfig": "reflectkit.config",
     "RetryPolicy": "reflectkit.config",
+    "AllOf": "reflectkit.critics",
+    "AnyOf": "reflectkit.critics",
+    "SchemaCritic": "reflectkit.critics",
     "Critic": "reflectkit.critics",
     "CritiqueRequest": "reflectkit.critics",
     "FunctionCritic": "reflectkit.critics",
@@ -89,6 +101,8 @@ _LAZY = {
 __all__ = [
     "REFLECTION_TAGS",
     "THINK_TAGS",
+    "AllOf",
+    "AnyOf",
     "ConfigurationError",
     "ContextWindowError",
     "Critic",
@@ -123,6 +137,7 @@ __all__ = [
     "ResultEvent",
     "RetryPolicy",
     "RunError",
+    "SchemaCritic",
     "StepEvent",
     "StopReason",
     "StreamParser",

@@ -57,6 +57,11 @@ class Reflector:
         timeout: float | None = 120.0,
         critic_kwargs: dict[str, Any] | None = None,
         format_help: FormatHelp | Literal["auto", "off"] = "auto",
+        token_budget: int | None = None,
+        cost_budget: float | None = None,
+        time_budget: float | None = None,
+        min_score: float | None = None,
+        critic_timeout: float | None = 300.0,
         config: ReflectConfig | None = None,
         **model_kwargs: Any,
     ) -> None:
@@ -74,6 +79,11 @@ class Reflector:
                 timeout=timeout,
                 critic_kwargs=critic_kwargs or {},
                 format_help=format_help,
+                token_budget=token_budget,
+                cost_budget=cost_budget,
+                time_budget=time_budget,
+                min_score=min_score,
+                critic_timeout=critic_timeout,
                 model_kwargs=model_kwargs,
             )
         elif model is not None or critic is not None or model_kwargs:
@@ -156,19 +166,7 @@ class Reflector:
         return iterate_sync(self.astream(prompt, include_thinking=include_thinking))
 
 
-_SETTINGS = (
-    "critic",
-    "critic_model",
-    "max_iterations",
-    "mode",
-    "scheme",
-    "template_dir",
-    "retry",
-    "timeout",
-    "critic_kwargs",
-    "format_help",
-    "config",
-)
+_SETTINGS = (*ReflectConfig.model_fields, "config")
 
 
 def _refuse_misspelt_settings(model_kwargs: dict[str, Any]) -> None:

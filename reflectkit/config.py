@@ -82,6 +82,11 @@ class ReflectConfig(StrictModel):
     calls; when the critic uses the generator's model it starts from ``model_kwargs`` and
     ``critic_kwargs`` override them. ``model=None`` means $REFLECTKIT_MODEL, else
     :data:`DEFAULT_MODEL`.
+
+    Stops (see :mod:`reflectkit.stopping`): ``max_iterations`` drafts; ``token_budget`` total
+    tokens, ``cost_budget`` USD and ``time_budget`` seconds for the whole run; ``min_score``
+    ends the run once a verdict scores at least that much. ``critic_timeout`` bounds one
+    critique (a critic that hangs fails the run with a CriticError).
     """
 
     model: str | None = None
@@ -96,6 +101,11 @@ class ReflectConfig(StrictModel):
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     timeout: float | None = Field(default=120.0, gt=0)
     format_help: FormatHelp | Literal["auto", "off"] = "auto"
+    token_budget: int | None = Field(default=None, ge=1)
+    cost_budget: float | None = Field(default=None, gt=0)
+    time_budget: float | None = Field(default=None, gt=0)
+    min_score: float | None = Field(default=None, ge=0, le=10)
+    critic_timeout: float | None = Field(default=300.0, gt=0)
 
     @property
     def resolved_format_help(self) -> FormatHelp:
@@ -162,6 +172,11 @@ class ReflectConfig(StrictModel):
             "retry": self.retry.model_dump(),
             "timeout": self.timeout,
             "format_help": self.resolved_format_help.model_dump(),
+            "token_budget": self.token_budget,
+            "cost_budget": self.cost_budget,
+            "time_budget": self.time_budget,
+            "min_score": self.min_score,
+            "critic_timeout": self.critic_timeout,
         }
 
 

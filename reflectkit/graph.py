@@ -11,6 +11,7 @@ only data (messages, iterations, usage), which is what a checkpointer saves.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypedDict
@@ -32,7 +33,13 @@ from reflectkit.llm import ModelClient
 from reflectkit.messages import Conversation, PromptBuilder, to_conversation
 from reflectkit.prompts import Prompts
 from reflectkit.result import Iteration, ReflectionResult, StopReason
-from reflectkit.stopping import after_critique, after_revise, recursion_limit
+from reflectkit.stopping import (
+    after_critique,
+    after_revise,
+    out_of_budget,
+    recursion_limit,
+    select_final,
+)
 from reflectkit.usage import Usage
 
 __all__ = [
@@ -121,9 +128,13 @@ class Runtime:
     def check(self) -> None:
         """Fail before the first call if a model cannot be used (unknown, no key, blocked)."""
         self.generator.check()
-        if isinstance(self.critic, LLMCritic):
-            config = self.config
-            self.critic.check(self.model, config.model_kwargs, config.retry, config.timeout)
+        config = self.config
+        pending = [self.critic] if self.critic is not None else []
+        while pending:  # LLM critics, also inside AllOf/AnyOf
+            critic = pending.pop()
+            if isinstance(critic, LLMCritic):
+                critic.check(self.model, config.model_kwargs, config.retry, config.timeout)
+            pending += getattr(critic, "critics", [])
 
     @property
     def critic_name(self) -> str | None:
@@ -141,7 +152,8 @@ class Runtime:
     def result(self, state: LoopState, stop_reason: StopReason) -> ReflectionResult:
         """Assemble the result from the state (also used for partial results after a failure)."""
         iterations = state.get("iterations", [])
-        final = iterations[-1]
+        index, best = select_final(iterations, stop_reason)
+        final = iterations[index]
         return ReflectionResult(
             output=final.draft.output,
             thinking=final.draft.thinking,
@@ -155,6 +167,7 @@ class Runtime:
             parse_status=final.draft.parse_status,
             repaired=final.draft.repaired,
             final_iteration=final.number,
+            selection="best" if best else "last",
             seconds=time.time() - state.get("started_at", time.time()),
         )
 
@@ -175,20 +188,58 @@ def _request(runtime: Runtime, conversation: Conversation, last: Iteration) -> C
     )
 
 
-async def _judge(critic: Critic, request: CritiqueRequest) -> Verdict:
+async def _judge(critic: Critic, request: CritiqueRequest, limit: float | None) -> Verdict:
+    """Ask the critic, turning a crash or a hang (``limit`` seconds) into a CriticError;
+    reflectkit's own errors (a provider failing under an LLM critic) pass as they are."""
     try:
-        return await critic.acritique(request)
+        async with asyncio.timeout(limit):
+            return await critic.acritique(request)
     except ReflectkitError:
         raise
+    except TimeoutError:
+        raise CriticError(f"critic {critic.name} gave no verdict within {limit} s") from None
     except Exception as error:
         raise CriticError(f"critic {critic.name} raised {type(error).__name__}: {error}") from error
+
+
+def _elapsed(state: LoopState) -> float:
+    return time.time() - state["started_at"]
+
+
+class _TimeBudget:
+    """Cuts the step in progress when the run's time budget runs out."""
+
+    def __init__(self, runtime: Runtime, state: LoopState) -> None:
+        budget = runtime.config.time_budget
+        self.remaining = None if budget is None else max(0.0, budget - _elapsed(state))
+        self.expired = False
+        self._scope = asyncio.timeout(self.remaining)
+
+    async def __aenter__(self) -> _TimeBudget:
+        await self._scope.__aenter__()
+        return self
+
+    async def __aexit__(self, kind: Any, error: Any, trace: Any) -> bool:
+        try:
+            await self._scope.__aexit__(kind, error, trace)
+        except TimeoutError:
+            if not self._scope.expired():
+                raise
+            self.expired = True
+            return True
+        return False
+
+
+def _stop_now(stop: StopReason) -> Command[str]:
+    return Command(update={"stop_reason": stop}, goto="finalize")
 
 
 def _nodes(runtime: Runtime) -> dict[str, Any]:
     builder = runtime.builder
     writer = runtime.writer
+    settings = runtime.config
 
-    async def generate(state: LoopState, config: RunnableConfig) -> dict[str, Any]:
+    async def generate(state: LoopState, config: RunnableConfig) -> Command[str] | dict[str, Any]:
         started = time.time()
         conversation = to_conversation(state["messages"])
         clock = time.perf_counter()
@@ -206,7 +257,13 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
             draft_usage=spent,
             seconds=time.perf_counter() - clock,
         )
-        return {"iterations": [iteration], "usage": spent, "started_at": started}
+        update = {"iterations": [iteration], "usage": spent, "started_at": started}
+        if runtime.mode == "single":
+            return update  # the edge to finalize is fixed
+        stop = out_of_budget(settings, spent, time.time() - started)
+        return Command(
+            update={**update, "stop_reason": stop}, goto="finalize" if stop else "critique"
+        )
 
     async def critique(state: LoopState) -> Command[str]:
         assert runtime.critic is not None
@@ -214,7 +271,11 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
         last = iterations[-1]
         conversation = to_conversation(state["messages"])
         clock = time.perf_counter()
-        verdict = await _judge(runtime.critic, _request(runtime, conversation, last))
+        async with _TimeBudget(runtime, state) as budget:
+            request = _request(runtime, conversation, last)
+            verdict = await _judge(runtime.critic, request, settings.critic_timeout)
+        if budget.expired:
+            return _stop_now(StopReason.TIME_BUDGET)
         spent = verdict.usage or Usage()
         judged = last.model_copy(
             update={
@@ -223,12 +284,9 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
                 "seconds": last.seconds + time.perf_counter() - clock,
             }
         )
-        stop = after_critique(verdict, last.number, runtime.config)
-        update = {
-            "iterations": [*iterations[:-1], judged],
-            "usage": state["usage"] + spent,
-            "stop_reason": stop,
-        }
+        usage = state["usage"] + spent
+        stop = after_critique(verdict, last.number, settings, usage, _elapsed(state))
+        update = {"iterations": [*iterations[:-1], judged], "usage": usage, "stop_reason": stop}
         return Command(update=update, goto="finalize" if stop else "revise")
 
     async def revise(state: LoopState) -> Command[str]:
@@ -247,7 +305,10 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
             # small model asked to revise drifts back to the example's topic.
             layout=replace(runtime.plan.layout, exemplar="off") if runtime.plan else None,
         )
-        draft, spent = await writer.write(messages, conversation)
+        async with _TimeBudget(runtime, state) as budget:
+            draft, spent = await writer.write(messages, conversation)
+        if budget.expired:
+            return _stop_now(StopReason.TIME_BUDGET)
         iteration = Iteration(
             number=last.number + 1,
             kind="revise",
@@ -255,12 +316,9 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
             draft_usage=spent,
             seconds=time.perf_counter() - clock,
         )
-        stop = after_revise(last.draft, draft)
-        update = {
-            "iterations": [*iterations, iteration],
-            "usage": state["usage"] + spent,
-            "stop_reason": stop,
-        }
+        usage = state["usage"] + spent
+        stop = after_revise(last.draft, draft, settings, usage, _elapsed(state))
+        update = {"iterations": [*iterations, iteration], "usage": usage, "stop_reason": stop}
         return Command(update=update, goto="finalize" if stop else "critique")
 
     # Async even though nothing is awaited: LangGraph runs sync nodes in a thread pool, a thread
@@ -282,17 +340,17 @@ def compile_runtime(
     graph: StateGraph[Any, Any, Any, Any] = StateGraph(
         LoopState, input_schema=LoopInput, output_schema=LoopOutput
     )
-    graph.add_node("generate", nodes["generate"])
-    graph.add_node("finalize", nodes["finalize"])
-    graph.add_edge(START, "generate")
+    # Nodes route themselves (Command): a separate routing function would be one more
+    # LangGraph task per step.
     if runtime.mode == "single":
+        graph.add_node("generate", nodes["generate"])
         graph.add_edge("generate", "finalize")
     else:
-        # critique and revise route themselves (Command): a separate routing function would be
-        # one more LangGraph task per step.
+        graph.add_node("generate", nodes["generate"], destinations=("critique", "finalize"))
         graph.add_node("critique", nodes["critique"], destinations=("revise", "finalize"))
         graph.add_node("revise", nodes["revise"], destinations=("critique", "finalize"))
-        graph.add_edge("generate", "critique")
+    graph.add_node("finalize", nodes["finalize"])
+    graph.add_edge(START, "generate")
     graph.add_edge("finalize", END)
     compiled = graph.compile(checkpointer=checkpointer, name="reflectkit")
     return compiled.with_config(recursion_limit=recursion_limit(runtime.config))

@@ -263,12 +263,16 @@ class PromptBuilder:
         text = f"{reply.rstrip()}{closing}\n<{self.scheme.output}>\n"
         return [*request[:-1], {"role": "assistant", "content": text}]
 
-    def critique(self, question: str, answer: str) -> list[Message]:
-        """The LLM critic's single user turn."""
-        text = self.prompts.render(
-            "critique",
-            question=self.escape(question),
-            answer=self.escape(answer),
-            scheme=self.scheme,
-        )
+    def critique(self, question: str, answer: str, template: str | None = None) -> list[Message]:
+        """The LLM critic's single user turn, from the ``critique`` template or the critic's own
+        ``template`` text (same variables)."""
+        context = {
+            "question": self.escape(question),
+            "answer": self.escape(answer),
+            "scheme": self.scheme,
+        }
+        if template is None:
+            text = self.prompts.render("critique", **context)
+        else:
+            text = self.prompts.render_source(template, **context)
         return [{"role": "user", "content": text}]

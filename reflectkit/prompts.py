@@ -79,6 +79,11 @@ _SAMPLE_CONTEXT: dict[str, Any] = {
 }
 
 
+_SANDBOX = ImmutableSandboxedEnvironment(
+    undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, autoescape=False
+)
+
+
 def builtin_template_dir() -> Path:
     """The directory holding reflectkit's own templates."""
     package = Path(__file__).resolve().parent
@@ -111,6 +116,7 @@ class Prompts:
             keep_trailing_newline=False,
         )
         self._cache: dict[str, jinja2.Template] = {}
+        self._sources: dict[str, jinja2.Template] = {}
 
     @property
     def sandboxed(self) -> bool:
@@ -145,6 +151,23 @@ class Prompts:
             raise TemplateError(f"template {TEMPLATES[name].file}: {error.message}") from None
         except jinja2.TemplateError as error:
             raise TemplateError(f"template {TEMPLATES[name].file}: {error}") from None
+
+    def render_source(self, source: str, **context: Any) -> str:
+        """Render template text given as a string (a critic's own template), always sandboxed
+        and strict, compiled once per distinct text."""
+        template = self._sources.get(source)
+        if template is None:
+            try:
+                template = _SANDBOX.from_string(source)
+            except jinja2.TemplateSyntaxError as error:
+                raise TemplateError(
+                    f"template string does not parse: {error.message} (line {error.lineno})"
+                ) from None
+            self._sources[source] = template
+        try:
+            return template.render(**context).strip()
+        except jinja2.TemplateError as error:
+            raise TemplateError(f"template string: {error}") from None
 
     def source(self, name: str) -> tuple[Path, str]:
         """Where template ``name`` comes from and its text (the user's copy if it has one)."""

@@ -19,8 +19,16 @@ class StopReason(StrEnum):
 
     PASSED = "passed"
     """The critic accepted the latest draft."""
+    MIN_SCORE = "min_score"
+    """The critic scored the latest draft at least ``min_score``."""
     MAX_ITERATIONS = "max_iterations"
-    """``max_iterations`` drafts were written and the last one did not pass."""
+    """``max_iterations`` drafts were written and none passed."""
+    TOKEN_BUDGET = "token_budget"
+    """The run used ``token_budget`` tokens."""
+    COST_BUDGET = "cost_budget"
+    """The run spent ``cost_budget`` USD."""
+    TIME_BUDGET = "time_budget"
+    """The run took ``time_budget`` seconds."""
     NO_CHANGE = "no_change"
     """A revision came back with the same answer as the draft before it."""
     SINGLE_PASS = "single_pass"
@@ -107,10 +115,20 @@ class ReflectionResult(BaseModel):
     """The number of the iteration whose draft is the answer."""
     seconds: float = 0.0
 
+    selection: Literal["last", "best"] = "last"
+    """How the answer was chosen: the last draft, or (when the run ran out of iterations or
+    budget) the best-judged one — passed first, then highest score, then latest."""
+
     @property
     def passed(self) -> bool:
         """Whether the critic accepted the answer."""
-        return self.stop_reason is StopReason.PASSED
+        return self.stop_reason in (StopReason.PASSED, StopReason.MIN_SCORE)
+
+    @property
+    def parsed(self) -> Any:
+        """What the final draft's critic parsed out of it (SchemaCritic's object), or None."""
+        final = self.iterations[self.final_iteration - 1] if self.iterations else None
+        return final.verdict.parsed if final and final.verdict else None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of everything in the result."""

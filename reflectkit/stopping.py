@@ -1,33 +1,106 @@
-"""The stop policy: after each step, whether the loop ends and under which name."""
+"""The stop policy: after each step, whether the loop ends and under which name, and which draft
+the run then returns.
+
+Checks, in order, after a critique: the critic passed the draft (``passed``); its score reached
+``min_score`` (``min_score``); the last allowed draft was judged (``max_iterations``). After any
+step: the token, cost or time budget is spent (``token_budget``, ``cost_budget``,
+``time_budget``). After a revision: it gave the same answer as the draft before (``no_change``).
+
+Budgets are checked between steps, so a run can overshoot a token or cost budget by the step that
+crossed it; the time budget also cuts a critique or revision in progress (the graph does that).
+The first draft is always completed, so every run has an answer: bound it with ``timeout=``.
+
+When a run stops because it ran out (iterations or a budget), the answer is the best-judged
+draft, not blindly the last: a passed verdict first, then the highest score, then the latest.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from reflectkit.config import ReflectConfig
 from reflectkit.critics.verdict import Verdict
-from reflectkit.result import Draft, StopReason
+from reflectkit.result import Draft, Iteration, StopReason
+from reflectkit.usage import Usage
 
-__all__ = ["after_critique", "after_revise", "recursion_limit"]
+__all__ = [
+    "after_critique",
+    "after_revise",
+    "out_of_budget",
+    "recursion_limit",
+    "select_final",
+]
+
+RAN_OUT = frozenset(
+    {
+        StopReason.MAX_ITERATIONS,
+        StopReason.TOKEN_BUDGET,
+        StopReason.COST_BUDGET,
+        StopReason.TIME_BUDGET,
+    }
+)
 
 
-def after_critique(verdict: Verdict, iteration: int, config: ReflectConfig) -> StopReason | None:
-    """Stop when the critic passed the draft or the last allowed draft has been judged."""
+def out_of_budget(config: ReflectConfig, usage: Usage, elapsed: float) -> StopReason | None:
+    """The budget the run has spent, if any."""
+    if config.token_budget is not None and usage.total_tokens >= config.token_budget:
+        return StopReason.TOKEN_BUDGET
+    if config.cost_budget is not None and usage.cost_usd >= config.cost_budget:
+        return StopReason.COST_BUDGET
+    if config.time_budget is not None and elapsed >= config.time_budget:
+        return StopReason.TIME_BUDGET
+    return None
+
+
+def after_critique(
+    verdict: Verdict, iteration: int, config: ReflectConfig, usage: Usage, elapsed: float
+) -> StopReason | None:
+    """Stop when the critic passed the draft, scored it high enough, or it was the last."""
     if verdict.passed:
         return StopReason.PASSED
+    score, floor = verdict.score, config.min_score
+    if floor is not None and score is not None and score >= floor:
+        return StopReason.MIN_SCORE
     if iteration >= config.max_iterations:
         return StopReason.MAX_ITERATIONS
-    return None
+    return out_of_budget(config, usage, elapsed)
 
 
 def _normalised(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
-def after_revise(previous: Draft, revised: Draft) -> StopReason | None:
+def after_revise(
+    previous: Draft, revised: Draft, config: ReflectConfig, usage: Usage, elapsed: float
+) -> StopReason | None:
     """Stop when a revision gives the same answer (ignoring whitespace and case): the critic
-    would only judge it again."""
+    would only judge it again; or when a budget is spent."""
     if _normalised(previous.output) == _normalised(revised.output):
         return StopReason.NO_CHANGE
-    return None
+    return out_of_budget(config, usage, elapsed)
+
+
+def select_final(iterations: Sequence[Iteration], stop_reason: StopReason) -> tuple[int, bool]:
+    """The index of the iteration whose draft is the answer, and whether it was chosen as best.
+
+    The last draft, unless the run ran out: then the best-judged one (passed, then score, then
+    the latest). Drafts never judged are not candidates unless no draft was judged.
+    """
+    last = len(iterations) - 1
+    if stop_reason not in RAN_OUT:
+        return last, False
+    judged = [i for i, it in enumerate(iterations) if it.verdict is not None]
+    if not judged:
+        return last, False
+
+    def rank(index: int) -> tuple[bool, float, int]:
+        verdict = iterations[index].verdict
+        assert verdict is not None
+        score = verdict.score if verdict.score is not None else -1.0
+        return (verdict.passed, score, index)
+
+    best = max(judged, key=rank)
+    return best, True
 
 
 def recursion_limit(config: ReflectConfig) -> int:

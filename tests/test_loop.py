@@ -451,3 +451,10 @@ async def test_arun_does_not_stream_and_loop_drafts_are_not_output_deltas() -> N
     assert not fake.requests[0].stream
     await rk.Reflector(fake.model, mode="single").arun("q")
     assert not fake.requests[-1].stream
+
+
+def test_reflector_takes_every_setting_of_reflect_config() -> None:
+    import inspect
+
+    parameters = set(inspect.signature(rk.Reflector.__init__).parameters)
+    assert set(rk.ReflectConfig.model_fields) - {"model_kwargs"} <= parameters

@@ -7,14 +7,19 @@ from reflectkit.critics.base import (
     as_critic,
     coerce_verdict,
 )
+from reflectkit.critics.compose import AllOf, AnyOf
 from reflectkit.critics.llm_critic import LLMCritic
+from reflectkit.critics.schema import SchemaCritic
 from reflectkit.critics.verdict import Verdict, parse_verdict
 
 __all__ = [
+    "AllOf",
+    "AnyOf",
     "Critic",
     "CritiqueRequest",
     "FunctionCritic",
     "LLMCritic",
+    "SchemaCritic",
     "Verdict",
     "as_critic",
     "coerce_verdict",

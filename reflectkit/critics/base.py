@@ -77,6 +77,8 @@ def coerce_verdict(value: Any, critic: str) -> Verdict:
 class FunctionCritic:
     """A critic made from a callable ``(question, answer) -> bool | str | Verdict``.
 
+    Its text goes to the revise step verbatim, with no model paraphrasing it in between.
+
     The callable may be sync or async. Sync callables run in a worker thread so a slow check
     (running tests, calling a service) does not stall other runs on the event loop.
     """
@@ -86,6 +88,7 @@ class FunctionCritic:
             raise ConfigurationError("FunctionCritic needs a callable")
         self.fn = fn
         self.name: str = name or str(getattr(fn, "__name__", type(fn).__name__))
+        self.expensive = False
 
     async def acritique(self, request: CritiqueRequest) -> Verdict:
         if inspect.iscoroutinefunction(self.fn):
@@ -98,13 +101,19 @@ class FunctionCritic:
 
 
 def as_critic(value: Any) -> Critic | None:
-    """The critic for a ``critic=`` argument: a Critic as is, a callable wrapped, None kept."""
+    """The critic for a ``critic=`` argument: a Critic as is, a callable wrapped, a list or
+    tuple composed with :class:`~reflectkit.critics.AllOf` (cheap critics first), None kept."""
     if value is None or isinstance(value, Critic):
         return value
+    if isinstance(value, (list, tuple)):
+        from reflectkit.critics.compose import AllOf
+
+        composed: Critic = AllOf(*value)
+        return composed
     if callable(value):
         critic: Critic = FunctionCritic(value)
         return critic
     raise ConfigurationError(
-        f"critic must be a Critic or a callable (question, answer) -> verdict, "
-        f"not {type(value).__name__}"
+        f"critic must be a Critic, a callable (question, answer) -> verdict, or a list of "
+        f"them, not {type(value).__name__}"
     )

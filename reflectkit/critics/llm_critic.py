@@ -7,7 +7,7 @@ from typing import Any
 from reflectkit.config import RetryPolicy
 from reflectkit.critics.base import CritiqueRequest
 from reflectkit.critics.verdict import Verdict, parse_verdict
-from reflectkit.errors import CriticError
+from reflectkit.errors import ConfigurationError, CriticError
 from reflectkit.llm import ModelClient
 
 __all__ = ["LLMCritic"]
@@ -16,13 +16,22 @@ __all__ = ["LLMCritic"]
 class LLMCritic:
     """Asks a model (by default the generator's) to review the draft.
 
-    The prompt is the ``critique`` template; the reply is read by
-    :func:`~reflectkit.critics.verdict.parse_verdict`, so a malformed verdict becomes a "revise"
-    with the raw text as feedback, never a crash. ``model_kwargs`` pass through to LiteLLM.
+    The prompt is the ``critique`` template, or ``template``: Jinja2 text with the same
+    variables (``question``, ``answer``, ``scheme``), rendered sandboxed and strict. It must ask
+    for the verdict :func:`~reflectkit.critics.verdict.parse_verdict` reads; a malformed verdict
+    becomes a "revise" with the raw text as feedback, never a crash. ``model_kwargs`` pass
+    through to LiteLLM.
     """
 
-    def __init__(self, model: str | None = None, **model_kwargs: Any) -> None:
+    expensive = True
+
+    def __init__(
+        self, model: str | None = None, *, template: str | None = None, **model_kwargs: Any
+    ) -> None:
+        if template is not None and not template.strip():
+            raise ConfigurationError("LLMCritic's template is empty")
         self.model = model
+        self.template = template
         self.model_kwargs = model_kwargs
         self.name = f"llm:{model}" if model else "llm"
         self._clients: dict[str, ModelClient] = {}
@@ -60,7 +69,7 @@ class LLMCritic:
         client = self._client(
             request.default_model, request.default_model_kwargs, request.retry, request.timeout
         )
-        messages = request.prompts.critique(request.question, request.answer)
+        messages = request.prompts.critique(request.question, request.answer, self.template)
         completion = await client.complete(messages)
         verdict = parse_verdict(completion.text, critic=f"llm:{client.model}")
         return verdict.model_copy(update={"usage": completion.usage})

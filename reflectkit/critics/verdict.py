@@ -30,6 +30,8 @@ class Verdict(StrictModel):
     malformed: bool = False
     raw: str | None = None
     usage: Usage | None = None
+    parsed: Any = None
+    """What the critic parsed out of the answer, if it parses (SchemaCritic's validated object)."""
 
 
 _PASS_WORDS = {

@@ -1,0 +1,100 @@
+"""Composing critics: all must pass, or any may; cheap code critics before LLM critics.
+
+Feedback from outside the model (tests, validators, schemas) is what makes reflection pay, and
+it is cheap; an LLM critic costs a call. ``AllOf`` therefore runs the critics that are not
+``expensive`` first, in the order given, and reaches an LLM critic only when they all passed;
+the first failing verdict ends the round and its feedback goes to the revise step verbatim.
+``order="given"`` keeps the order as passed. A list passed as ``critic=`` means ``AllOf``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from reflectkit.critics.base import Critic, CritiqueRequest, as_critic
+from reflectkit.critics.verdict import Verdict
+from reflectkit.errors import ConfigurationError
+from reflectkit.usage import Usage
+
+__all__ = ["AllOf", "AnyOf", "is_expensive"]
+
+Order = Literal["cheap_first", "given"]
+
+
+def is_expensive(critic: Critic) -> bool:
+    """Whether a critic costs a model call (LLM critics say so with ``expensive = True``)."""
+    return bool(getattr(critic, "expensive", False))
+
+
+def _usage(verdicts: Sequence[Verdict]) -> Usage | None:
+    spent = [v.usage for v in verdicts if v.usage is not None]
+    if not spent:
+        return None
+    total = Usage()
+    for usage in spent:
+        total = total + usage
+    return total
+
+
+class _Composite:
+    expensive: bool
+    name: str
+
+    def __init__(self, *critics: Any, order: Order = "cheap_first", name: str | None = None):
+        if not critics:
+            raise ConfigurationError(f"{type(self).__name__} needs at least one critic")
+        if order not in ("cheap_first", "given"):
+            raise ConfigurationError(f"order must be 'cheap_first' or 'given', not {order!r}")
+        members = [as_critic(c) for c in critics]
+        if any(m is None for m in members):
+            raise ConfigurationError(f"{type(self).__name__} cannot take None as a critic")
+        self.critics: list[Critic] = [m for m in members if m is not None]
+        if order == "cheap_first":
+            self.critics.sort(key=is_expensive)  # stable: the given order within each group
+        self.expensive = any(is_expensive(c) for c in self.critics)
+        label = "all" if isinstance(self, AllOf) else "any"
+        self.name = name or f"{label}({', '.join(c.name for c in self.critics)})"
+
+
+class AllOf(_Composite):
+    """Passes when every critic passes; stops at the first that does not."""
+
+    async def acritique(self, request: CritiqueRequest) -> Verdict:
+        verdicts: list[Verdict] = []
+        for critic in self.critics:
+            verdict = await critic.acritique(request)
+            verdicts.append(verdict)
+            if not verdict.passed:
+                return verdict.model_copy(update={"usage": _usage(verdicts)})
+        scores = [v.score for v in verdicts if v.score is not None]
+        parsed = next((v.parsed for v in verdicts if v.parsed is not None), None)
+        return Verdict(
+            passed=True,
+            score=min(scores) if scores else None,
+            critic=self.name,
+            usage=_usage(verdicts),
+            parsed=parsed,
+        )
+
+
+class AnyOf(_Composite):
+    """Passes when one critic passes (it stops there); otherwise every critic's feedback."""
+
+    async def acritique(self, request: CritiqueRequest) -> Verdict:
+        verdicts: list[Verdict] = []
+        for critic in self.critics:
+            verdict = await critic.acritique(request)
+            verdicts.append(verdict)
+            if verdict.passed:
+                return verdict.model_copy(update={"usage": _usage(verdicts)})
+        scores = [v.score for v in verdicts if v.score is not None]
+        feedback = "\n\n".join(f"{v.critic}: {v.feedback}" for v in verdicts if v.feedback)
+        return Verdict(
+            passed=False,
+            score=max(scores) if scores else None,
+            issues=[issue for v in verdicts for issue in v.issues],
+            feedback=feedback,
+            critic=self.name,
+            usage=_usage(verdicts),
+        )
