@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from reflectkit.critics import (
         AllOf,
         AnyOf,
+        CodeTestCritic,
         Critic,
         CritiqueRequest,
         FunctionCritic,
@@ -63,9 +64,10 @@ if TYPE_CHECKING:
         SchemaCritic,
         Verdict,
     )
-    from reflectkit.events import ResultEvent, StepEvent
+    from reflectkit.events import ResultEvent, StepEvent, TrialEvent
     from reflectkit.graph import build_graph
-    from reflectkit.result import Draft, Iteration, ReflectionResult, StopReason
+    from reflectkit.memory import Lesson, LessonStore
+    from reflectkit.result import Draft, Iteration, ReflectionResult, StopReason, TrialRecord
     from reflectkit.usage import Usage
 
 __version__ = "0.1.0"
@@ -82,6 +84,7 @@ _LAZY = {
     "RetryPolicy": "reflectkit.config",
     "AllOf": "reflectkit.critics",
     "AnyOf": "reflectkit.critics",
+    "CodeTestCritic": "reflectkit.critics",
     "SchemaCritic": "reflectkit.critics",
     "Critic": "reflectkit.critics",
     "CritiqueRequest": "reflectkit.critics",
@@ -90,11 +93,15 @@ _LAZY = {
     "Verdict": "reflectkit.critics",
     "ResultEvent": "reflectkit.events",
     "StepEvent": "reflectkit.events",
+    "TrialEvent": "reflectkit.events",
+    "Lesson": "reflectkit.memory",
+    "LessonStore": "reflectkit.memory",
     "build_graph": "reflectkit.graph",
     "Draft": "reflectkit.result",
     "Iteration": "reflectkit.result",
     "ReflectionResult": "reflectkit.result",
     "StopReason": "reflectkit.result",
+    "TrialRecord": "reflectkit.result",
     "Usage": "reflectkit.usage",
 }
 
@@ -103,6 +110,7 @@ __all__ = [
     "THINK_TAGS",
     "AllOf",
     "AnyOf",
+    "CodeTestCritic",
     "ConfigurationError",
     "ContextWindowError",
     "Critic",
@@ -114,6 +122,8 @@ __all__ = [
     "InputError",
     "Iteration",
     "LLMCritic",
+    "Lesson",
+    "LessonStore",
     "LocalModelError",
     "MissingCredentialsError",
     "ModelProfile",
@@ -145,6 +155,8 @@ __all__ = [
     "TagScheme",
     "TemplateError",
     "ThinkingDelta",
+    "TrialEvent",
+    "TrialRecord",
     "UnknownModelError",
     "Usage",
     "Verdict",

@@ -12,10 +12,11 @@ from langgraph.types import StreamMode
 
 from reflectkit.config import FormatHelp, Mode, ReflectConfig, RetryPolicy
 from reflectkit.errors import ConfigurationError, RunError
-from reflectkit.events import ReflectEvent, ResultEvent, StepEvent
+from reflectkit.events import ReflectEvent, ResultEvent, StepEvent, TrialEvent
 from reflectkit.graph import STREAM_KEY, LoopState, Runtime, compile_runtime
-from reflectkit.messages import to_conversation
+from reflectkit.messages import Conversation, to_conversation
 from reflectkit.prompts import Prompts
+from reflectkit.reflexion import Reflexion, open_memory
 from reflectkit.result import ReflectionResult, StopReason
 from reflectkit.runner import iterate_sync, run_sync
 from reflectkit.tags import (
@@ -62,6 +63,8 @@ class Reflector:
         time_budget: float | None = None,
         min_score: float | None = None,
         critic_timeout: float | None = 300.0,
+        trials: int = 1,
+        memory: Any = None,
         config: ReflectConfig | None = None,
         **model_kwargs: Any,
     ) -> None:
@@ -84,6 +87,8 @@ class Reflector:
                 time_budget=time_budget,
                 min_score=min_score,
                 critic_timeout=critic_timeout,
+                trials=trials,
+                memory=memory,
                 model_kwargs=model_kwargs,
             )
         elif model is not None or critic is not None or model_kwargs:
@@ -92,7 +97,12 @@ class Reflector:
         prompts = Prompts(config.template_dir)
         prompts.check()
         self._runtime = Runtime.create(config, prompts)
+        if config.trials > 1 and self._runtime.mode == "single":
+            raise ConfigurationError(
+                "trials > 1 needs a critic to fail a trial: pass critic=... or mode='loop'"
+            )
         self._graph = compile_runtime(self._runtime)
+        self._memory, self._owns_memory = open_memory(config.memory, config.trials)
 
     @property
     def model(self) -> str:
@@ -110,27 +120,66 @@ class Reflector:
         return self._graph
 
     async def astream(
-        self, prompt: Prompt, *, include_thinking: bool = False
+        self, prompt: Prompt, *, include_thinking: bool = False, task_key: str | None = None
     ) -> AsyncIterator[ReflectEvent]:
         """Run and yield events: a :class:`StepEvent` per finished step, answer text as
-        :class:`OutputDelta` while a single-pass run streams it, and last a :class:`ResultEvent`.
+        :class:`OutputDelta` while a single-pass run streams it, a :class:`TrialEvent` after each
+        failed Reflexion trial, and last a :class:`ResultEvent`.
 
-        ``include_thinking`` adds the thinking and reflection deltas of single-pass runs. If the
-        run fails, the error raised is a :class:`~reflectkit.RunError` whose ``partial`` holds
-        the drafts and usage so far.
+        ``include_thinking`` adds the thinking and reflection deltas of single-pass runs.
+        ``task_key`` names the task in the lesson memory (default: a hash of the question). If
+        the run fails, the error raised is a :class:`~reflectkit.RunError` whose ``partial``
+        holds the drafts and usage so far.
         """
-        async for event in self._run(prompt, live=True, include_thinking=include_thinking):
-            yield event
-
-    async def _run(
-        self, prompt: Prompt, *, live: bool, include_thinking: bool = False
-    ) -> AsyncIterator[ReflectEvent]:
-        conversation = to_conversation(prompt)
-        self._runtime.check()
-        state: LoopState = {"messages": list(conversation.messages)}
         wanted: tuple[type[TagDelta], ...] = (OutputDelta,)
         if include_thinking:
             wanted += (ThinkingDelta, ReflectionDelta)
+        async for event in self._run(prompt, live=True, wanted=wanted, task_key=task_key):
+            yield event
+
+    async def _run(
+        self,
+        prompt: Prompt,
+        *,
+        live: bool,
+        wanted: tuple[type[TagDelta], ...] = (),
+        task_key: str | None = None,
+    ) -> AsyncIterator[ReflectEvent]:
+        conversation = to_conversation(prompt)
+        self._runtime.check()
+        if self._memory is None:
+            async for event in self._trial(conversation, [], live, wanted):
+                yield event
+            return
+        reflexion = Reflexion(self._runtime, self._memory, task_key)
+        lessons: list[str] | None = await reflexion.start(conversation)
+        number = 0
+        while lessons is not None:
+            number += 1
+            result: ReflectionResult | None = None
+            async for event in self._trial(conversation, lessons, live, wanted):
+                if isinstance(event, ResultEvent):
+                    result = event.result
+                else:
+                    yield event
+            assert result is not None  # a trial always ends with its result
+            lessons = await reflexion.after(number, result, conversation)
+            if lessons is None:
+                yield ResultEvent(reflexion.finish(result))
+            else:
+                yield TrialEvent(number, result, reflexion.records[-1].lesson or "")
+
+    async def _trial(
+        self,
+        conversation: Conversation,
+        lessons: list[str],
+        live: bool,
+        wanted: tuple[type[TagDelta], ...],
+    ) -> AsyncIterator[ReflectEvent]:
+        """One run of the graph: its events, then its result."""
+        state: LoopState = {"messages": list(conversation.messages)}
+        if lessons:
+            state["lessons"] = lessons
         config: RunnableConfig | None = {"configurable": {STREAM_KEY: True}} if live else None
         modes: list[StreamMode] = ["updates", "custom"] if live else ["updates"]
         try:
@@ -150,20 +199,35 @@ class Reflector:
             raise
         yield ResultEvent(state["result"])
 
-    async def arun(self, prompt: Prompt) -> ReflectionResult:
+    async def arun(self, prompt: Prompt, *, task_key: str | None = None) -> ReflectionResult:
         """Run the loop on ``prompt`` and return the result."""
-        async for event in self._run(prompt, live=False):
+        async for event in self._run(prompt, live=False, task_key=task_key):
             if isinstance(event, ResultEvent):
                 return event.result
         raise AssertionError("the run ended without a result")  # astream always ends with one
 
-    def run(self, prompt: Prompt) -> ReflectionResult:
+    def run(self, prompt: Prompt, *, task_key: str | None = None) -> ReflectionResult:
         """Sync :meth:`arun`."""
-        return run_sync(self.arun(prompt))
+        return run_sync(self.arun(prompt, task_key=task_key))
 
-    def stream(self, prompt: Prompt, *, include_thinking: bool = False) -> Iterator[ReflectEvent]:
+    def stream(
+        self, prompt: Prompt, *, include_thinking: bool = False, task_key: str | None = None
+    ) -> Iterator[ReflectEvent]:
         """Sync :meth:`astream`; breaking out of the loop stops the run."""
-        return iterate_sync(self.astream(prompt, include_thinking=include_thinking))
+        return iterate_sync(
+            self.astream(prompt, include_thinking=include_thinking, task_key=task_key)
+        )
+
+    def close(self) -> None:
+        """Close the lesson store this reflector opened (one passed in is the caller's)."""
+        if self._memory is not None and self._owns_memory:
+            self._memory.close()
+
+    def __enter__(self) -> Reflector:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 _SETTINGS = (*ReflectConfig.model_fields, "config")
@@ -196,16 +260,21 @@ def _step_event(node: str, change: dict[str, Any]) -> StepEvent:
     return StepEvent(node, last.number, draft=last.draft, usage=last.draft_usage, stop_reason=stop)
 
 
-async def areflect(prompt: Prompt, model: str | None = None, **settings: Any) -> ReflectionResult:
+async def areflect(
+    prompt: Prompt, model: str | None = None, *, task_key: str | None = None, **settings: Any
+) -> ReflectionResult:
     """Make ``model`` reason, check itself and correct itself on ``prompt``; return the result.
 
     ``settings`` are :class:`Reflector`'s: ``critic``, ``critic_model``, ``max_iterations``,
     ``mode`` ("auto" | "loop" | "single"), ``scheme``, ``template_dir``, ``retry``,
     ``timeout``; anything else passes through to LiteLLM.
     """
-    return await Reflector(model, **settings).arun(prompt)
+    with Reflector(model, **settings) as reflector:
+        return await reflector.arun(prompt, task_key=task_key)
 
 
-def reflect(prompt: Prompt, model: str | None = None, **settings: Any) -> ReflectionResult:
+def reflect(
+    prompt: Prompt, model: str | None = None, *, task_key: str | None = None, **settings: Any
+) -> ReflectionResult:
     """Sync :func:`areflect`."""
-    return run_sync(areflect(prompt, model, **settings))
+    return run_sync(areflect(prompt, model, task_key=task_key, **settings))

@@ -87,6 +87,10 @@ class ReflectConfig(StrictModel):
     tokens, ``cost_budget`` USD and ``time_budget`` seconds for the whole run; ``min_score``
     ends the run once a verdict scores at least that much. ``critic_timeout`` bounds one
     critique (a critic that hangs fails the run with a CriticError).
+
+    Reflexion (see :mod:`reflectkit.reflexion`): ``trials`` whole attempts, each failed one
+    followed by a lesson the next one sees; ``memory`` keeps lessons across runs: ``True`` for
+    the default SQLite file, a path, or a :class:`~reflectkit.memory.LessonStore`.
     """
 
     model: str | None = None
@@ -106,6 +110,8 @@ class ReflectConfig(StrictModel):
     time_budget: float | None = Field(default=None, gt=0)
     min_score: float | None = Field(default=None, ge=0, le=10)
     critic_timeout: float | None = Field(default=300.0, gt=0)
+    trials: int = Field(default=1, ge=1, le=20)
+    memory: Any = None
 
     @property
     def resolved_format_help(self) -> FormatHelp:
@@ -133,6 +139,17 @@ class ReflectConfig(StrictModel):
             if name in value:
                 raise ValueError(f"{name!r} is set by reflectkit and cannot be a model kwarg")
         return dict(value)
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: Any) -> Any:
+        from reflectkit.memory import LessonStore
+
+        if value is None or value is False or value is True:
+            return value
+        if isinstance(value, (str, Path, LessonStore)):
+            return value
+        raise ValueError("memory must be True, a path or a LessonStore")
 
     @field_validator("template_dir")
     @classmethod
@@ -177,6 +194,10 @@ class ReflectConfig(StrictModel):
             "time_budget": self.time_budget,
             "min_score": self.min_score,
             "critic_timeout": self.critic_timeout,
+            "trials": self.trials,
+            "memory": None
+            if self.memory in (None, False)
+            else str(getattr(self.memory, "path", self.memory)),
         }
 
 

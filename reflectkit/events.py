@@ -9,7 +9,7 @@ from reflectkit.result import Draft, ReflectionResult, StopReason
 from reflectkit.tags import TagDelta
 from reflectkit.usage import Usage
 
-__all__ = ["ReflectEvent", "ResultEvent", "StepEvent"]
+__all__ = ["ReflectEvent", "ResultEvent", "StepEvent", "TrialEvent"]
 
 
 @dataclass(frozen=True)
@@ -30,12 +30,21 @@ class StepEvent:
 
 
 @dataclass(frozen=True)
+class TrialEvent:
+    """A Reflexion trial failed its critic; ``lesson`` is what the model learnt for the next."""
+
+    number: int
+    result: ReflectionResult
+    lesson: str
+
+
+@dataclass(frozen=True)
 class ResultEvent:
     """The run is over; this is its result. Always the last event of a stream."""
 
     result: ReflectionResult
 
 
-ReflectEvent = StepEvent | ResultEvent | TagDelta
+ReflectEvent = StepEvent | TrialEvent | ResultEvent | TagDelta
 """What :meth:`reflectkit.Reflector.astream` yields: steps, answer (and, on request, thinking and
 reflection) deltas from :mod:`reflectkit.tags`, and the result."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
@@ -60,9 +60,11 @@ custom stream (``stream_mode="custom"``) as the model produces them."""
 
 
 class LoopInput(TypedDict):
-    """What the graph takes: the conversation, OpenAI-style dicts or LangChain messages."""
+    """What the graph takes: the conversation, OpenAI-style dicts or LangChain messages, and
+    optionally lessons from earlier attempts (Reflexion) to show with the request."""
 
     messages: list[Any]
+    lessons: NotRequired[list[str]]
 
 
 class LoopOutput(TypedDict, total=False):
@@ -202,6 +204,12 @@ async def _judge(critic: Critic, request: CritiqueRequest, limit: float | None) 
         raise CriticError(f"critic {critic.name} raised {type(error).__name__}: {error}") from error
 
 
+def _conversation(state: LoopState) -> Conversation:
+    conversation = to_conversation(state["messages"])
+    lessons = state.get("lessons")
+    return replace(conversation, lessons=tuple(lessons)) if lessons else conversation
+
+
 def _elapsed(state: LoopState) -> float:
     return time.time() - state["started_at"]
 
@@ -241,7 +249,7 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
 
     async def generate(state: LoopState, config: RunnableConfig) -> Command[str] | dict[str, Any]:
         started = time.time()
-        conversation = to_conversation(state["messages"])
+        conversation = _conversation(state)
         clock = time.perf_counter()
         # Single-pass runs stream the answer live when the caller streams; loop drafts do not
         # (what the user sees there is the final answer, which is known only at the end).
@@ -269,7 +277,7 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
         assert runtime.critic is not None
         iterations = state["iterations"]
         last = iterations[-1]
-        conversation = to_conversation(state["messages"])
+        conversation = _conversation(state)
         clock = time.perf_counter()
         async with _TimeBudget(runtime, state) as budget:
             request = _request(runtime, conversation, last)
@@ -293,7 +301,7 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
         iterations = state["iterations"]
         last = iterations[-1]
         verdict = last.verdict or Verdict(passed=False)
-        conversation = to_conversation(state["messages"])
+        conversation = _conversation(state)
         clock = time.perf_counter()
         messages = builder.revise(
             conversation,

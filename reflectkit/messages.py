@@ -27,10 +27,14 @@ _ROLES = {"system", "user", "assistant", "tool", "function", "developer"}
 
 @dataclass(frozen=True)
 class Conversation:
-    """The user's messages, copied, and the question: the text of the last user turn."""
+    """The user's messages, copied, and the question: the text of the last user turn.
+
+    ``lessons`` are Reflexion's lessons from earlier attempts, shown with the request.
+    """
 
     messages: tuple[Message, ...]
     question: str
+    lessons: tuple[str, ...] = ()
 
     @property
     def history(self) -> list[Message]:
@@ -136,7 +140,10 @@ class PromptBuilder:
     def _request_turn(self, conversation: Conversation) -> Message:
         turn = conversation.last
         text = self.prompts.render(
-            "generate", question=self.escape(conversation.question), scheme=self.scheme
+            "generate",
+            question=self.escape(conversation.question),
+            lessons=[self.escape(lesson) for lesson in conversation.lessons],
+            scheme=self.scheme,
         )
         content = turn.get("content")
         if isinstance(content, list):  # keep images and other parts; replace the text parts
@@ -262,6 +269,17 @@ class PromptBuilder:
         closing = "".join(f"\n</{name}>" for name in reversed(open_tags))
         text = f"{reply.rstrip()}{closing}\n<{self.scheme.output}>\n"
         return [*request[:-1], {"role": "assistant", "content": text}]
+
+    def lesson(self, question: str, answer: str, feedback: str) -> list[Message]:
+        """The request for a Reflexion lesson after a failed trial."""
+        text = self.prompts.render(
+            "lesson",
+            question=self.escape(question),
+            answer=self.escape(answer),
+            feedback=self.escape(feedback),
+            scheme=self.scheme,
+        )
+        return [{"role": "user", "content": text}]
 
     def critique(self, question: str, answer: str, template: str | None = None) -> list[Message]:
         """The LLM critic's single user turn, from the ``critique`` template or the critic's own

@@ -49,7 +49,14 @@ TEMPLATES: dict[str, TemplateSpec] = {
         "exemplar_answer.j2", "the worked example's reply, in the tags (format help)", ("scheme",)
     ),
     "generate": TemplateSpec(
-        "generate.j2", "the user's request as the first draft sees it", ("question", "scheme")
+        "generate.j2",
+        "the user's request as the generator sees it, with lessons from earlier attempts",
+        ("question", "lessons", "scheme"),
+    ),
+    "lesson": TemplateSpec(
+        "lesson.j2",
+        "asks for a Reflexion lesson after a failed trial",
+        ("question", "answer", "feedback", "scheme"),
     ),
     "critique": TemplateSpec(
         "critique.j2",
@@ -76,6 +83,7 @@ _SAMPLE_CONTEXT: dict[str, Any] = {
     "score": 6.0,
     "exemplar": "<thinking>Japan's capital is Tokyo.</thinking><output>Tokyo</output>",
     "exemplar_question": "What is the capital of Japan?",
+    "lessons": ["Subtract only after finding the number."],
 }
 
 

@@ -11,7 +11,7 @@ from reflectkit.critics.verdict import Verdict
 from reflectkit.tags import Parsed, ParseStatus
 from reflectkit.usage import Usage
 
-__all__ = ["Draft", "Iteration", "ReflectionResult", "StopReason"]
+__all__ = ["Draft", "Iteration", "ReflectionResult", "StopReason", "TrialRecord"]
 
 
 class StopReason(StrEnum):
@@ -93,6 +93,20 @@ class Iteration(BaseModel):
         return self.draft_usage + self.critique_usage
 
 
+class TrialRecord(BaseModel):
+    """One Reflexion trial: its answer, how it ended, and the lesson written after it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    number: int
+    output: str
+    stop_reason: StopReason
+    passed: bool
+    lesson: str | None = None
+    """The lesson the model wrote after this trial failed (None for the last trial)."""
+    usage: Usage = Field(default_factory=Usage)
+
+
 class ReflectionResult(BaseModel):
     """The outcome of a run. ``str(result)`` is the answer."""
 
@@ -115,6 +129,11 @@ class ReflectionResult(BaseModel):
     """The number of the iteration whose draft is the answer."""
     seconds: float = 0.0
 
+    trials: list[TrialRecord] = Field(default_factory=list)
+    """Every Reflexion trial, when ``trials`` > 1 or memory is on; the iterations above are the
+    last trial's, while ``usage`` counts all trials and their lessons."""
+    lessons: list[str] = Field(default_factory=list)
+    """The lessons the last trial was shown."""
     selection: Literal["last", "best"] = "last"
     """How the answer was chosen: the last draft, or (when the run ran out of iterations or
     budget) the best-judged one — passed first, then highest score, then latest."""

@@ -7,6 +7,7 @@ from reflectkit.critics.base import (
     as_critic,
     coerce_verdict,
 )
+from reflectkit.critics.code import CodeTestCritic, TestRun, extract_code, run_tests
 from reflectkit.critics.compose import AllOf, AnyOf
 from reflectkit.critics.llm_critic import LLMCritic
 from reflectkit.critics.schema import SchemaCritic
@@ -15,13 +16,17 @@ from reflectkit.critics.verdict import Verdict, parse_verdict
 __all__ = [
     "AllOf",
     "AnyOf",
+    "CodeTestCritic",
     "Critic",
     "CritiqueRequest",
     "FunctionCritic",
     "LLMCritic",
     "SchemaCritic",
+    "TestRun",
     "Verdict",
     "as_critic",
     "coerce_verdict",
+    "extract_code",
     "parse_verdict",
+    "run_tests",
 ]

@@ -1,0 +1,409 @@
+"""CodeTestCritic: run the draft's Python code against your tests; failing tests are the feedback.
+
+For code, running tests beats asking a model's opinion: a failing assertion is a precise,
+verifiable reason to revise, and passing tests end the loop. The critic takes the code out of the
+answer (:func:`extract_code`), runs it with the tests in a fresh Python process
+(:func:`run_tests`), and hands the failing tests' tracebacks, trimmed, to the revise step.
+
+What the process isolation does:
+
+- the code runs in a new scratch directory (its cwd, ``HOME`` and ``TMPDIR``), deleted afterwards;
+- its environment is built from nothing (``PATH``, ``LANG``, ``HOME``, ``TMPDIR`` and a few
+  ``PYTHON*`` settings): no variable is inherited, so API keys never reach it;
+- before any of the code runs, the runner caps address space (``memory_mb``), CPU time, file size
+  (10 MB), open files (64) and, on Linux, new processes, and turns core dumps off;
+- it runs in its own session, and the whole process group is killed when the run ends or times
+  out, so the processes it started die with it;
+- its output is read through a 1 MB window, so a flood of output cannot exhaust memory.
+
+What it does NOT do: this is not a security sandbox. The code runs as you. It can read every file
+you can read (SSH keys, ``~/.aws``, ``.env`` files), write or delete every file you can write,
+inside the scratch directory or not, open network connections, and make any system call: there is
+no syscall filtering. The limits are per process, root is exempt from the process cap, and a
+process that starts its own session escapes the group kill. For untrusted code, use a container
+or a VM.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import math
+import os
+import re
+import secrets
+import signal
+import sys
+import tempfile
+import textwrap
+import time
+from asyncio.subprocess import Process
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reflectkit.critics.base import CritiqueRequest
+from reflectkit.critics.verdict import Verdict
+from reflectkit.errors import ConfigurationError
+
+__all__ = ["CodeTestCritic", "TestRun", "extract_code", "run_tests"]
+
+logger = logging.getLogger(__name__)
+
+NO_CODE_FEEDBACK = "No Python code found in the answer: put the code in a ```python block."
+_OUTPUT_BYTES = 1 << 20  # the read window: the first and last 512 KB of the output are kept
+_OUTPUT_CHARS = 20_000  # what TestRun.output keeps of it
+_FILE_MB = 10
+_GRACE = 1.0  # seconds to finish reading once the process group is dead
+_MEMORY_SIGNS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "out of memory")
+_PYTHON_TAGS = {"python", "py", "python3", "py3"}
+_FENCE = re.compile(
+    r"^[ \t]*```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:^[ \t]*```[ \t]*$|\Z)", re.DOTALL | re.MULTILINE
+)
+
+
+@functools.cache
+def _runner_source() -> str:
+    """The child's side (code_runner.py), copied into each run's scratch directory."""
+    return (Path(__file__).parent / "code_runner.py").read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class TestRun:
+    """The outcome of :func:`run_tests`.
+
+    ``total`` counts the tests run: each ``test_*`` function and ``check(entry_point)`` is one,
+    plain top-level asserts together are one, and a solution or test module that fails to run is
+    one failure. ``total == 0`` means the process died (timeout, crash) before it could count;
+    ``failures`` then holds the reason. ``failures`` has one line per failure (the first 40),
+    ``reports`` the matching tracebacks; ``output`` is what the code printed, trimmed.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    passed: bool
+    total: int
+    failed: int
+    output: str
+    timed_out: bool
+    returncode: int | None
+    failures: list[str] = field(default_factory=list)
+    reports: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _clip(text: str, limit: int) -> str:
+    """Shorten ``text`` to ``limit`` characters, keeping its start and (mostly) its end."""
+    if len(text) <= limit:
+        return text
+    room = max(0, limit - 7)
+    return f"{text[: room // 3]}\n[...]\n{text[len(text) - (room - room // 3) :]}"
+
+
+def _is_code(text: str) -> bool:
+    """Parses, and is more than bare expressions or annotations (prose like "yes" parses)."""
+    try:
+        body = ast.parse(text).body
+    except (SyntaxError, ValueError):
+        return False
+    return any(
+        not isinstance(n, ast.Expr) and not (isinstance(n, ast.AnnAssign) and n.value is None)
+        for n in body
+    )
+
+
+def extract_code(text: str, *, entry_point: str | None = None) -> str | None:
+    """The Python code in a model's reply, or None when there is none.
+
+    Fenced blocks tagged ``python``/``py``/``python3``/``py3`` are joined in order, so helpers in
+    one block and the function in another both run, and a corrected version given after the first
+    one overrides it. REPL transcripts (``>>>``) are skipped. With ``entry_point``, blocks after
+    the last one that defines it (usage examples) are dropped. Untagged fences count only when no
+    block is tagged and they parse; blocks tagged with another language never count. With no
+    fence at all, the whole text is the code if it parses as more than a bare expression.
+    """
+    blocks = [(lang.lower(), textwrap.dedent(body)) for lang, body in _FENCE.findall(text)]
+    code = [b for lang, b in blocks if lang in _PYTHON_TAGS and not b.lstrip().startswith(">>>")]
+    code = code or [b for lang, b in blocks if not lang and _is_code(b)]
+    if code and entry_point:
+        name = re.escape(entry_point)
+        defines = re.compile(rf"^(?:(?:async\s+)?def|class)\s+{name}\b|^{name}\s*=", re.MULTILINE)
+        last = max((i for i, block in enumerate(code) if defines.search(block)), default=None)
+        code = code if last is None else code[: last + 1]
+    if code:
+        return "\n\n".join(block.strip("\n") for block in code) + "\n"
+    return text if not blocks and _is_code(text) else None
+
+
+def _check_arguments(timeout: float, memory_mb: int, cpu_seconds: float | None) -> None:
+    if os.name != "posix":  # pragma: no cover - resource limits and sessions are POSIX
+        raise ConfigurationError("running code tests needs a POSIX system (Linux or macOS)")
+    if not timeout > 0:
+        raise ConfigurationError(f"timeout must be > 0 seconds, not {timeout}")
+    if memory_mb < 32:
+        raise ConfigurationError(f"memory_mb must be at least 32, not {memory_mb}")
+    if cpu_seconds is not None and not cpu_seconds > 0:
+        raise ConfigurationError(f"cpu_seconds must be > 0, not {cpu_seconds}")
+
+
+class _Capture:
+    """Reads a stream to its end, keeping only its first and last ``limit // 2`` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.half, self.size = limit // 2, 0
+        self.head, self.tail = bytearray(), bytearray()
+
+    async def drain(self, stream: asyncio.StreamReader | None) -> None:
+        while stream is not None and (chunk := await stream.read(1 << 16)):
+            self.size += len(chunk)
+            room = max(0, self.half - len(self.head))
+            self.head += chunk[:room]
+            self.tail += chunk[room:]
+            if len(self.tail) > 2 * self.half:  # trimmed in bulk: linear in the output size
+                del self.tail[: -self.half]
+
+    def text(self) -> str:
+        tail = self.tail[-self.half :] if self.tail else b""
+        dropped = self.size - len(self.head) - len(tail)
+        cut = f"\n[... {dropped} bytes of output dropped ...]\n" if dropped else ""
+        return self.head.decode(errors="replace") + cut + bytes(tail).decode(errors="replace")
+
+
+def _environment(scratch: str) -> dict[str, str]:
+    """Everything the child's environment holds: nothing is inherited."""
+    return {
+        "PATH": os.pathsep.join([os.path.dirname(sys.executable), "/usr/local/bin:/usr/bin:/bin"]),
+        "LANG": "C.UTF-8",
+        "HOME": scratch,
+        "TMPDIR": scratch,
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",  # what was printed before a timeout is not lost in a buffer
+    }
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+async def _wait_exit(process: Process, reader: asyncio.Task[None], until: float) -> None:
+    """Wait until the process has exited or the loop's clock reads ``until``."""
+    loop = asyncio.get_running_loop()
+    while process.returncode is None and (left := until - loop.time()) > 0:
+        if reader.done():  # the pipe is closed, so wait() wakes up at the exit
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), left)
+        else:  # wait() also waits for the pipe, which a child of the code may hold: poll
+            await asyncio.wait({reader}, timeout=min(0.05, left))
+
+
+async def _execute(argv: list[str], scratch: str, limit: float) -> tuple[int | None, str]:
+    """Run the child in its own session and kill its group when it ends or after ``limit``
+    seconds. Returns its return code (None if it was killed for time) and its output."""
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=scratch,
+        env=_environment(scratch),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )
+    capture = _Capture(_OUTPUT_BYTES)
+    reader = asyncio.create_task(capture.drain(process.stdout))
+    loop = asyncio.get_running_loop()
+    returncode = None
+    try:
+        await _wait_exit(process, reader, loop.time() + limit)
+        returncode = process.returncode
+    finally:
+        _kill_group(process.pid)
+        await _wait_exit(process, reader, loop.time() + _GRACE)
+        done, _ = await asyncio.wait({reader}, timeout=_GRACE)
+        if not done:  # a process that left the group still holds the pipe: stop listening
+            logger.warning("code under test left a process running outside its process group")
+            reader.cancel()
+            transport = getattr(process, "_transport", None)  # no public way to close the pipe
+            if transport is not None:
+                transport.close()
+    return returncode, capture.text()
+
+
+def _crash(returncode: int | None, output: str, timeout: float, memory_mb: int, cpu: int) -> str:
+    """Why the process died before reporting, as a sentence about "the code"."""
+    if returncode is None:
+        return f"The code timed out after {timeout:g} s."
+    if returncode == -signal.SIGXCPU:
+        return f"The code exceeded the {cpu} s CPU-time limit."
+    if any(sign in output for sign in _MEMORY_SIGNS):
+        return f"The code exceeded the {memory_mb} MB memory limit."
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"The code crashed: killed by {signal.Signals(-returncode).name}."
+    return f"The code exited with code {returncode} before the tests finished."
+
+
+def _summary(text: str, token: str) -> tuple[str, dict[str, Any] | None]:
+    """Split the runner's summary (after the last ``token``) off the output."""
+    at = text.rfind(token)
+    line, _, rest = text[at + len(token) :].partition("\n")
+    try:
+        summary = json.loads(line) if at >= 0 else None
+    except ValueError:
+        summary = None
+    if not isinstance(summary, dict):
+        return text, None
+    return text[:at].removesuffix("\n") + rest, summary
+
+
+def _prepare(scratch: str, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        with open(os.path.join(scratch, name), "w", encoding="utf-8") as file:
+            file.write(text)
+
+
+async def run_tests(
+    code: str,
+    tests: str,
+    *,
+    entry_point: str | None = None,
+    timeout: float = 10.0,  # noqa: ASYNC109 - a limit on the child process, not on this call
+    memory_mb: int = 512,
+    cpu_seconds: float | None = None,
+) -> TestRun:
+    """Run ``tests`` against ``code`` in a fresh, limited Python process (see the module doc).
+
+    ``cpu_seconds`` defaults to ``ceil(timeout) + 1``: a second over the wall-clock timeout, so
+    the timeout, which kills the whole process group and says so, normally fires first.
+    """
+    _check_arguments(timeout, memory_mb, cpu_seconds)
+    cpu = math.ceil(cpu_seconds if cpu_seconds is not None else timeout + 1)
+    config = {"entry_point": entry_point, "memory_mb": memory_mb, "cpu_seconds": cpu}
+    token = f"@@reflectkit-{secrets.token_hex(16)}@@"
+    started = time.perf_counter()
+    scratch = tempfile.TemporaryDirectory(prefix="reflectkit-code-", ignore_cleanup_errors=True)
+    try:
+        files = {
+            "solution.py": code,
+            "tests.py": tests,
+            "_runner.py": _runner_source(),
+            ".token": token,
+        }
+        _prepare(scratch.name, files)
+        runner = os.path.join(scratch.name, "_runner.py")
+        config_json = json.dumps({**config, "file_mb": _FILE_MB})
+        argv = [sys.executable, "-s", "-P", "-B", runner, config_json]
+        returncode, raw = await _execute(argv, scratch.name, timeout)
+    finally:
+        await asyncio.to_thread(scratch.cleanup)
+    output, summary = _summary(raw, token)
+    if summary is None:
+        reason = _crash(returncode, output, timeout, memory_mb, cpu)
+        shown = f"\n\nOutput:\n{_clip(output.strip(), 2000)}" if output.strip() else ""
+        failures, reports, total, failed = [reason], [reason + shown], 0, 1
+    else:
+        items = [f for f in summary.get("failures", []) if isinstance(f, dict)]
+        failures = [str(f.get("line", "")) for f in items]
+        reports = [str(f.get("report", "")) for f in items]
+        total, failed = int(summary.get("total", 0)), int(summary.get("failed", len(items)))
+    seconds = time.perf_counter() - started
+    logger.debug("code tests: %d of %d failed, %.2f s", failed, total, seconds)
+    return TestRun(
+        passed=summary is not None and not failed,
+        total=total,
+        failed=failed,
+        output=_clip(output, _OUTPUT_CHARS),
+        timed_out=summary is None and returncode is None,
+        returncode=returncode,
+        failures=failures,
+        reports=reports,
+        seconds=seconds,
+    )
+
+
+class CodeTestCritic:
+    """Passes a draft whose Python code passes ``tests``; otherwise the failures are the feedback.
+
+    ``tests`` is Python run after the solution, in its namespace: plain ``assert`` statements,
+    ``test_*`` functions (each run on its own; their count gives the score), and, with
+    ``entry_point``, a HumanEval-style ``check(candidate)`` called with that function. The code
+    is looked for in the answer first, then in the raw reply (it may sit in the thinking).
+    See the module docstring for what the process isolation does and does not protect against.
+    """
+
+    def __init__(
+        self,
+        tests: str,
+        *,
+        entry_point: str | None = None,
+        timeout: float = 10.0,
+        memory_mb: int = 512,
+        cpu_seconds: float | None = None,
+        max_feedback_chars: int = 2000,
+        name: str | None = None,
+    ) -> None:
+        if not isinstance(tests, str) or not tests.strip():
+            raise ConfigurationError("CodeTestCritic needs tests: Python source as a string")
+        try:
+            ast.parse(tests)
+        except SyntaxError as error:
+            raise ConfigurationError(f"the tests do not parse: {error}") from None
+        if entry_point is not None and not entry_point.isidentifier():
+            raise ConfigurationError(f"entry_point must be a function name, not {entry_point!r}")
+        if max_feedback_chars < 200:
+            raise ConfigurationError(f"max_feedback_chars must be >= 200, not {max_feedback_chars}")
+        _check_arguments(timeout, memory_mb, cpu_seconds)
+        self.tests, self.entry_point = tests, entry_point
+        self.timeout, self.memory_mb, self.cpu_seconds = timeout, memory_mb, cpu_seconds
+        self.max_feedback_chars = max_feedback_chars
+        self.name: str = name or "code-tests"
+
+    async def acritique(self, request: CritiqueRequest) -> Verdict:
+        code = extract_code(request.answer, entry_point=self.entry_point)
+        if code is None:
+            code = extract_code(request.draft.text, entry_point=self.entry_point)
+        if code is None:
+            issues = ["no Python code found"]
+            return Verdict(
+                passed=False, score=0, issues=issues, feedback=NO_CODE_FEEDBACK, critic=self.name
+            )
+        run = await run_tests(
+            code,
+            self.tests,
+            entry_point=self.entry_point,
+            timeout=self.timeout,
+            memory_mb=self.memory_mb,
+            cpu_seconds=self.cpu_seconds,
+        )
+        return self.verdict(run)
+
+    def verdict(self, run: TestRun) -> Verdict:
+        """The verdict on a test run: a pass, or the failures as issues and trimmed feedback."""
+        if run.passed:
+            return Verdict(passed=True, score=10, critic=self.name)
+        score = round(10 * (run.total - run.failed) / run.total, 2) if run.total else 0.0
+        header = f"{run.failed} of {run.total} tests failed." if run.total > 1 else ""
+        header = header or ("The tests failed." if run.total else "The tests did not finish.")
+        body = _fit(run.reports, self.max_feedback_chars - len(header) - 2)
+        feedback = _clip(f"{header}\n\n{body}", self.max_feedback_chars)
+        return Verdict(
+            passed=False, score=score, issues=run.failures, feedback=feedback, critic=self.name
+        )
+
+
+def _fit(reports: list[str], budget: int) -> str:
+    """Join the reports within ``budget`` characters: each gets an equal share of at least about
+    300 characters (the last ones are dropped if need be) and keeps its start (the failing test's
+    line) and its end (the exception and its message)."""
+    text = "\n\n".join(reports)
+    if len(text) <= budget:
+        return text
+    shown = reports[: max(1, budget // 300)]
+    note = f"\n\n({len(reports) - len(shown)} more failures not shown)" if shown != reports else ""
+    share = max(50, (budget - len(note)) // len(shown) - 2)
+    return "\n\n".join(_clip(report, share) for report in shown) + note

@@ -1,0 +1,133 @@
+"""Reflexion: whole attempts (trials) with lessons learnt in between, kept in episodic memory.
+
+A trial is one run of the loop. When it ends without passing its critic and trials remain, the
+model is shown the question, its answer and the critic's feedback, and writes a short lesson
+(the ``lesson`` template); the lesson is stored, and the next trial sees it with the request.
+When a trial passes, the lessons it was shown are marked as having led to a pass; only such
+lessons are offered to *other* tasks later, ranked by text similarity
+(:meth:`~reflectkit.memory.LessonStore.relevant`). Lessons of the same task are always offered.
+
+A task is named by its ``task_key`` (pass one to group related runs, e.g. a HumanEval task id);
+by default it is a hash of the question's text, so asking the same question again finds its
+lessons. Without a configured memory, ``trials > 1`` keeps lessons in memory for the run only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from reflectkit.graph import Runtime
+from reflectkit.memory import Lesson, LessonStore, Outcome
+from reflectkit.messages import Conversation
+from reflectkit.result import ReflectionResult, TrialRecord
+from reflectkit.tags import ParseStatus, parse
+from reflectkit.usage import Usage
+
+__all__ = ["LESSONS_SHOWN", "Reflexion", "open_memory", "task_key_for"]
+
+LESSONS_SHOWN = 3
+"""How many lessons a trial is shown at most (newest of the task first, then similar tasks')."""
+
+
+def task_key_for(question: str) -> str:
+    """The default task key: a hash of the question, whitespace and case normalised."""
+    normal = " ".join(question.split()).casefold()
+    return "q:" + hashlib.sha256(normal.encode("utf-8")).hexdigest()[:16]
+
+
+def open_memory(setting: Any, trials: int) -> tuple[LessonStore | None, bool]:
+    """The store for a ``memory=`` setting, and whether the caller owns (must close) it."""
+    if isinstance(setting, LessonStore):
+        return setting, False
+    if setting is True:
+        return LessonStore(), True
+    if isinstance(setting, (str, Path)):
+        return LessonStore(setting), True
+    if trials > 1:
+        return LessonStore(":memory:"), True
+    return None, False
+
+
+class Reflexion:
+    """Runs the trials of one question and keeps the store up to date."""
+
+    def __init__(self, runtime: Runtime, store: LessonStore, task_key: str | None) -> None:
+        self.runtime = runtime
+        self.store = store
+        self.task_key = task_key
+        self.records: list[TrialRecord] = []
+        self.spent = Usage()
+        self.shown: list[Lesson] = []
+
+    async def start(self, conversation: Conversation) -> list[str]:
+        """Look up the lessons for the first trial; returns their texts."""
+        self.task_key = self.task_key or task_key_for(conversation.question)
+        self.shown = await asyncio.to_thread(
+            self.store.relevant, self.task_key, conversation.question, limit=LESSONS_SHOWN
+        )
+        return [lesson.text for lesson in self.shown]
+
+    async def after(
+        self, number: int, result: ReflectionResult, conversation: Conversation
+    ) -> list[str] | None:
+        """Record a finished trial. Returns the next trial's lessons, or None when done."""
+        self.spent = self.spent + result.usage
+        last = number >= self.runtime.config.trials
+        if result.passed or last:
+            outcome: Outcome = "passed" if result.passed else "failed"
+            for lesson in self.shown:
+                if lesson.outcome != "passed":
+                    await asyncio.to_thread(self.store.set_outcome, lesson.id, outcome)
+            self.records.append(
+                TrialRecord(
+                    number=number,
+                    output=result.output,
+                    stop_reason=result.stop_reason,
+                    passed=result.passed,
+                    usage=result.usage,
+                )
+            )
+            return None
+        text, usage = await self._lesson(conversation, result)
+        self.spent = self.spent + usage
+        assert self.task_key is not None
+        new = await asyncio.to_thread(self.store.add, self.task_key, conversation.question, text)
+        self.records.append(
+            TrialRecord(
+                number=number,
+                output=result.output,
+                stop_reason=result.stop_reason,
+                passed=False,
+                lesson=text,
+                usage=result.usage + usage,
+            )
+        )
+        self.shown = [new, *(lesson for lesson in self.shown if lesson.id != new.id)]
+        self.shown = self.shown[:LESSONS_SHOWN]
+        return [lesson.text for lesson in self.shown]
+
+    def finish(self, result: ReflectionResult) -> ReflectionResult:
+        """The last trial's result, with every trial recorded and the whole run's usage."""
+        return result.model_copy(
+            update={
+                "trials": self.records,
+                "lessons": [lesson.text for lesson in self.shown],
+                "usage": self.spent,
+            }
+        )
+
+    async def _lesson(
+        self, conversation: Conversation, result: ReflectionResult
+    ) -> tuple[str, Usage]:
+        final = result.iterations[result.final_iteration - 1]
+        judged = [it.verdict for it in result.iterations if it.verdict is not None]
+        verdict = final.verdict or (judged[-1] if judged else None)
+        feedback = verdict.feedback if verdict and verdict.feedback else "It did not pass."
+        messages = self.runtime.builder.lesson(conversation.question, result.output, feedback)
+        completion = await self.runtime.generator.complete(messages)
+        parsed = parse(completion.text, self.runtime.config.scheme)
+        text = parsed.output if parsed.status is not ParseStatus.EMPTY else ""
+        return (text.strip() or feedback.strip()), completion.usage
