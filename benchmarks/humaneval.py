@@ -6,7 +6,8 @@ strategy answers every problem; pass@1 is the share whose answer passes the prob
 a separate process, time and memory limits, a scratch directory, an empty environment).
 
 * **single pass**: one call, ``mode="single"``.
-* **reflexion-style**: the loop with a code critic. As in Reflexion, the critic runs *visible*
+* **reflexion-style**: the loop with a code critic (``--trials N`` adds Reflexion's outer loop:
+  a failed attempt leaves a lesson for the next). As in Reflexion, the critic runs *visible*
   tests the model could have written itself, the examples in the problem's docstring
   (``>>> f(x)`` / expected output) turned into asserts; their failures are the feedback for the
   revision. The hidden tests decide pass@1 only. ``--feedback hidden`` makes the critic run the
@@ -122,9 +123,11 @@ async def run(name: str, problems: Sequence[Problem], args: argparse.Namespace) 
                 args.model,
                 critic=test_critic(problem, tests),
                 max_iterations=args.max_iterations,
+                trials=args.trials,
+                revise_kwargs={"temperature": args.revise_temperature, "seed": 0},
                 **params,
             )
-        result = await reflector.arun(question)
+        result = await reflector.arun(question, task_key=problem.task_id)
         ok, _ = await passes(problem, result.output, problem.hidden_tests)
         tally.passed += ok
         tally.tokens += result.usage.total_tokens
@@ -146,12 +149,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-iterations", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=384)
     parser.add_argument("--feedback", choices=["visible", "hidden"], default="visible")
+    parser.add_argument(
+        "--trials",
+        type=int,
+        default=1,
+        help="Reflexion trials per problem, each failed one leaving a lesson",
+    )
+    parser.add_argument("--revise-temperature", type=float, default=0.7)
     args = parser.parse_args(argv)
     tallies = asyncio.run(amain(args))
     total = args.limit or 164
     print(
-        f"HumanEval, first {total} problems, {args.model}, temperature 0, "
-        f"max_iterations {args.max_iterations}, critic tests: {args.feedback}\n"
+        f"HumanEval, first {total} problems, {args.model}, temperature 0 (revisions "
+        f"{args.revise_temperature}), max_iterations {args.max_iterations}, trials "
+        f"{args.trials}, critic tests: {args.feedback}\n"
     )
     header = f"{'strategy':<18} {'pass@1':>14} {'tokens':>9} {'calls':>6} {'seconds':>8}"
     print(header)

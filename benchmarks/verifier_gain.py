@@ -9,6 +9,10 @@ answered by one model three ways, side by side in one run, at equal ``max_iterat
 * **verifier loop**: the same loop with a ``FunctionCritic`` that checks the number. Its feedback
   says the answer is wrong and asks for the work again; it never reveals the right number.
 
+Both loops write revisions at ``--revise-temperature`` (0.7, seeded): at temperature 0 a small
+model told "wrong, try again" mostly writes the same answer again, and the loop stops on
+``no_change``. The verifier loop is also run with temperature-0 revisions, to show that.
+
 Printed per strategy: accuracy (the last number in the answer equals the expected one), total
 tokens, model calls and wall time. The verifier knows the answers: that is the point. It stands
 for any outside check (tests, a calculator, a database) and shows what such feedback buys over
@@ -123,10 +127,12 @@ async def amain(args: argparse.Namespace) -> list[Tally]:
     common: dict[str, Any] = {"max_iterations": args.max_iterations, "temperature": 0}
     if args.max_tokens:
         common["max_tokens"] = args.max_tokens
+    sampled = {"revise_kwargs": {"temperature": args.revise_temperature, "seed": args.seed}}
     strategies = [
         ("single pass", rk.Reflector(args.model, mode="single", **common)),
-        ("self-critique loop", rk.Reflector(args.model, mode="loop", **common)),
-        ("verifier loop", rk.Reflector(args.model, critic=verifier(answers), **common)),
+        ("self-critique loop", rk.Reflector(args.model, mode="loop", **common, **sampled)),
+        ("verifier loop, T=0", rk.Reflector(args.model, critic=verifier(answers), **common)),
+        ("verifier loop", rk.Reflector(args.model, critic=verifier(answers), **common, **sampled)),
     ]
     return [await run(name, reflector, problems) for name, reflector in strategies]
 
@@ -138,7 +144,7 @@ def report(tallies: list[Tally], n: int) -> None:
     for t in tallies:
         accuracy = f"{t.correct}/{n} {100 * t.correct / n:.0f}%"
         print(f"{t.name:<20} {accuracy:>14} {t.tokens:>8} {t.calls:>6} {t.seconds:>8.1f}")
-    single, self_critique, verified = tallies
+    single, self_critique, _, verified = tallies
     print()
     print(f"verifier loop vs single pass: {verified.correct - single.correct:+d} correct")
     print(f"self-critique vs single pass: {self_critique.correct - single.correct:+d} correct")
@@ -151,10 +157,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--max-iterations", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=256, help="per call (0: model default)")
+    parser.add_argument("--revise-temperature", type=float, default=0.7)
     args = parser.parse_args(argv)
     print(
         f"{args.n} problems (seed {args.seed}), {args.model}, temperature 0, "
-        f"max_iterations {args.max_iterations}\n"
+        f"max_iterations {args.max_iterations}, loop revisions at temperature "
+        f"{args.revise_temperature} where marked\n"
     )
     report(asyncio.run(amain(args)), args.n)
     return 0

@@ -80,8 +80,10 @@ class ReflectConfig(StrictModel):
     ``model_kwargs`` pass through to LiteLLM on every generator call (``temperature``,
     ``api_base``, ``api_key`` ...). ``critic_kwargs`` pass through on the default LLM critic's
     calls; when the critic uses the generator's model it starts from ``model_kwargs`` and
-    ``critic_kwargs`` override them. ``model=None`` means $REFLECTKIT_MODEL, else
-    :data:`DEFAULT_MODEL`.
+    ``critic_kwargs`` override them. ``revise_kwargs`` override ``model_kwargs`` on revision
+    calls only: a temperature above 0 there keeps a revision from copying the draft it
+    replaces, which is what a verifier's "wrong, try again" needs. ``model=None`` means
+    $REFLECTKIT_MODEL, else :data:`DEFAULT_MODEL`.
 
     Stops (see :mod:`reflectkit.stopping`): ``max_iterations`` drafts; ``token_budget`` total
     tokens, ``cost_budget`` USD and ``time_budget`` seconds for the whole run; ``min_score``
@@ -102,6 +104,7 @@ class ReflectConfig(StrictModel):
     template_dir: Path | None = None
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     critic_kwargs: dict[str, Any] = Field(default_factory=dict)
+    revise_kwargs: dict[str, Any] = Field(default_factory=dict)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     timeout: float | None = Field(default=120.0, gt=0)
     format_help: FormatHelp | Literal["auto", "off"] = "auto"
@@ -129,7 +132,7 @@ class ReflectConfig(StrictModel):
             raise ValueError("a model name cannot be empty")
         return value.strip() if value is not None else None
 
-    @field_validator("model_kwargs", "critic_kwargs")
+    @field_validator("model_kwargs", "critic_kwargs", "revise_kwargs")
     @classmethod
     def _no_foreign_retries(cls, value: dict[str, Any]) -> dict[str, Any]:
         for name in _RETRY_KWARGS:
@@ -186,6 +189,7 @@ class ReflectConfig(StrictModel):
             "template_dir": str(self.template_dir) if self.template_dir else None,
             "model_kwargs": redact_mapping(self.model_kwargs),
             "critic_kwargs": redact_mapping(self.critic_kwargs),
+            "revise_kwargs": redact_mapping(self.revise_kwargs),
             "retry": self.retry.model_dump(),
             "timeout": self.timeout,
             "format_help": self.resolved_format_help.model_dump(),

@@ -134,14 +134,16 @@ class DraftWriter:
         messages: list[Message],
         conversation: Conversation,
         on_delta: DeltaSink | None = None,
+        overrides: dict[str, Any] | None = None,
     ) -> tuple[Draft, Usage]:
         """Call the model on ``messages`` and return the draft and what it cost.
 
         With ``on_delta`` the reply is streamed and every tag delta (of the reply, then of the
-        repair if one is made) is handed to it as soon as it is certain.
+        repair if one is made) is handed to it as soon as it is certain. ``overrides`` replace
+        call parameters for this draft (not for its repair).
         """
         prefill = self.plan.layout.prefill if self.plan else None
-        completion = await self._call(messages, None, prefill or "", on_delta)
+        completion = await self._call(messages, overrides or None, prefill or "", on_delta)
         draft = self.parse(completion, prefill)
         if self.plan is None or not self.plan.repair or usable(draft):
             return draft, completion.usage

@@ -314,7 +314,9 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
             layout=replace(runtime.plan.layout, exemplar="off") if runtime.plan else None,
         )
         async with _TimeBudget(runtime, state) as budget:
-            draft, spent = await writer.write(messages, conversation)
+            draft, spent = await writer.write(
+                messages, conversation, overrides=settings.revise_kwargs
+            )
         if budget.expired:
             return _stop_now(StopReason.TIME_BUDGET)
         iteration = Iteration(

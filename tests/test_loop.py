@@ -458,3 +458,17 @@ def test_reflector_takes_every_setting_of_reflect_config() -> None:
 
     parameters = set(inspect.signature(rk.Reflector.__init__).parameters)
     assert set(rk.ReflectConfig.model_fields) - {"model_kwargs"} <= parameters
+
+
+async def test_revise_kwargs_apply_to_revisions_only() -> None:
+    fake = ScriptedLLM(["<output>5</output>", "<output>4</output>"])
+    await rk.areflect(
+        "q",
+        model=fake.model,
+        critic=lambda q, a: a == "4",
+        temperature=0,
+        revise_kwargs={"temperature": 0.8, "seed": 3},
+    )
+    first, revision = fake.requests
+    assert (first.params["temperature"], first.params.get("seed")) == (0, None)
+    assert (revision.params["temperature"], revision.params["seed"]) == (0.8, 3)
