@@ -25,16 +25,18 @@ import logging
 import os
 import re
 import sqlite3
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from reflectkit import sqlite as _sqlite
 from reflectkit.errors import ConfigurationError
+from reflectkit.sqlite import BUSY_TIMEOUT as BUSY_TIMEOUT  # re-exported: it lived here
+from reflectkit.sqlite import Migration, user_data_dir
 
 __all__ = ["MAX_LESSON_CHARS", "Lesson", "LessonStore", "Outcome", "default_path", "user_data_dir"]
 
@@ -42,7 +44,6 @@ logger = logging.getLogger(__name__)
 
 Outcome = Literal["pending", "passed", "failed"]
 MAX_LESSON_CHARS = 4000
-BUSY_TIMEOUT = 10.0  # seconds a statement waits for another writer's lock
 _MAX_QUERY_WORDS = 32
 _COLUMNS = ("id", "task_key", "question", "text", "outcome", "created_at", "uses")
 _SELECT = "SELECT " + ", ".join(f"l.{c}" for c in _COLUMNS) + " FROM lessons AS l"
@@ -70,29 +71,12 @@ class Lesson:
     uses: int
 
 
-def user_data_dir(platform: str | None = None) -> Path:
-    """The per-user data directory: ``$XDG_DATA_HOME`` (if absolute) or ``~/.local/share`` on
-    Linux and other Unixes, ``~/Library/Application Support`` on macOS, ``%LOCALAPPDATA%`` (or
-    ``~/AppData/Local``) on Windows. ``platform`` defaults to :data:`sys.platform`."""
-    platform = sys.platform if platform is None else platform
-    if platform.startswith("win"):
-        local = os.environ.get("LOCALAPPDATA")
-        return Path(local) if local else Path.home() / "AppData" / "Local"
-    if platform == "darwin":
-        return Path.home() / "Library" / "Application Support"
-    xdg = os.environ.get("XDG_DATA_HOME", "")
-    return Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "share"
-
-
 def default_path() -> Path:
     """``$REFLECTKIT_MEMORY`` if set, else ``<user data dir>/reflectkit/memory.sqlite3``."""
     override = os.environ.get("REFLECTKIT_MEMORY")
     if override:
         return Path(override).expanduser()
     return user_data_dir() / "reflectkit" / "memory.sqlite3"
-
-
-Migration = Callable[[sqlite3.Connection], bool]
 
 
 def _m001_lessons(conn: sqlite3.Connection) -> bool:
@@ -147,35 +131,9 @@ MIGRATIONS: list[tuple[str, Migration]] = [
 def migrate(
     conn: sqlite3.Connection, migrations: Sequence[tuple[str, Migration]] | None = None
 ) -> list[str]:
-    """Apply the ``migrations`` (default :data:`MIGRATIONS`) not yet recorded in ``_migrations``,
-    in order, each in its own transaction; returns the names applied. ``conn`` must be in
-    autocommit mode (``isolation_level=None``). One returning False is rolled back, unrecorded."""
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
-    )
-    done = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
-    applied: list[str] = []
-    for name, function in MIGRATIONS if migrations is None else migrations:
-        if name in done:
-            continue
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            seen = conn.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone()
-            if seen is None and function(conn):
-                conn.execute(
-                    "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, time.time())
-                )
-                applied.append(name)
-                conn.execute("COMMIT")
-            else:
-                conn.execute("ROLLBACK")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-    if applied:
-        logger.debug("applied migrations %s", applied)
-    return applied
+    """Apply the ``migrations`` (default :data:`MIGRATIONS`) not yet recorded in ``_migrations``;
+    see :func:`reflectkit.sqlite.migrate`. Returns the names applied."""
+    return _sqlite.migrate(conn, MIGRATIONS if migrations is None else migrations)
 
 
 def _clean(text: str, limit: int | None = None) -> str:
@@ -191,20 +149,6 @@ def _words(text: str, most: int | None = _MAX_QUERY_WORDS) -> list[str]:
     """The distinct non-stopword words of ``text``, lower-cased, in order, at most ``most``."""
     words = dict.fromkeys(w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS)
     return list(words)[:most]
-
-
-def _use_wal(conn: sqlite3.Connection) -> None:
-    """Switch to WAL. The switch needs an exclusive lock, and SQLite answers "locked" at once
-    (without the busy timeout) when connections race to switch a new file; so retry here."""
-    deadline = time.monotonic() + BUSY_TIMEOUT
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode=WAL").fetchall()
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
 
 
 def _check_outcome(outcome: str) -> Outcome:
@@ -244,15 +188,8 @@ class LessonStore:
             raise ConfigurationError(f"lesson store {self.path} is closed")
         if self._conn is not None:
             return self._conn
-        path, in_memory = os.path.expanduser(self.path), self.path == ":memory:"
-        if not in_memory:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(
-            path, timeout=BUSY_TIMEOUT, check_same_thread=False, isolation_level=None
-        )
+        conn = _sqlite.connect(self.path)
         try:
-            if not in_memory:
-                _use_wal(conn)
             migrate(conn)
             found = "SELECT 1 FROM sqlite_master WHERE name = 'lessons_fts'"
             self._fts = conn.execute(found).fetchone() is not None

@@ -1,0 +1,114 @@
+"""SQLite plumbing shared by reflectkit's stores (the lesson memory and the run log).
+
+* :func:`user_data_dir` is where per-user files go when no path is given.
+* :func:`connect` opens a file the way every store needs it: autocommit (transactions are
+  explicit, so a store decides what is atomic), usable from any thread (each store serialises
+  its use of the connection under its own lock), a busy timeout so that writers in other
+  processes are waited for rather than failed, and WAL so that readers never block a writer.
+* :func:`migrate` applies named migrations (as in simonw/llm): ``_migrations`` records each name
+  once; each runs in its own ``BEGIN IMMEDIATE`` transaction, so two processes opening a new
+  file cannot both apply it, and one that fails leaves the file as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+__all__ = ["BUSY_TIMEOUT", "Migration", "connect", "migrate", "user_data_dir"]
+
+logger = logging.getLogger(__name__)
+
+BUSY_TIMEOUT = 10.0  # seconds a statement waits for another writer's lock
+
+Migration = Callable[[sqlite3.Connection], bool]
+"""A migration step: changes the schema on the connection it is given and returns True, or
+returns False to be rolled back and left unrecorded (tried again on the next open)."""
+
+
+def user_data_dir(platform: str | None = None) -> Path:
+    """The per-user data directory: ``$XDG_DATA_HOME`` (if absolute) or ``~/.local/share`` on
+    Linux and other Unixes, ``~/Library/Application Support`` on macOS, ``%LOCALAPPDATA%`` (or
+    ``~/AppData/Local``) on Windows. ``platform`` defaults to :data:`sys.platform`."""
+    platform = sys.platform if platform is None else platform
+    if platform.startswith("win"):
+        local = os.environ.get("LOCALAPPDATA")
+        return Path(local) if local else Path.home() / "AppData" / "Local"
+    if platform == "darwin":
+        return Path.home() / "Library" / "Application Support"
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    return Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "share"
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL. The switch needs an exclusive lock, and SQLite answers "locked" at once
+    (without the busy timeout) when connections race to switch a new file; so retry here."""
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL").fetchall()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """Open (creating it and its directory if need be) the SQLite file at ``path``, or a
+    throw-away database for ``":memory:"``: autocommit (``isolation_level=None``), shareable
+    between threads (``check_same_thread=False``; callers serialise use), waiting up to
+    :data:`BUSY_TIMEOUT` seconds for other writers, in WAL mode. Raises ``sqlite3.Error`` or
+    ``OSError``; a file that is not a database is refused before anything is written to it."""
+    name = os.fspath(path)
+    in_memory = name == ":memory:"
+    if not in_memory:
+        name = os.path.expanduser(name)
+        Path(name).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(
+        name, timeout=BUSY_TIMEOUT, check_same_thread=False, isolation_level=None
+    )
+    try:
+        if not in_memory:
+            _use_wal(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def migrate(conn: sqlite3.Connection, migrations: Sequence[tuple[str, Migration]]) -> list[str]:
+    """Apply the ``migrations`` not yet recorded in ``_migrations``, in order, each in its own
+    transaction; returns the names applied. ``conn`` must be in autocommit mode
+    (``isolation_level=None``). One returning False is rolled back, unrecorded."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
+    )
+    done = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
+    applied: list[str] = []
+    for name, function in migrations:
+        if name in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            seen = conn.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone()
+            if seen is None and function(conn):
+                conn.execute(
+                    "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, time.time())
+                )
+                applied.append(name)
+                conn.execute("COMMIT")
+            else:
+                conn.execute("ROLLBACK")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    if applied:
+        logger.debug("applied migrations %s", applied)
+    return applied
