@@ -33,7 +33,7 @@ def main() -> None:
             if event.verdict is not None:
                 detail = f"passed={event.verdict.passed} feedback={event.verdict.feedback!r}"
             print(f"step {event.node:<9} iteration {event.iteration}  {detail}")
-        else:
+        elif isinstance(event, rk.ResultEvent):
             result = event.result
             print()
             print("answer:     ", result.output)

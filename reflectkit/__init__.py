@@ -64,7 +64,7 @@ if TYPE_CHECKING:
         SchemaCritic,
         Verdict,
     )
-    from reflectkit.events import ResultEvent, StepEvent, TrialEvent
+    from reflectkit.events import DraftDelta, ResultEvent, StepEvent, StepStarted, TrialEvent
     from reflectkit.graph import build_graph
     from reflectkit.memory import Lesson, LessonStore
     from reflectkit.result import Draft, Iteration, ReflectionResult, StopReason, TrialRecord
@@ -93,6 +93,8 @@ _LAZY = {
     "Verdict": "reflectkit.critics",
     "ResultEvent": "reflectkit.events",
     "StepEvent": "reflectkit.events",
+    "StepStarted": "reflectkit.events",
+    "DraftDelta": "reflectkit.events",
     "TrialEvent": "reflectkit.events",
     "Lesson": "reflectkit.memory",
     "LessonStore": "reflectkit.memory",
@@ -117,6 +119,7 @@ __all__ = [
     "CriticError",
     "CritiqueRequest",
     "Draft",
+    "DraftDelta",
     "FormatHelp",
     "FunctionCritic",
     "InputError",
@@ -149,6 +152,7 @@ __all__ = [
     "RunError",
     "SchemaCritic",
     "StepEvent",
+    "StepStarted",
     "StopReason",
     "StreamParser",
     "TagDelta",

@@ -12,7 +12,14 @@ from langgraph.types import StreamMode
 
 from reflectkit.config import FormatHelp, Mode, ReflectConfig, RetryPolicy
 from reflectkit.errors import ConfigurationError, RunError
-from reflectkit.events import ReflectEvent, ResultEvent, StepEvent, TrialEvent
+from reflectkit.events import (
+    DraftDelta,
+    ReflectEvent,
+    ResultEvent,
+    StepEvent,
+    StepStarted,
+    TrialEvent,
+)
 from reflectkit.graph import STREAM_KEY, LoopState, Runtime, compile_runtime
 from reflectkit.messages import Conversation, to_conversation
 from reflectkit.prompts import Prompts
@@ -22,6 +29,7 @@ from reflectkit.runner import iterate_sync, run_sync
 from reflectkit.tags import (
     REFLECTION_TAGS,
     OutputDelta,
+    OutsideDelta,
     ReflectionDelta,
     TagDelta,
     TagScheme,
@@ -128,14 +136,14 @@ class Reflector:
         :class:`OutputDelta` while a single-pass run streams it, a :class:`TrialEvent` after each
         failed Reflexion trial, and last a :class:`ResultEvent`.
 
-        ``include_thinking`` adds the thinking and reflection deltas of single-pass runs.
+        ``include_thinking`` adds the thinking and reflection deltas, and text outside the tags.
         ``task_key`` names the task in the lesson memory (default: a hash of the question). If
         the run fails, the error raised is a :class:`~reflectkit.RunError` whose ``partial``
         holds the drafts and usage so far.
         """
         wanted: tuple[type[TagDelta], ...] = (OutputDelta,)
         if include_thinking:
-            wanted += (ThinkingDelta, ReflectionDelta)
+            wanted += (ThinkingDelta, ReflectionDelta, OutsideDelta)
         async for event in self._run(prompt, live=True, wanted=wanted, task_key=task_key):
             yield event
 
@@ -187,8 +195,8 @@ class Reflector:
         try:
             async for mode, chunk in self._graph.astream(state, config, stream_mode=modes):
                 if mode == "custom":
-                    if isinstance(chunk, wanted):
-                        yield chunk
+                    if _wanted(chunk, wanted):
+                        yield cast("ReflectEvent", chunk)
                     continue
                 for node, change in cast("dict[str, Any]", chunk).items():
                     if not change:
@@ -233,6 +241,14 @@ class Reflector:
 
 
 _SETTINGS = (*ReflectConfig.model_fields, "config")
+
+
+def _wanted(event: Any, deltas: tuple[type[TagDelta], ...]) -> bool:
+    """Whether a custom-stream event goes to the caller: steps always; tag deltas (bare, or of a
+    loop draft) only of the kinds asked for."""
+    if isinstance(event, DraftDelta):
+        return isinstance(event.delta, deltas)
+    return isinstance(event, (StepStarted, *deltas))
 
 
 def _refuse_misspelt_settings(model_kwargs: dict[str, Any]) -> None:

@@ -9,7 +9,32 @@ from reflectkit.result import Draft, ReflectionResult, StopReason
 from reflectkit.tags import TagDelta
 from reflectkit.usage import Usage
 
-__all__ = ["ReflectEvent", "ResultEvent", "StepEvent", "TrialEvent"]
+__all__ = [
+    "DraftDelta",
+    "ReflectEvent",
+    "ResultEvent",
+    "StepEvent",
+    "StepStarted",
+    "TrialEvent",
+]
+
+
+@dataclass(frozen=True)
+class StepStarted:
+    """A node of the loop started (``iteration`` is the draft it works on)."""
+
+    node: str
+    iteration: int
+
+
+@dataclass(frozen=True)
+class DraftDelta:
+    """A piece of a loop draft as the model writes it; ``delta`` says which part (thinking,
+    reflection, answer) and ``iteration`` which draft. The run's answer is known only when the
+    critic is done, so it arrives afterwards as an :class:`~reflectkit.OutputDelta`."""
+
+    iteration: int
+    delta: TagDelta
 
 
 @dataclass(frozen=True)
@@ -45,6 +70,6 @@ class ResultEvent:
     result: ReflectionResult
 
 
-ReflectEvent = StepEvent | TrialEvent | ResultEvent | TagDelta
+ReflectEvent = StepStarted | StepEvent | DraftDelta | TrialEvent | ResultEvent | TagDelta
 """What :meth:`reflectkit.Reflector.astream` yields: steps, answer (and, on request, thinking and
 reflection) deltas from :mod:`reflectkit.tags`, and the result."""

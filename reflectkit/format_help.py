@@ -30,10 +30,25 @@ from reflectkit.config import ReflectConfig
 from reflectkit.llm import Completion, ModelClient
 from reflectkit.messages import Conversation, Layout, Message, PromptBuilder
 from reflectkit.result import Draft
-from reflectkit.tags import THINK_TAGS, ParseStatus, StreamParser, TagDelta, TagScheme, parse
+from reflectkit.tags import (
+    THINK_TAGS,
+    ParseStatus,
+    StreamParser,
+    TagDelta,
+    TagScheme,
+    ThinkingDelta,
+    parse,
+)
 from reflectkit.usage import Usage
 
-__all__ = ["DeltaSink", "DraftWriter", "FormatPlan", "plan_format_help", "usable"]
+__all__ = [
+    "DeltaSink",
+    "DraftWriter",
+    "FormatPlan",
+    "ReplyStream",
+    "plan_format_help",
+    "usable",
+]
 
 DeltaSink = Callable[[TagDelta], None]
 """Receives the tag deltas of a streamed reply."""
@@ -90,6 +105,40 @@ def _draft(scheme: TagScheme, text: str, reasoning: str | None) -> Draft:
     return Draft.from_parsed(text, parse(body, scheme), joined)
 
 
+class ReplyStream:
+    """Parses a streamed reply the way :func:`_draft` parses it whole: ``<think>`` blocks (as
+    DeepSeek-R1 and Qwen stream them; LiteLLM splits them only from whole replies) become
+    thinking, and the rest goes through the scheme's parser, which starts at ``prefix``."""
+
+    def __init__(self, scheme: TagScheme, prefix: str = "") -> None:
+        self.tags = StreamParser(scheme)
+        self.tags.feed(prefix)
+        separate_think = scheme.thinking.casefold() != THINK_TAGS.thinking
+        self.think = StreamParser(THINK_TAGS) if separate_think else None
+
+    def _route(self, deltas: list[TagDelta]) -> list[TagDelta]:
+        routed: list[TagDelta] = []
+        for delta in deltas:
+            if isinstance(delta, ThinkingDelta):
+                routed.append(delta)
+            else:
+                routed += self.tags.feed(delta.text)
+        return routed
+
+    def feed(self, text: str) -> list[TagDelta]:
+        """The deltas ``text`` makes certain."""
+        if not text:
+            return []
+        if self.think is None:
+            return self.tags.feed(text)
+        return self._route(self.think.feed(text))
+
+    def close(self) -> list[TagDelta]:
+        """The deltas held back until the end of the reply."""
+        routed = self._route(self.think.close()) if self.think is not None else []
+        return routed + self.tags.close()
+
+
 class DraftWriter:
     """Makes one draft: the call, the prefill put back in front, parsing, and repair."""
 
@@ -115,15 +164,16 @@ class DraftWriter:
         """One call; with ``on_delta``, streamed through a tag parser that starts at ``prefix``."""
         if on_delta is None:
             return await self.client.complete(messages, overrides)
-        parser = StreamParser(self.scheme)
-        parser.feed(prefix)
+        parser = ReplyStream(self.scheme, prefix)
         completion: Completion | None = None
         async for piece in self.client.stream(messages, overrides):
             if isinstance(piece, Completion):
                 completion = piece
-            elif piece.text:
-                for delta in parser.feed(piece.text):
-                    on_delta(delta)
+                continue
+            if piece.reasoning:
+                on_delta(ThinkingDelta(piece.reasoning))
+            for delta in parser.feed(piece.text):
+                on_delta(delta)
         for delta in parser.close():
             on_delta(delta)
         assert completion is not None  # a stream always ends with its Completion

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal, NotRequired, TypedDict
 
@@ -28,7 +29,8 @@ from reflectkit.critics.base import Critic, CritiqueRequest, as_critic
 from reflectkit.critics.llm_critic import LLMCritic
 from reflectkit.critics.verdict import Verdict
 from reflectkit.errors import CriticError, ReflectkitError
-from reflectkit.format_help import DraftWriter, FormatPlan, plan_format_help
+from reflectkit.events import DraftDelta, StepStarted
+from reflectkit.format_help import DeltaSink, DraftWriter, FormatPlan, plan_format_help
 from reflectkit.llm import ModelClient
 from reflectkit.messages import Conversation, PromptBuilder, to_conversation
 from reflectkit.prompts import Prompts
@@ -40,6 +42,7 @@ from reflectkit.stopping import (
     recursion_limit,
     select_final,
 )
+from reflectkit.tags import OutputDelta
 from reflectkit.usage import Usage
 
 __all__ = [
@@ -238,6 +241,19 @@ class _TimeBudget:
         return False
 
 
+def _live(config: RunnableConfig | None) -> Callable[[Any], None] | None:
+    """The custom stream writer when the caller streams (see :data:`STREAM_KEY`), else None."""
+    if config and (config.get("configurable") or {}).get(STREAM_KEY):
+        return get_stream_writer()
+    return None
+
+
+def _draft_sink(write: Callable[[Any], None] | None, iteration: int) -> DeltaSink | None:
+    if write is None:
+        return None
+    return lambda delta: write(DraftDelta(iteration, delta))
+
+
 def _stop_now(stop: StopReason) -> Command[str]:
     return Command(update={"stop_reason": stop}, goto="finalize")
 
@@ -251,10 +267,12 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
         started = time.time()
         conversation = _conversation(state)
         clock = time.perf_counter()
-        # Single-pass runs stream the answer live when the caller streams; loop drafts do not
-        # (what the user sees there is the final answer, which is known only at the end).
-        live = runtime.mode == "single" and (config.get("configurable") or {}).get(STREAM_KEY)
-        sink = get_stream_writer() if live else None
+        write = _live(config)
+        if write is not None:
+            write(StepStarted("generate", 1))
+        # Single-pass answers stream live as output; loop drafts stream as draft deltas (what
+        # the user gets as the answer is known only when the critic is done).
+        sink = write if runtime.mode == "single" else _draft_sink(write, 1)
         draft, spent = await writer.write(
             runtime.generate_messages(conversation), conversation, sink
         )
@@ -273,10 +291,13 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
             update={**update, "stop_reason": stop}, goto="finalize" if stop else "critique"
         )
 
-    async def critique(state: LoopState) -> Command[str]:
+    async def critique(state: LoopState, config: RunnableConfig) -> Command[str]:
         assert runtime.critic is not None
         iterations = state["iterations"]
         last = iterations[-1]
+        write = _live(config)
+        if write is not None:
+            write(StepStarted("critique", last.number))
         conversation = _conversation(state)
         clock = time.perf_counter()
         async with _TimeBudget(runtime, state) as budget:
@@ -297,9 +318,12 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
         update = {"iterations": [*iterations[:-1], judged], "usage": usage, "stop_reason": stop}
         return Command(update=update, goto="finalize" if stop else "revise")
 
-    async def revise(state: LoopState) -> Command[str]:
+    async def revise(state: LoopState, config: RunnableConfig) -> Command[str]:
         iterations = state["iterations"]
         last = iterations[-1]
+        write = _live(config)
+        if write is not None:
+            write(StepStarted("revise", last.number + 1))
         verdict = last.verdict or Verdict(passed=False)
         conversation = _conversation(state)
         clock = time.perf_counter()
@@ -315,7 +339,10 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
         )
         async with _TimeBudget(runtime, state) as budget:
             draft, spent = await writer.write(
-                messages, conversation, overrides=settings.revise_kwargs
+                messages,
+                conversation,
+                _draft_sink(write, last.number + 1),
+                overrides=settings.revise_kwargs,
             )
         if budget.expired:
             return _stop_now(StopReason.TIME_BUDGET)
@@ -333,10 +360,13 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
 
     # Async even though nothing is awaited: LangGraph runs sync nodes in a thread pool, a thread
     # hop that costs more than the work itself.
-    async def finalize(state: LoopState) -> dict[str, Any]:
+    async def finalize(state: LoopState, config: RunnableConfig) -> dict[str, Any]:
         default = StopReason.SINGLE_PASS if runtime.mode == "single" else StopReason.MAX_ITERATIONS
         stop_reason = state.get("stop_reason") or default
         result = runtime.result(state, stop_reason)
+        write = _live(config)
+        if write is not None and runtime.mode == "loop" and result.output:
+            write(OutputDelta(result.output))  # the loop's answer, now that it is known
         return {"result": result, "output": result.output, "stop_reason": stop_reason}
 
     return {"generate": generate, "critique": critique, "revise": revise, "finalize": finalize}

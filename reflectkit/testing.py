@@ -17,7 +17,8 @@ record every request they get::
 money or leak data by accident; reflectkit's own suite switches it on for every test.
 
 Token counts are whitespace-separated words (prompt: all message texts; completion: the reply),
-which keeps them deterministic and proportional to the text.
+which keeps them deterministic and proportional to the text. Streams send ``chunk_size``
+characters at a time, ``chunk_delay`` seconds apart; ``streamed_chunks`` counts what was sent.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import copy
 import inspect
 import itertools
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -131,9 +133,14 @@ class _Fake(abc.ABC):
 
     chunk_size: int
 
-    def __init__(self, name: str | None, chunk_size: int) -> None:
+    def __init__(self, name: str | None, chunk_size: int, chunk_delay: float = 0.0) -> None:
         if chunk_size < 1:
             raise ConfigurationError("chunk_size must be at least 1")
+        if chunk_delay < 0:
+            raise ConfigurationError("chunk_delay cannot be negative")
+        self.chunk_delay = chunk_delay
+        self.streamed_chunks = 0
+        """How many stream chunks were handed out: shows whether a consumer stopped early."""
         self.name = name or f"{type(self).__name__.lower()}-{next(_counter)}"
         if "/" in self.name:
             raise ConfigurationError(f"a fake model name cannot contain '/': {self.name!r}")
@@ -219,8 +226,9 @@ class ScriptedLLM(_Fake):
         *,
         name: str | None = None,
         chunk_size: int = 8,
+        chunk_delay: float = 0.0,
     ) -> None:
-        super().__init__(name, chunk_size)
+        super().__init__(name, chunk_size, chunk_delay)
         self._script: deque[str | Reply | ProviderFailure] = deque(replies)
 
     def enqueue(self, *replies: str | Reply | ProviderFailure) -> None:
@@ -255,10 +263,17 @@ class FunctionLLM(_Fake):
     it may raise a failure made with :func:`fail`.
     """
 
-    def __init__(self, fn: ReplyFunction, *, name: str | None = None, chunk_size: int = 8) -> None:
+    def __init__(
+        self,
+        fn: ReplyFunction,
+        *,
+        name: str | None = None,
+        chunk_size: int = 8,
+        chunk_delay: float = 0.0,
+    ) -> None:
         if not callable(fn):
             raise ConfigurationError("FunctionLLM needs a callable")
-        super().__init__(name, chunk_size)
+        super().__init__(name, chunk_size, chunk_delay)
         self.fn = fn
 
     def _next(self, request: Request) -> Reply | str | Awaitable[Reply | str]:
@@ -296,7 +311,10 @@ class _Backend:
         self, model: str, messages: list[Message], params: dict[str, Any]
     ) -> Iterator[ProviderChunk]:
         fake = self._fake(model)
-        yield from fake._chunks(fake.answer(messages, params, stream=True))
+        for piece in fake._chunks(fake.answer(messages, params, stream=True)):
+            time.sleep(fake.chunk_delay)
+            fake.streamed_chunks += 1
+            yield piece
 
     async def astream(
         self, model: str, messages: list[Message], params: dict[str, Any]
@@ -304,7 +322,9 @@ class _Backend:
         fake = self._fake(model)
         reply = await fake.aanswer(messages, params, stream=True)
         for piece in fake._chunks(reply):
-            await asyncio.sleep(0)  # let the consumer run between chunks, like a network stream
+            # Let the consumer run between chunks, like a network stream.
+            await asyncio.sleep(fake.chunk_delay)
+            fake.streamed_chunks += 1
             yield piece
 
 

@@ -351,14 +351,82 @@ async def test_astream_yields_each_step_then_the_result() -> None:
     ]
     assert isinstance(events[-1], rk.ResultEvent)
     assert events[-1].result.output == "4"
-    generate, critique = events[0], events[1]
-    assert isinstance(generate, rk.StepEvent)
+    finished = [e for e in events if isinstance(e, rk.StepEvent)]
+    generate, critique = finished[0], finished[1]
     assert generate.draft is not None
     assert generate.draft.output == "5"
-    assert isinstance(critique, rk.StepEvent)
     assert critique.verdict is not None
     assert not critique.verdict.passed
-    assert events[3].stop_reason is rk.StopReason.PASSED
+    assert finished[3].stop_reason is rk.StopReason.PASSED
+
+
+async def test_the_loop_streams_starts_drafts_and_then_the_answer() -> None:
+    fake = ScriptedLLM(
+        [
+            "<thinking>12-5</thinking><output>5</output>",
+            verdict(False, "no"),
+            "<output>four</output>",
+            verdict(True),
+        ],
+        chunk_size=2,
+    )
+    events = [e async for e in rk.Reflector(fake.model).astream(QUESTION)]
+    kinds = [type(e).__name__ for e in events]
+    started = [(e.node, e.iteration) for e in events if isinstance(e, rk.StepStarted)]
+    assert started == [("generate", 1), ("critique", 1), ("revise", 2), ("critique", 2)]
+    # Each start comes before its step's end.
+    assert kinds.index("StepStarted") < kinds.index("StepEvent")
+    drafts: dict[int, str] = {}
+    for event in events:
+        if isinstance(event, rk.DraftDelta) and isinstance(event.delta, rk.OutputDelta):
+            drafts[event.iteration] = drafts.get(event.iteration, "") + event.delta.text
+    assert drafts == {1: "5", 2: "four"}
+    assert not any(
+        isinstance(e, rk.DraftDelta) and isinstance(e.delta, rk.ThinkingDelta) for e in events
+    )
+    # The answer itself arrives once, after the critic passed it, then the result.
+    outputs = [e for e in events if isinstance(e, rk.OutputDelta)]
+    assert [o.text for o in outputs] == ["four"]
+    assert kinds[-2:] == ["StepEvent", "ResultEvent"]
+    assert events.index(outputs[0]) > max(
+        i for i, e in enumerate(events) if isinstance(e, rk.StepEvent) and e.node == "critique"
+    )
+
+
+async def test_think_blocks_in_a_stream_are_thinking_not_answer() -> None:
+    fake = ScriptedLLM(["<think>s-t-r-a-w</think><output>3</output>"], chunk_size=3)
+    events = [
+        e
+        async for e in rk.Reflector(fake.model, mode="single").astream(
+            "r's?", include_thinking=True
+        )
+    ]
+    thinking = "".join(e.text for e in events if isinstance(e, rk.ThinkingDelta))
+    answer = "".join(e.text for e in events if isinstance(e, rk.OutputDelta))
+    assert answer == "3"
+    assert thinking == "s-t-r-a-w"
+    assert events[-1].result.thinking == ["s-t-r-a-w"]
+
+
+async def test_a_consumer_that_stops_reading_stops_the_run() -> None:
+    import contextlib
+
+    fake = ScriptedLLM(["<output>" + "word " * 200 + "</output>"], chunk_size=5, chunk_delay=0.01)
+    before = asyncio.all_tasks()
+    reflector = rk.Reflector(fake.model, mode="single")
+    seen = 0
+    async with contextlib.aclosing(reflector.astream("q")) as events:
+        async for event in events:
+            if isinstance(event, rk.OutputDelta):
+                seen += 1
+                if seen == 3:
+                    break
+    await asyncio.sleep(0.05)
+    leftover = {t for t in asyncio.all_tasks() - before if not t.done()}
+    assert not {t for t in leftover if "reflectkit" in repr(t.get_coro()) or "Pregel" in repr(t)}
+    assert (
+        fake.streamed_chunks < 50
+    )  # the fake stopped streaming early: its 200-word reply is 200+ chunks
 
 
 def test_sync_api_and_sync_stream() -> None:
@@ -375,10 +443,13 @@ def test_breaking_out_of_a_sync_stream_stops_the_run() -> None:
     fake = ScriptedLLM(
         ["<output>5</output>", verdict(False, "no"), "<output>4</output>", verdict(True)]
     )
+    seen = []
     for event in rk.Reflector(fake.model).stream(QUESTION):
-        assert isinstance(event, rk.StepEvent)
-        assert event.node == "generate"
-        break
+        seen.append(type(event).__name__)
+        if isinstance(event, rk.StepEvent):
+            assert event.node == "generate"
+            break
+    assert seen == ["StepStarted", "DraftDelta", "StepEvent"]
     assert len(fake.requests) == 1
 
 
@@ -445,12 +516,18 @@ async def test_single_pass_streams_the_answer_as_it_is_written() -> None:
 
 
 async def test_arun_does_not_stream_and_loop_drafts_are_not_output_deltas() -> None:
-    fake = ScriptedLLM(["<output>4</output>", verdict(True), "<output>4</output>"])
-    events = [e async for e in rk.Reflector(fake.model).astream("q")]
-    assert not any(isinstance(e, rk.OutputDelta) for e in events)
+    fake = ScriptedLLM(["<output>4</output>", verdict(True), "<output>4</output>", verdict(True)])
+    await rk.Reflector(fake.model).arun("q")
     assert not fake.requests[0].stream
-    await rk.Reflector(fake.model, mode="single").arun("q")
-    assert not fake.requests[-1].stream
+    events = [e async for e in rk.Reflector(fake.model).astream("q")]
+    outputs = [e for e in events if isinstance(e, rk.OutputDelta)]
+    assert [o.text for o in outputs] == ["4"]  # the answer once, never a draft's text
+    assert events.index(outputs[0]) > max(
+        i for i, e in enumerate(events) if isinstance(e, rk.DraftDelta)
+    )
+    single = ScriptedLLM(["<output>4</output>"])
+    await rk.Reflector(single.model, mode="single").arun("q")
+    assert not single.requests[-1].stream
 
 
 def test_reflector_takes_every_setting_of_reflect_config() -> None:
