@@ -6,12 +6,15 @@ Everything reflectkit shows or stores passes through here first.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["REDACTED", "is_secret_name", "redact", "redact_mapping"]
+__all__ = ["REDACTED", "is_secret_name", "redact", "redact_mapping", "snapshot"]
 
 REDACTED = "[redacted]"
 
@@ -31,12 +34,35 @@ def is_secret_name(name: str) -> bool:
     return bool(_SECRET_NAME.search(name))
 
 
-def _environment_secrets() -> list[str]:
-    return [
-        value
-        for name, value in os.environ.items()
-        if is_secret_name(name) and len(value) >= _MIN_SECRET_LENGTH
-    ]
+@functools.lru_cache(maxsize=8)
+def _secret_names(names: frozenset[str]) -> tuple[str, ...]:
+    return tuple(sorted(name for name in names if is_secret_name(name)))
+
+
+_snapshot: ContextVar[tuple[str, ...] | None] = ContextVar("reflectkit_secrets", default=None)
+
+
+def _environment_secrets() -> tuple[str, ...]:
+    """The values of secret-named environment variables, read now (the environment may change
+    between calls) unless a :func:`snapshot` is in force. Which names look secret is cached per
+    set of variable names, so a call costs a few microseconds, not a regex per variable."""
+    taken = _snapshot.get()
+    if taken is not None:
+        return taken
+    environ = os.environ
+    found = (environ.get(name, "") for name in _secret_names(frozenset(environ)))
+    return tuple(value for value in found if len(value) >= _MIN_SECRET_LENGTH)
+
+
+@contextmanager
+def snapshot() -> Iterator[None]:
+    """Read the environment's secrets once for everything redacted inside the block: for bulk
+    work such as recording a run, where thousands of strings are redacted at once."""
+    token = _snapshot.set(_environment_secrets())
+    try:
+        yield
+    finally:
+        _snapshot.reset(token)
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
