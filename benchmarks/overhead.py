@@ -41,9 +41,12 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import re
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -112,12 +115,17 @@ async def run_baseline(litellm: Any, model: str, calls: Sequence[list[Message]])
 class Timing:
     reflectkit: list[float]
     baseline: list[float]
+    logged: list[float]
 
 
 async def measure_overhead(rounds: int, warmup: int) -> Timing:
     litellm = _load()
     fake = instant_model()
-    reflector = rk.Reflector(fake.model, max_iterations=ITERATIONS)
+    reflector = rk.Reflector(fake.model, max_iterations=ITERATIONS, run_log=False)
+    log_dir = tempfile.mkdtemp(prefix="reflectkit-bench-")
+    logged = rk.Reflector(
+        fake.model, max_iterations=ITERATIONS, run_log=os.path.join(log_dir, "runs.sqlite3")
+    )
 
     # Warm-up, and record exactly what reflectkit sends so the baseline sends the same.
     for _ in range(max(1, warmup)):
@@ -128,6 +136,7 @@ async def measure_overhead(rounds: int, warmup: int) -> Timing:
         raise RuntimeError(f"expected {CALLS} calls per run, saw {len(calls)}")
     for _ in range(max(1, warmup)):
         await run_baseline(litellm, fake.model, calls)
+        await run_reflectkit(logged)
 
     async def timed(step: Callable[[], Any]) -> float:
         fake.requests.clear()  # keep the fake's request log from growing during the run
@@ -135,16 +144,18 @@ async def measure_overhead(rounds: int, warmup: int) -> Timing:
         await step()
         return time.perf_counter() - start
 
-    timing = Timing([], [])
+    timing = Timing([], [], [])
+    sides = [
+        (timing.reflectkit, lambda: run_reflectkit(reflector)),
+        (timing.baseline, lambda: run_baseline(litellm, fake.model, calls)),
+        (timing.logged, lambda: run_reflectkit(logged)),
+    ]
     for i in range(rounds):
-        if i % 2 == 0:  # alternate the order so neither side always runs second
-            kit = await timed(lambda: run_reflectkit(reflector))
-            base = await timed(lambda: run_baseline(litellm, fake.model, calls))
-        else:
-            base = await timed(lambda: run_baseline(litellm, fake.model, calls))
-            kit = await timed(lambda: run_reflectkit(reflector))
-        timing.reflectkit.append(kit)
-        timing.baseline.append(base)
+        for offset in range(3):  # rotate the order so no side always runs first
+            samples, step = sides[(i + offset) % 3]
+            samples.append(await timed(step))
+    logged.close()
+    shutil.rmtree(log_dir, ignore_errors=True)
     return timing
 
 
@@ -163,11 +174,14 @@ def report_overhead(timing: Timing) -> bool:
         f"Loop overhead: {ITERATIONS} iterations = {CALLS} model calls per run, "
         f"{len(timing.reflectkit)} interleaved rounds, no checkpointer"
     )
+    print("(the loop's rows: run log off; the last row: the default run log on, to a temp file)")
     print()
     print(f"{'':<26}{'median ms/run':>14}{'mean ms/run':>14}{'ms/call':>10}")
+    logged_median = statistics.median(timing.logged)
     for name, median, mean in (
         ("reflectkit Reflector.arun", kit_median, kit_mean),
         ("plain litellm.acompletion", base_median, base_mean),
+        ("  ... with the run log", logged_median, statistics.fmean(timing.logged)),
     ):
         print(f"{name:<26}{median * 1e3:>14.3f}{mean * 1e3:>14.3f}{median / CALLS * 1e3:>10.3f}")
     print()
@@ -184,6 +198,11 @@ def report_overhead(timing: Timing) -> bool:
     )
     mean_us = (kit_mean - base_mean) / CALLS * 1e6
     print(f"  (from means: {mean_us:.1f} µs/call)")
+    log_us = (logged_median - kit_median) / CALLS * 1e6
+    print(
+        f"with the run log: ratio {logged_median / base_median:.3f}, "
+        f"+{log_us:.1f} µs per model call for recording (1 start, 7 steps, 1 finish per run)"
+    )
     return ratio_ok and call_ok
 
 
@@ -199,7 +218,7 @@ class Tokens:
 
 
 async def reflectkit_tokens(fake: FunctionLLM, k: int) -> Tokens:
-    result = await rk.Reflector(fake.model, max_iterations=k).arun(QUESTION)
+    result = await rk.Reflector(fake.model, max_iterations=k, run_log=False).arun(QUESTION)
     if len(result.iterations) != k:
         raise RuntimeError(f"max_iterations={k} ran {len(result.iterations)} iterations")
     generator = sum(i.draft_usage.prompt_tokens for i in result.iterations)

@@ -11,6 +11,7 @@ Importing reflectkit is cheap: the tag protocol and the errors load at once, eve
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 from reflectkit.errors import (
@@ -106,6 +107,10 @@ _LAZY = {
     "TrialRecord": "reflectkit.result",
     "Usage": "reflectkit.usage",
 }
+
+# A library adds no handlers of its own: its records go wherever the application sends them, and
+# nowhere (not even to stderr as "last resort") when it configures nothing.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "REFLECTION_TAGS",

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import difflib
-from collections.abc import AsyncIterator, Iterator, Sequence
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
+from contextlib import AsyncExitStack, aclosing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from langchain_core.callbacks import Callbacks
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import StreamMode
 
+from reflectkit import tracing
 from reflectkit.config import FormatHelp, Mode, ReflectConfig, RetryPolicy
+from reflectkit.durability import open_checkpointer
 from reflectkit.errors import ConfigurationError, RunError
 from reflectkit.events import (
     DraftDelta,
@@ -25,6 +32,7 @@ from reflectkit.messages import Conversation, to_conversation
 from reflectkit.prompts import Prompts
 from reflectkit.reflexion import Reflexion, open_memory
 from reflectkit.result import ReflectionResult, StopReason
+from reflectkit.runlog import RunLog, open_run_log
 from reflectkit.runner import iterate_sync, run_sync
 from reflectkit.tags import (
     REFLECTION_TAGS,
@@ -38,6 +46,8 @@ from reflectkit.tags import (
 from reflectkit.usage import Usage
 
 __all__ = ["Prompt", "Reflector", "areflect", "reflect"]
+
+logger = logging.getLogger(__name__)
 
 Prompt = str | Sequence[Any]
 """A question, or a conversation: OpenAI-style message dicts or LangChain messages."""
@@ -74,6 +84,8 @@ class Reflector:
         critic_timeout: float | None = 300.0,
         trials: int = 1,
         memory: Any = None,
+        run_log: Any = None,
+        checkpointer: Any = None,
         config: ReflectConfig | None = None,
         **model_kwargs: Any,
     ) -> None:
@@ -99,9 +111,11 @@ class Reflector:
                 critic_timeout=critic_timeout,
                 trials=trials,
                 memory=memory,
+                run_log=run_log,
+                checkpointer=checkpointer,
                 model_kwargs=model_kwargs,
             )
-        elif model is not None or critic is not None or model_kwargs:
+        elif model is not None or critic is not None or run_log is not None or model_kwargs:
             raise ConfigurationError("pass either config=... or individual settings, not both")
         self.config = config
         prompts = Prompts(config.template_dir)
@@ -113,6 +127,8 @@ class Reflector:
             )
         self._graph = compile_runtime(self._runtime)
         self._memory, self._owns_memory = open_memory(config.memory, config.trials)
+        self._run_log = open_run_log(config.run_log)
+        self._owns_run_log = not isinstance(config.run_log, RunLog)
 
     @property
     def model(self) -> str:
@@ -130,114 +146,284 @@ class Reflector:
         return self._graph
 
     async def astream(
-        self, prompt: Prompt, *, include_thinking: bool = False, task_key: str | None = None
+        self,
+        prompt: Prompt,
+        *,
+        include_thinking: bool = False,
+        task_key: str | None = None,
+        thread_id: str | None = None,
+        callbacks: Callbacks = None,
     ) -> AsyncIterator[ReflectEvent]:
-        """Run and yield events: a :class:`StepEvent` per finished step, answer text as
-        :class:`OutputDelta` while a single-pass run streams it, a :class:`TrialEvent` after each
-        failed Reflexion trial, and last a :class:`ResultEvent`.
+        """Run and yield events as they happen (see docs/streaming.md for exactly when):
+        :class:`StepStarted` and :class:`StepEvent` around each step; a single-pass run's answer
+        as :class:`OutputDelta` while the model writes it; a loop's drafts as
+        :class:`DraftDelta` while they are written and its answer as one :class:`OutputDelta`
+        once the critic is done; a :class:`TrialEvent` after each failed Reflexion trial; last a
+        :class:`ResultEvent`.
 
         ``include_thinking`` adds the thinking and reflection deltas, and text outside the tags.
-        ``task_key`` names the task in the lesson memory (default: a hash of the question). If
-        the run fails, the error raised is a :class:`~reflectkit.RunError` whose ``partial``
-        holds the drafts and usage so far.
+        ``task_key`` names the task in the lesson memory (default: a hash of the question).
+        ``thread_id`` makes the run durable: its state is saved after every step, and a later
+        call with the same ``thread_id`` continues where it stopped (see docs/durability.md).
+        ``callbacks`` are LangChain callback handlers, passed to the graph (LangSmith tracing
+        works through them). If the run fails, the error raised is a
+        :class:`~reflectkit.RunError` whose ``partial`` holds the drafts and usage so far.
+        Stopping early (``break``, cancelling the task) stops the run and its model calls.
         """
         wanted: tuple[type[TagDelta], ...] = (OutputDelta,)
         if include_thinking:
             wanted += (ThinkingDelta, ReflectionDelta, OutsideDelta)
-        async for event in self._run(prompt, live=True, wanted=wanted, task_key=task_key):
-            yield event
+        run = _Options(True, wanted, task_key, _thread(thread_id), callbacks)
+        # aclosing: a consumer that stops early closes the run now, not when it is collected.
+        async with aclosing(self._recorded(prompt, run)) as events:
+            async for event in events:
+                yield event
 
-    async def _run(
-        self,
-        prompt: Prompt,
-        *,
-        live: bool,
-        wanted: tuple[type[TagDelta], ...] = (),
-        task_key: str | None = None,
-    ) -> AsyncIterator[ReflectEvent]:
+    async def _recorded(self, prompt: Prompt, run: _Options) -> AsyncGenerator[ReflectEvent]:
+        """:meth:`_run` with the run recorded in the run log and traced as one span."""
         conversation = to_conversation(prompt)
         self._runtime.check()
-        if self._memory is None:
-            async for event in self._trial(conversation, [], live, wanted):
-                yield event
-            return
-        reflexion = Reflexion(self._runtime, self._memory, task_key)
-        lessons: list[str] | None = await reflexion.start(conversation)
-        number = 0
-        while lessons is not None:
-            number += 1
-            result: ReflectionResult | None = None
-            async for event in self._trial(conversation, lessons, live, wanted):
-                if isinstance(event, ResultEvent):
-                    result = event.result
-                else:
+        self._check_thread(run.thread_id)
+        log = self._run_log
+        run_id = None
+        if log is not None:
+            # Recording only queues the write for the run log's writer thread: neither the
+            # disk nor another process holding the file's lock ever stalls the event loop.
+            run_id = log.start(
+                messages=conversation.messages,
+                config=self.config.public_dict(),
+                model=self.model,
+                mode=self.mode,
+                thread_id=run.thread_id,
+            )
+        attributes: dict[str, str | int] = {"model": self.model, "mode": self.mode}
+        attributes.update({"run_id": run_id} if run_id else {})
+        attributes.update({"thread_id": run.thread_id} if run.thread_id else {})
+        span = tracing.start_run(attributes)
+        done = False  # the result was handed over: closing the stream after it is no failure
+        try:
+            async with aclosing(self._run(conversation, run, span)) as events:
+                async for event in events:
+                    if isinstance(event, StepEvent) and log is not None and run_id is not None:
+                        log.step_event(run_id, event)
+                    elif isinstance(event, ResultEvent):
+                        ids = {"run_id": run_id, "thread_id": run.thread_id}
+                        result = event.result.model_copy(update=ids)
+                        event = ResultEvent(result)
+                        if log is not None and run_id is not None:
+                            log.finish(run_id, result)
+                        stop = result.stop_reason.value
+                        tracing.end_run(span, stop_reason=stop, usage=result.usage)
+                        span, done = None, True
                     yield event
-            assert result is not None  # a trial always ends with its result
-            lessons = await reflexion.after(number, result, conversation)
-            if lessons is None:
-                yield ResultEvent(reflexion.finish(result))
-            else:
-                yield TrialEvent(number, result, reflexion.records[-1].lesson or "")
+        except BaseException as error:
+            if done:
+                raise
+            stopped = isinstance(error, (GeneratorExit, asyncio.CancelledError))
+            recorded = asyncio.CancelledError("the caller stopped the run") if stopped else error
+            partial = error.partial if isinstance(error, RunError) else None
+            if isinstance(error, RunError):
+                error.run_id, error.thread_id = run_id, run.thread_id
+            if log is not None and run_id is not None:
+                log.fail(run_id, recorded, partial)
+            tracing.end_run(span, error=recorded)
+            raise
+
+    def _check_thread(self, thread_id: str | None) -> None:
+        if thread_id is None:
+            return
+        if self.config.checkpointer is False:
+            raise ConfigurationError("thread_id needs a checkpointer, and checkpointer=False")
+        if self.config.trials > 1:
+            raise ConfigurationError(
+                "thread_id cannot resume Reflexion trials (trials > 1) yet: use one or the other"
+            )
+
+    async def _run(
+        self, conversation: Conversation, run: _Options, span: Any
+    ) -> AsyncGenerator[ReflectEvent]:
+        async with AsyncExitStack() as stack:
+            graph = self._graph
+            if run.thread_id is not None:
+                saver = await stack.enter_async_context(open_checkpointer(self.config.checkpointer))
+                graph = compile_runtime(self._runtime, saver)
+            if self._memory is None:
+                async with aclosing(self._trial(graph, conversation, [], run, span)) as events:
+                    async for event in events:
+                        yield event
+                return
+            reflexion = Reflexion(self._runtime, self._memory, run.task_key)
+            lessons: list[str] | None = await reflexion.start(conversation)
+            number = 0
+            while lessons is not None:
+                number += 1
+                result: ReflectionResult | None = None
+                trial = self._trial(graph, conversation, lessons, run, span)
+                async with aclosing(trial) as events:
+                    async for event in events:
+                        if isinstance(event, ResultEvent):
+                            result = event.result
+                        else:
+                            yield event
+                assert result is not None  # a trial always ends with its result
+                lessons = await reflexion.after(number, result, conversation)
+                if lessons is None:
+                    yield ResultEvent(reflexion.finish(result))
+                else:
+                    yield TrialEvent(number, result, reflexion.records[-1].lesson or "")
 
     async def _trial(
         self,
+        graph: Any,
         conversation: Conversation,
         lessons: list[str],
-        live: bool,
-        wanted: tuple[type[TagDelta], ...],
-    ) -> AsyncIterator[ReflectEvent]:
-        """One run of the graph: its events, then its result."""
+        run: _Options,
+        span: Any,
+    ) -> AsyncGenerator[ReflectEvent]:
+        """One run of the graph: its events, then its result. A durable run whose thread has a
+        checkpoint continues from it (or, when it finished, gives its result again)."""
+        config = _graph_config(run, span)
         state: LoopState = {"messages": list(conversation.messages)}
         if lessons:
             state["lessons"] = lessons
-        config: RunnableConfig | None = {"configurable": {STREAM_KEY: True}} if live else None
-        modes: list[StreamMode] = ["updates", "custom"] if live else ["updates"]
+        inputs: LoopState | None = state
+        if run.thread_id is not None:
+            saved = await graph.aget_state(config)
+            if saved.values:
+                _same_question(run.thread_id, saved.values, conversation)
+                state = cast("LoopState", dict(saved.values))
+                if not saved.next and "result" in state:
+                    logger.info("thread %s finished before; returning its result", run.thread_id)
+                    yield ResultEvent(state["result"])
+                    return
+                logger.info("resuming thread %s before %s", run.thread_id, list(saved.next))
+                inputs = None
+        modes: list[StreamMode] = ["updates", "custom"] if run.live else ["updates"]
         try:
-            async for mode, chunk in self._graph.astream(state, config, stream_mode=modes):
-                if mode == "custom":
-                    if _wanted(chunk, wanted):
-                        yield cast("ReflectEvent", chunk)
-                    continue
-                for node, change in cast("dict[str, Any]", chunk).items():
-                    if not change:
+            # "sync": each step's checkpoint is written before the next step starts, so a crash
+            # (even one that stops the event loop) never loses a completed step.
+            durable: dict[str, Any] = {"durability": "sync"} if run.thread_id else {}
+            stream = graph.astream(inputs, config, stream_mode=modes, **durable)
+            async with aclosing(stream) as chunks:
+                async for mode, chunk in chunks:
+                    if mode == "custom":
+                        if _wanted(chunk, run.wanted):
+                            yield cast("ReflectEvent", chunk)
                         continue
-                    state.update(change)
-                    yield _step_event(node, change)
+                    for node, change in cast("dict[str, Any]", chunk).items():
+                        if change:
+                            state.update(change)
+                            yield _step_event(node, change)
         except RunError as error:
             if state.get("iterations"):
                 error.partial = self._runtime.result(state, StopReason.ERROR)
             raise
         yield ResultEvent(state["result"])
 
-    async def arun(self, prompt: Prompt, *, task_key: str | None = None) -> ReflectionResult:
-        """Run the loop on ``prompt`` and return the result."""
-        async for event in self._run(prompt, live=False, task_key=task_key):
-            if isinstance(event, ResultEvent):
-                return event.result
-        raise AssertionError("the run ended without a result")  # astream always ends with one
+    async def arun(
+        self,
+        prompt: Prompt,
+        *,
+        task_key: str | None = None,
+        thread_id: str | None = None,
+        callbacks: Callbacks = None,
+    ) -> ReflectionResult:
+        """Run the loop on ``prompt`` and return the result (arguments as in :meth:`astream`)."""
+        run = _Options(False, (), task_key, _thread(thread_id), callbacks)
+        async with aclosing(self._recorded(prompt, run)) as events:
+            async for event in events:
+                if isinstance(event, ResultEvent):
+                    return event.result
+        raise AssertionError("the run ended without a result")  # a run always ends with one
 
-    def run(self, prompt: Prompt, *, task_key: str | None = None) -> ReflectionResult:
+    def run(
+        self,
+        prompt: Prompt,
+        *,
+        task_key: str | None = None,
+        thread_id: str | None = None,
+        callbacks: Callbacks = None,
+    ) -> ReflectionResult:
         """Sync :meth:`arun`."""
-        return run_sync(self.arun(prompt, task_key=task_key))
+        return run_sync(
+            self.arun(prompt, task_key=task_key, thread_id=thread_id, callbacks=callbacks)
+        )
 
     def stream(
-        self, prompt: Prompt, *, include_thinking: bool = False, task_key: str | None = None
+        self,
+        prompt: Prompt,
+        *,
+        include_thinking: bool = False,
+        task_key: str | None = None,
+        thread_id: str | None = None,
+        callbacks: Callbacks = None,
     ) -> Iterator[ReflectEvent]:
         """Sync :meth:`astream`; breaking out of the loop stops the run."""
         return iterate_sync(
-            self.astream(prompt, include_thinking=include_thinking, task_key=task_key)
+            self.astream(
+                prompt,
+                include_thinking=include_thinking,
+                task_key=task_key,
+                thread_id=thread_id,
+                callbacks=callbacks,
+            )
         )
 
     def close(self) -> None:
-        """Close the lesson store this reflector opened (one passed in is the caller's)."""
+        """Close the lesson store and run log this reflector opened (ones passed in are the
+        caller's)."""
         if self._memory is not None and self._owns_memory:
             self._memory.close()
+        if self._run_log is not None and self._owns_run_log:
+            self._run_log.close()
 
     def __enter__(self) -> Reflector:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class _Options:
+    """How one run is made: streamed live or not, which deltas the caller wants, its task key,
+    its thread (durable runs) and LangChain callbacks."""
+
+    live: bool
+    wanted: tuple[type[TagDelta], ...]
+    task_key: str | None
+    thread_id: str | None
+    callbacks: Callbacks
+
+
+def _graph_config(run: _Options, span: Any) -> RunnableConfig:
+    """The graph's config for a run: live streaming, the trace parent, the thread, callbacks."""
+    configurable: dict[str, Any] = {STREAM_KEY: True} if run.live else {}
+    if span is not None:
+        configurable[tracing.PARENT_KEY] = span
+    if run.thread_id is not None:
+        configurable["thread_id"] = run.thread_id
+    config: RunnableConfig = {"configurable": configurable}
+    if run.callbacks is not None:
+        config["callbacks"] = run.callbacks
+    return config
+
+
+def _thread(thread_id: str | None) -> str | None:
+    if thread_id is None:
+        return None
+    if not isinstance(thread_id, str) or not thread_id.strip():
+        raise ConfigurationError(f"thread_id must be a non-empty string, not {thread_id!r}")
+    return thread_id.strip()
+
+
+def _same_question(thread_id: str, saved: Any, conversation: Conversation) -> None:
+    """A thread belongs to one conversation: resuming it with another would mix two runs."""
+    if list(saved.get("messages") or []) != list(conversation.messages):
+        raise ConfigurationError(
+            f"thread {thread_id!r} holds a run on a different prompt: resume it with the same "
+            "prompt, or start a new thread_id"
+        )
 
 
 _SETTINGS = (*ReflectConfig.model_fields, "config")
@@ -279,20 +465,40 @@ def _step_event(node: str, change: dict[str, Any]) -> StepEvent:
 
 
 async def areflect(
-    prompt: Prompt, model: str | None = None, *, task_key: str | None = None, **settings: Any
+    prompt: Prompt,
+    model: str | None = None,
+    *,
+    task_key: str | None = None,
+    thread_id: str | None = None,
+    callbacks: Callbacks = None,
+    **settings: Any,
 ) -> ReflectionResult:
     """Make ``model`` reason, check itself and correct itself on ``prompt``; return the result.
 
     ``settings`` are :class:`Reflector`'s: ``critic``, ``critic_model``, ``max_iterations``,
     ``mode`` ("auto" | "loop" | "single"), ``scheme``, ``template_dir``, ``retry``,
-    ``timeout``; anything else passes through to LiteLLM.
+    ``timeout``, budgets, ``run_log``, ``checkpointer`` ...; anything else passes through to
+    LiteLLM. ``thread_id`` makes the run durable and resumable (docs/durability.md);
+    ``callbacks`` are LangChain callback handlers.
     """
     with Reflector(model, **settings) as reflector:
-        return await reflector.arun(prompt, task_key=task_key)
+        return await reflector.arun(
+            prompt, task_key=task_key, thread_id=thread_id, callbacks=callbacks
+        )
 
 
 def reflect(
-    prompt: Prompt, model: str | None = None, *, task_key: str | None = None, **settings: Any
+    prompt: Prompt,
+    model: str | None = None,
+    *,
+    task_key: str | None = None,
+    thread_id: str | None = None,
+    callbacks: Callbacks = None,
+    **settings: Any,
 ) -> ReflectionResult:
     """Sync :func:`areflect`."""
-    return run_sync(areflect(prompt, model, task_key=task_key, **settings))
+    return run_sync(
+        areflect(
+            prompt, model, task_key=task_key, thread_id=thread_id, callbacks=callbacks, **settings
+        )
+    )

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, InstanceOf, field_validator
 
+from reflectkit.errors import ConfigurationError
 from reflectkit.redaction import redact_mapping
 from reflectkit.tags import REFLECTION_TAGS, TagScheme
 from reflectkit.validation import StrictModel
@@ -90,6 +91,12 @@ class ReflectConfig(StrictModel):
     ends the run once a verdict scores at least that much. ``critic_timeout`` bounds one
     critique (a critic that hangs fails the run with a CriticError).
 
+    Records and durability: ``run_log`` is where runs are recorded (None: ``$REFLECTKIT_RUN_LOG``
+    or the default file; False: nowhere; a path; a :class:`~reflectkit.runlog.RunLog`), see
+    docs/run-log.md. ``checkpointer`` is where runs given a ``thread_id`` save their state after
+    every step (None: ``$REFLECTKIT_CHECKPOINTS`` or the default SQLite file; a path; a
+    ``postgresql://`` URL; a LangGraph saver; False: no durable runs), see docs/durability.md.
+
     Reflexion (see :mod:`reflectkit.reflexion`): ``trials`` whole attempts, each failed one
     followed by a lesson the next one sees; ``memory`` keeps lessons across runs: ``True`` for
     the default SQLite file, a path, or a :class:`~reflectkit.memory.LessonStore`.
@@ -115,6 +122,8 @@ class ReflectConfig(StrictModel):
     critic_timeout: float | None = Field(default=300.0, gt=0)
     trials: int = Field(default=1, ge=1, le=20)
     memory: Any = None
+    run_log: Any = None
+    checkpointer: Any = None
 
     @property
     def resolved_format_help(self) -> FormatHelp:
@@ -153,6 +162,30 @@ class ReflectConfig(StrictModel):
         if isinstance(value, (str, Path, LessonStore)):
             return value
         raise ValueError("memory must be True, a path or a LessonStore")
+
+    @field_validator("run_log")
+    @classmethod
+    def _run_log(cls, value: Any) -> Any:
+        from reflectkit.runlog import RunLog
+
+        if value is None or isinstance(value, (bool, RunLog)):
+            return value
+        if isinstance(value, (str, Path)) and str(value).strip():
+            return value
+        raise ValueError("run_log must be None, a bool, a path or a RunLog")
+
+    @field_validator("checkpointer")
+    @classmethod
+    def _checkpointer(cls, value: Any) -> Any:
+        if value is None or value is False:
+            return value
+        from reflectkit.durability import Checkpointer
+
+        try:
+            Checkpointer(value)  # checks the setting; opens nothing
+        except ConfigurationError as error:
+            raise ValueError(str(error)) from None
+        return value
 
     @field_validator("template_dir")
     @classmethod
@@ -202,7 +235,18 @@ class ReflectConfig(StrictModel):
             "memory": None
             if self.memory in (None, False)
             else str(getattr(self.memory, "path", self.memory)),
+            "run_log": self.run_log
+            if self.run_log is None or isinstance(self.run_log, bool)
+            else str(getattr(self.run_log, "path", self.run_log)),
+            "checkpointer": self._checkpointer_location(),
         }
+
+    def _checkpointer_location(self) -> str | bool | None:
+        if self.checkpointer is None or self.checkpointer is False:
+            return self.checkpointer
+        from reflectkit.durability import Checkpointer
+
+        return Checkpointer(self.checkpointer).location  # a URL without its password
 
 
 def resolve_model(model: str | None) -> str:

@@ -101,6 +101,10 @@ class RunError(ReflectkitError):
     """
 
     partial: ReflectionResult | None = None
+    run_id: str | None = None
+    """The failed run's id in the run log (``reflectkit runs show ID``), when it was recorded."""
+    thread_id: str | None = None
+    """The run's ``thread_id`` when it was durable: run again with it to resume."""
 
 
 class ProviderError(RunError):

@@ -43,6 +43,7 @@ from reflectkit.stopping import (
     select_final,
 )
 from reflectkit.tags import OutputDelta
+from reflectkit.tracing import traced_node
 from reflectkit.usage import Usage
 
 __all__ = [
@@ -376,7 +377,7 @@ def compile_runtime(
     runtime: Runtime, checkpointer: Any = None
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
     """Build and compile the graph for an already-resolved runtime."""
-    nodes = _nodes(runtime)
+    nodes: dict[str, Any] = {n: traced_node(n, node) for n, node in _nodes(runtime).items()}
     graph: StateGraph[Any, Any, Any, Any] = StateGraph(
         LoopState, input_schema=LoopInput, output_schema=LoopOutput
     )

@@ -134,6 +134,10 @@ class ReflectionResult(BaseModel):
     last trial's, while ``usage`` counts all trials and their lessons."""
     lessons: list[str] = Field(default_factory=list)
     """The lessons the last trial was shown."""
+    run_id: str | None = None
+    """The run's id in the run log (None when the log is off)."""
+    thread_id: str | None = None
+    """The ``thread_id`` a durable run was given (see docs/durability.md)."""
     selection: Literal["last", "best"] = "last"
     """How the answer was chosen: the last draft, or (when the run ran out of iterations or
     budget) the best-judged one — passed first, then highest score, then latest."""

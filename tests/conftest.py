@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 
 import pytest
 
 from reflectkit.testing import block_model_requests
 
-# Never let a test read a developer's real keys or model choice.
+# Never let a test read a developer's real keys or model choice, or write to their files: the
+# run log, checkpoints and lesson memory default to a throw-away user data directory, so every
+# test that runs the loop also records it in a real run log file.
+_OWN = ("REFLECTKIT_MODEL", "REFLECTKIT_RUN_LOG", "REFLECTKIT_CHECKPOINTS", "REFLECTKIT_MEMORY")
 for _name in list(os.environ):
-    if _name.endswith(("_API_KEY", "_API_TOKEN")) or _name == "REFLECTKIT_MODEL":
+    if _name.endswith(("_API_KEY", "_API_TOKEN")) or _name in _OWN:
         del os.environ[_name]
+os.environ["XDG_DATA_HOME"] = _DATA = tempfile.mkdtemp(prefix="reflectkit-tests-")
+atexit.register(shutil.rmtree, _DATA, ignore_errors=True)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
@@ -165,3 +166,28 @@ def test_as_a_subprocess_version_and_help() -> None:
     helped = _subprocess("run", "--help")
     assert helped.returncode == 0
     assert "--show-thinking" in helped.stdout
+
+
+def test_a_failed_durable_run_says_how_to_resume_and_resumes(tmp_path: Path) -> None:
+    saves = f"{tmp_path}/checkpoints.sqlite3"
+    first = ScriptedLLM(["<output>5</output>", verdict(False, "7 - 3 is 4")])
+    failed = _run("run", QUESTION, "-m", first.model, "--thread-id", "t1", "--checkpoints", saves)
+    assert failed.exit_code == 1
+    line = failed.stderr.strip()
+    assert line.startswith("reflectkit: error: ")
+    assert "\n" not in line
+    assert "resume with --thread-id t1" in line
+    assert "(run " in line
+
+    second = ScriptedLLM(["<output>4</output>", verdict(True)])
+    resumed = _run("run", QUESTION, "-m", second.model, "--thread-id", "t1", "--checkpoints", saves)
+    assert resumed.exit_code == 0
+    assert resumed.stdout.strip() == "4"
+    assert len(second.requests) == 2  # the revision and its critique only
+
+
+def test_a_bad_checkpoints_setting_is_one_line_and_exit_2() -> None:
+    result = _run("run", QUESTION, "--thread-id", "t", "--checkpoints", "mysql://u:pw@h/db")
+    assert result.exit_code == 2
+    assert "unsupported checkpointer URL" in result.stderr
+    assert "pw" not in result.stderr

@@ -35,7 +35,16 @@ def test_code_block_runs(where: str, code: str) -> None:
 
 
 CLI_PAGE = ROOT / "docs" / "cli.md"
-COMMANDS = [[], ["run"], ["templates"]]
+COMMANDS = [
+    [],
+    ["run"],
+    ["templates"],
+    ["runs"],
+    ["runs", "list"],
+    ["runs", "show"],
+    ["runs", "export"],
+    ["runs", "delete"],
+]
 
 
 def _cli_page() -> str:
