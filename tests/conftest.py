@@ -11,6 +11,9 @@ from collections.abc import Iterator
 import pytest
 
 from reflectkit.testing import block_model_requests
+from tests.postgres import postgres_url  # a session fixture: one server for every module
+
+__all__ = ["QUESTION", "postgres_url", "verdict"]
 
 # Never let a test read a developer's real keys or model choice, or write to their files: the
 # run log, checkpoints and lesson memory default to a throw-away user data directory, so every

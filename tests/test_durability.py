@@ -40,9 +40,6 @@ from reflectkit.tags import ParseStatus
 from reflectkit.testing import ScriptedLLM
 from reflectkit.usage import Usage
 from tests.conftest import QUESTION, verdict
-from tests.postgres import postgres_url
-
-__all__ = ["postgres_url"]  # the session fixture, imported so that pytest finds it here
 
 INPUT = {"messages": [{"role": "user", "content": QUESTION}]}
 

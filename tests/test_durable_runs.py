@@ -213,3 +213,18 @@ def test_function_llm_kinds_match_the_prompts() -> None:
     result = rk.reflect(QUESTION, FunctionLLM(reply).model)
     assert seen == ["generate", "critique", "revise", "critique"]
     assert result.output == "4"
+
+
+async def test_a_failed_run_resumes_from_postgres(postgres_url: str) -> None:
+    thread = f"pg-{os.getpid()}-{time.time_ns()}"
+    first = ScriptedLLM(["<output>5</output>", verdict(False, FEEDBACK)])
+    with pytest.raises(rk.RunError):
+        await rk.areflect(QUESTION, first.model, thread_id=thread, checkpointer=postgres_url)
+    second = ScriptedLLM(["<output>4</output>", verdict(True)])
+    result = await rk.areflect(QUESTION, second.model, thread_id=thread, checkpointer=postgres_url)
+    assert [_kind(r) for r in second.requests] == ["revise", "critique"]
+    assert result.output == "4"
+    assert result.stop_reason is rk.StopReason.PASSED
+    again = await rk.areflect(QUESTION, second.model, thread_id=thread, checkpointer=postgres_url)
+    assert again.output == "4"
+    assert len(second.requests) == 2

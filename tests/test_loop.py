@@ -429,6 +429,30 @@ async def test_a_consumer_that_stops_reading_stops_the_run() -> None:
     )  # the fake stopped streaming early: its 200-word reply is 200+ chunks
 
 
+async def test_cancelling_the_consuming_task_stops_the_run() -> None:
+    fake = ScriptedLLM(["<output>" + "word " * 200 + "</output>"], chunk_size=5, chunk_delay=0.01)
+    before = asyncio.all_tasks()
+    reflector = rk.Reflector(fake.model, mode="single")
+    started = asyncio.Event()
+
+    async def consume() -> None:
+        async for event in reflector.astream("q"):
+            if isinstance(event, rk.OutputDelta):
+                started.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(started.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    streamed = fake.streamed_chunks
+    await asyncio.sleep(0.1)
+    assert fake.streamed_chunks == streamed  # nothing streams on after the cancel
+    assert streamed < 50
+    leftover = {t for t in asyncio.all_tasks() - before if not t.done()}
+    assert not {t for t in leftover if "reflectkit" in repr(t.get_coro()) or "Pregel" in repr(t)}
+
+
 def test_sync_api_and_sync_stream() -> None:
     fake = ScriptedLLM(["<output>4</output>", verdict(True), "<output>4</output>", verdict(True)])
     result = rk.reflect(QUESTION, model=fake.model)
