@@ -102,8 +102,13 @@ def _on_disk(path: Path) -> bytes:
 
 
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """reflectkit's warnings (not, say, asyncio's about a task collected meanwhile)."""
     runlog._flush()  # failures to record are logged by the writer thread
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and r.name.startswith("reflectkit")
+    ]
 
 
 def test_migrations_are_applied_once_and_recorded_by_name(tmp_path: Path) -> None:
@@ -568,7 +573,8 @@ def test_two_logs_and_many_threads_share_one_file(
 
 
 CHILD = """
-import sys
+import logging, sys
+logging.basicConfig()  # failures to record go to stderr, where the parent looks for them
 from reflectkit.runlog import RunLog
 with RunLog(sys.argv[1]) as log:
     for i in range(int(sys.argv[3])):
@@ -582,6 +588,7 @@ def test_two_processes_write_one_run(tmp_path: Path) -> None:
     written = 150
     with RunLog(path) as log:
         run_id = _start(log)
+        log.flush()  # recording is asynchronous: the child's steps need the run to exist
         with subprocess.Popen(
             [sys.executable, "-c", CHILD, str(path), run_id, str(written)],
             stderr=subprocess.PIPE,
