@@ -5,20 +5,47 @@ LiteLLM itself, so it still loads only on the first model call. The adapter tran
 directions: LiteLLM's call arguments to the backend's, the backend's replies and chunks to
 LiteLLM's response objects, and :class:`~reflectkit.provider.ProviderFailure` to the LiteLLM
 exception a real provider's HTTP status would have produced.
+
+A backend that answers with tool calls returns a :class:`ToolCallReply` (or streams
+:class:`ToolCallChunk` pieces): LiteLLM's custom-provider interface carries them both ways, whole
+on the reply's message and one call-piece per streamed chunk (its ``tool_use`` field), so tool
+calls from in-process backends take LiteLLM's real path too, streaming included.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from reflectkit.provider import ProviderBackend, ProviderChunk, ProviderFailure, ProviderReply
 
-__all__ = ["adapter_class"]
+__all__ = ["ToolCallChunk", "ToolCallReply", "adapter_class"]
 
 Message = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolCallReply(ProviderReply):
+    """A whole reply that may call tools.
+
+    ``tool_calls`` are in OpenAI's format: ``{"id", "type": "function", "function": {"name",
+    "arguments"}}`` with the arguments as a JSON string. Set ``finish_reason="tool_calls"`` when
+    there are any, as providers do.
+    """
+
+    tool_calls: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class ToolCallChunk(ProviderChunk):
+    """A streamed piece that carries a piece of one tool call, in OpenAI's delta format:
+    ``{"index", "id", "type", "function": {"name", "arguments"}}``. The first piece of a call
+    has its id and name; later pieces (same ``index``) carry more of its arguments."""
+
+    tool_call: dict[str, Any] | None = None
 
 
 def _estimate_tokens(messages: list[Message]) -> int:
@@ -48,7 +75,13 @@ def _fill(
     litellm: Any, response: Any, model: str, messages: list[Message], reply: ProviderReply
 ) -> Any:
     choice = response.choices[0]
-    choice.message.content = reply.text
+    tool_calls = getattr(reply, "tool_calls", ())
+    if tool_calls:
+        choice.message = litellm.Message(
+            content=reply.text or None, role="assistant", tool_calls=[dict(c) for c in tool_calls]
+        )
+    else:
+        choice.message.content = reply.text
     if reply.reasoning is not None:
         choice.message.reasoning_content = reply.reasoning
     choice.finish_reason = reply.finish_reason
@@ -78,7 +111,7 @@ def _chunk(piece: ProviderChunk) -> dict[str, Any]:
         "finish_reason": piece.finish_reason,
         "usage": usage,
         "index": 0,
-        "tool_use": None,
+        "tool_use": getattr(piece, "tool_call", None),
     }
 
 

@@ -15,6 +15,12 @@ and switchable through :class:`~reflectkit.config.FormatHelp`:
    draft keeps the answer the parser found in the original reply, so help never replaces an
    answer with nothing.
 
+When the generator is offered tools (``tools=`` among its model kwargs) the protocol's system
+prompt and the exemplar still apply: they shape the answer turn, and a model calls tools through
+the API's own tool-call field, not through the text. The prefill is dropped, since an assistant
+message that opens the reply forces a text continuation and keeps most providers from calling a
+tool. A reply that calls tools is never repaired: it is not meant to have an answer block.
+
 The result records what happened: each :class:`~reflectkit.result.Draft` keeps the parse status
 of the reply as written, whether it was repaired, and the repair's raw reply.
 """
@@ -72,6 +78,8 @@ def plan_format_help(config: ReflectConfig, profile: ModelProfile) -> FormatPlan
     if wants_exemplar is None:
         wants_exemplar = profile.needs_format_help and not profile.tuned
     can_prefill = profile.prefill if help_.prefill is None else help_.prefill
+    if config.model_kwargs.get("tools"):
+        can_prefill = False  # a prefill forces a text reply: no tool could be called
     repair = help_.repair and scheme.output is not None
     return FormatPlan(
         layout=Layout(
@@ -152,7 +160,10 @@ class DraftWriter:
 
     def parse(self, completion: Completion, prefill: str | None = None) -> Draft:
         """The draft of one completion whose request ended with ``prefill``."""
-        return _draft(self.scheme, (prefill or "") + completion.text, completion.reasoning)
+        draft = _draft(self.scheme, (prefill or "") + completion.text, completion.reasoning)
+        if completion.tool_calls:
+            draft = draft.model_copy(update={"tool_calls": list(completion.tool_calls)})
+        return draft
 
     async def _call(
         self,
@@ -195,7 +206,7 @@ class DraftWriter:
         prefill = self.plan.layout.prefill if self.plan else None
         completion = await self._call(messages, overrides or None, prefill or "", on_delta)
         draft = self.parse(completion, prefill)
-        if self.plan is None or not self.plan.repair or usable(draft):
+        if self.plan is None or not self.plan.repair or usable(draft) or draft.tool_calls:
             return draft, completion.usage
         repaired, spent = await self._repair(draft, messages, conversation, self.plan, on_delta)
         return repaired, completion.usage + spent

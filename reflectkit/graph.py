@@ -1,8 +1,9 @@
 """The LangGraph state machine: generate → critique → (revise → critique)* → finalize.
 
 A model that answers in one pass (``mode="single"``, or ``"auto"`` with a tuned or reasoning
-model and no explicit critic) runs generate → finalize. The compiled graph takes
-``{"messages": [...]}`` and returns ``{"result": ReflectionResult, "output": str,
+model and no explicit critic) runs generate → finalize. A draft that calls tools goes straight
+to finalize too (stop reason ``tool_calls``): the calls are passed back unjudged. The compiled
+graph takes ``{"messages": [...]}`` and returns ``{"result": ReflectionResult, "output": str,
 "stop_reason": StopReason}``, so it can be a node or subgraph of a larger graph.
 
 The configuration is bound into the nodes when the graph is built, so the graph's state holds
@@ -31,14 +32,14 @@ from reflectkit.critics.verdict import Verdict
 from reflectkit.errors import CriticError, ReflectkitError
 from reflectkit.events import DraftDelta, StepStarted
 from reflectkit.format_help import DeltaSink, DraftWriter, FormatPlan, plan_format_help
-from reflectkit.llm import ModelClient
+from reflectkit.llm import ModelClient, without_tools
 from reflectkit.messages import Conversation, PromptBuilder, to_conversation
 from reflectkit.prompts import Prompts
 from reflectkit.result import Iteration, ReflectionResult, StopReason
 from reflectkit.stopping import (
     after_critique,
+    after_generate,
     after_revise,
-    out_of_budget,
     recursion_limit,
     select_final,
 )
@@ -139,8 +140,14 @@ class Runtime:
         while pending:  # LLM critics, also inside AllOf/AnyOf
             critic = pending.pop()
             if isinstance(critic, LLMCritic):
-                critic.check(self.model, config.model_kwargs, config.retry, config.timeout)
+                critic.check(self.model, self.critic_kwargs, config.retry, config.timeout)
             pending += getattr(critic, "critics", [])
+
+    @property
+    def critic_kwargs(self) -> dict[str, Any]:
+        """The generator's model kwargs as an LLM critic on the same model starts from: without
+        tools, since a verdict must come back as text."""
+        return without_tools(self.config.model_kwargs)
 
     @property
     def critic_name(self) -> str | None:
@@ -175,6 +182,7 @@ class Runtime:
             final_iteration=final.number,
             selection="best" if best else "last",
             seconds=time.time() - state.get("started_at", time.time()),
+            tool_calls=final.draft.tool_calls,
         )
 
 
@@ -188,7 +196,7 @@ def _request(runtime: Runtime, conversation: Conversation, last: Iteration) -> C
         messages=list(conversation.messages),
         prompts=runtime.builder,
         default_model=runtime.model,
-        default_model_kwargs=config.model_kwargs,
+        default_model_kwargs=runtime.critic_kwargs,
         retry=config.retry,
         timeout=config.timeout,
     )
@@ -285,9 +293,9 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
             seconds=time.perf_counter() - clock,
         )
         update = {"iterations": [iteration], "usage": spent, "started_at": started}
-        if runtime.mode == "single":
-            return update  # the edge to finalize is fixed
-        stop = out_of_budget(settings, spent, time.time() - started)
+        if runtime.mode == "single":  # the edge to finalize is fixed
+            return {**update, "stop_reason": StopReason.TOOL_CALLS} if draft.tool_calls else update
+        stop = after_generate(draft, settings, spent, time.time() - started)
         return Command(
             update={**update, "stop_reason": stop}, goto="finalize" if stop else "critique"
         )

@@ -10,7 +10,9 @@ Everything reflectkit sends to a model goes through :class:`ModelClient`, which
   with backoff and a cap. LiteLLM's own ``num_retries`` is not used: it stacks two retry layers
   (2N+1 calls) and also retries context-window errors;
 * maps provider errors into :mod:`reflectkit.errors`, secrets redacted;
-* reports usage and cost per call.
+* reports usage and cost per call;
+* hands back the tool calls a model answers with (``tools=``/``tool_choice=`` among the params),
+  in OpenAI's format, from whole and streamed replies alike (streamed pieces are assembled).
 """
 
 from __future__ import annotations
@@ -50,7 +52,9 @@ __all__ = [
     "ModelClient",
     "StreamDelta",
     "check_model",
+    "is_loopback",
     "register_provider",
+    "without_tools",
 ]
 
 logger = logging.getLogger(__name__)
@@ -117,6 +121,63 @@ class Completion:
     usage: Usage
     model: str
     finish_reason: str | None = None
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    """The tools the model called, in OpenAI's format (``id``, ``type``, ``function`` with
+    ``name`` and JSON ``arguments``); empty for a plain answer."""
+
+
+_TOOL_PARAMS = ("tools", "tool_choice", "parallel_tool_calls", "functions", "function_call")
+"""Call parameters that offer the model tools."""
+
+
+def without_tools(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` minus the tool parameters: for calls that must answer in text (critiques)."""
+    return {k: v for k, v in params.items() if k not in _TOOL_PARAMS}
+
+
+def _tool_call(raw: Any) -> dict[str, Any]:
+    """One tool call from LiteLLM's response object (or a dict) in OpenAI's plain-dict format."""
+    function = _field(raw, "function")
+    arguments = _field(function, "arguments")
+    return {
+        "id": _field(raw, "id"),
+        "type": _field(raw, "type") or "function",
+        "function": {
+            "name": _field(function, "name"),
+            "arguments": arguments if isinstance(arguments, str) else "{}",
+        },
+    }
+
+
+def _field(raw: Any, name: str) -> Any:
+    return raw.get(name) if isinstance(raw, Mapping) else getattr(raw, name, None)
+
+
+class _ToolCallAssembly:
+    """Puts streamed tool-call pieces back together: pieces of one call share an ``index``; the
+    first has the id and name, the rest carry more of the JSON arguments."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, Any]] = {}
+
+    def add(self, pieces: Any) -> None:
+        for position, piece in enumerate(pieces or ()):
+            index = _field(piece, "index")
+            call = self._calls.setdefault(
+                position if index is None else int(index),
+                {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
+            )
+            call["id"] = _field(piece, "id") or call["id"]
+            call["type"] = _field(piece, "type") or call["type"]
+            function = _field(piece, "function")
+            if function is not None:
+                name = _field(function, "name")
+                if name and name != call["function"]["name"]:
+                    call["function"]["name"] += name
+                call["function"]["arguments"] += _field(function, "arguments") or ""
+
+    def calls(self) -> tuple[dict[str, Any], ...]:
+        return tuple(self._calls[index] for index in sorted(self._calls))
 
 
 @dataclass(frozen=True)
@@ -127,7 +188,8 @@ class StreamDelta:
     reasoning: str = ""
 
 
-def _is_loopback(url: Any) -> bool:
+def is_loopback(url: Any) -> bool:
+    """Whether ``url`` (an API base) points at this machine."""
     if not isinstance(url, str) or not url:
         return False
     host = urlparse(url if "//" in url else f"//{url}").hostname or ""
@@ -156,7 +218,7 @@ def check_model(model: str, params: Mapping[str, Any]) -> None:
         backend.check(model.split("/", 1)[1] if "/" in model else model)
         if backend.local:
             return
-    loopback = _is_loopback(params.get("api_base") or params.get("base_url"))
+    loopback = is_loopback(params.get("api_base") or params.get("base_url"))
     if not model_requests_allowed() and not loopback:
         raise ModelRequestsBlockedError(model)
     if backend is not None or "api_key" in params or loopback:
@@ -206,6 +268,18 @@ class ModelClient:
         if stream:
             kwargs["stream"] = True
             kwargs["stream_options"] = {"include_usage": True}
+        return kwargs
+
+    def _prepared(
+        self, messages: list[Message], stream: bool, overrides: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        kwargs = self._kwargs(messages, stream)
+        if overrides:
+            kwargs.update(overrides)
+        if kwargs.get("tools"):
+            # Any call with tools makes LiteLLM import its MCP gateway, which needs the optional
+            # `mcp` package; reflectkit never offers MCP tools, so it skips that path.
+            kwargs["_skip_mcp_handler"] = True
         return kwargs
 
     def _retryable(self, error: BaseException) -> bool:
@@ -313,9 +387,7 @@ class ModelClient:
         ``overrides`` replace this client's params for this call only (e.g. ``max_tokens``).
         """
         self.check()
-        kwargs = self._kwargs(messages, stream=False)
-        if overrides:
-            kwargs.update(overrides)
+        kwargs = self._prepared(messages, False, overrides)
         response = await self._call_with_retries(kwargs)
         choice = response.choices[0]
         message = choice.message
@@ -326,6 +398,7 @@ class ModelClient:
             usage=self._usage(getattr(response, "usage", None)),
             model=self.model,
             finish_reason=getattr(choice, "finish_reason", None),
+            tool_calls=tuple(_tool_call(c) for c in getattr(message, "tool_calls", None) or ()),
         )
 
     async def stream(
@@ -338,10 +411,9 @@ class ModelClient:
         """
         self.check()
         litellm = _load()
-        kwargs = self._kwargs(messages, stream=True)
-        if overrides:
-            kwargs.update(overrides)
+        kwargs = self._prepared(messages, True, overrides)
         response = await self._call_with_retries(kwargs)
+        tool_calls = _ToolCallAssembly()
         text: list[str] = []
         reasoning: list[str] = []
         usage_raw: Any = None
@@ -357,6 +429,7 @@ class ModelClient:
                     reasoning=getattr(delta, "reasoning_content", None) or "",
                 )
                 finish = chunk.choices[0].finish_reason or finish
+                tool_calls.add(getattr(delta, "tool_calls", None))
                 if piece.text or piece.reasoning:
                     text.append(piece.text)
                     reasoning.append(piece.reasoning)
@@ -371,4 +444,5 @@ class ModelClient:
             usage=self._usage(usage_raw),
             model=self.model,
             finish_reason=finish,
+            tool_calls=tool_calls.calls(),
         )

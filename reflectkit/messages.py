@@ -3,6 +3,11 @@
 It takes what the user gave (a string or an OpenAI-style message list, or LangChain messages),
 copies it, escapes the protocol's tags in every user-supplied text so none can forge an answer,
 and lays out the generate, revise and critique prompts. Caller lists are never mutated.
+
+Tool use is kept intact: assistant turns with ``tool_calls`` and ``role: "tool"`` results go to
+the model as they came (only their text escaped). A conversation may end with tool results after
+the last user turn, as an agent's does after running the tools the model called: the request is
+then still that user turn, and the model answers it with the results in view.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ Message = dict[str, Any]
 # Delimiters the built-in templates put around user text; escaped like the protocol's tags.
 _TEMPLATE_TAGS = ("question", "answer", "feedback", "draft")
 _ROLES = {"system", "user", "assistant", "tool", "function", "developer"}
+# What may follow the user's request turn: the model's tool calls and the tools' results.
+_TOOL_EXCHANGE = {"assistant", "tool", "function"}
+_TOOL_RESULTS = {"tool", "function"}
 
 
 @dataclass(frozen=True)
@@ -30,21 +38,33 @@ class Conversation:
     """The user's messages, copied, and the question: the text of the last user turn.
 
     ``lessons`` are Reflexion's lessons from earlier attempts, shown with the request.
+    ``request`` is the index of the last user turn; messages after it are a tool exchange
+    (the model's tool calls and their results).
     """
 
     messages: tuple[Message, ...]
     question: str
     lessons: tuple[str, ...] = ()
+    request: int = -1
+
+    @property
+    def _index(self) -> int:
+        return self.request % len(self.messages)
 
     @property
     def history(self) -> list[Message]:
-        """Every message but the last user turn (fresh copies)."""
-        return [copy.deepcopy(m) for m in self.messages[:-1]]
+        """Every message before the last user turn (fresh copies)."""
+        return [copy.deepcopy(m) for m in self.messages[: self._index]]
 
     @property
     def last(self) -> Message:
         """The last user turn (a fresh copy)."""
-        return copy.deepcopy(self.messages[-1])
+        return copy.deepcopy(self.messages[self._index])
+
+    @property
+    def tail(self) -> list[Message]:
+        """The tool exchange after the last user turn, if any (fresh copies)."""
+        return [copy.deepcopy(m) for m in self.messages[self._index + 1 :]]
 
 
 def _text_of(content: Any) -> str:
@@ -89,12 +109,29 @@ def to_conversation(prompt: str | Sequence[Any]) -> Conversation:
             raise InputError(f"message {index} has no valid role (got {role!r})")
         if "content" not in message and not message.get("tool_calls"):
             raise InputError(f"message {index} ({role}) has no content")
-    if messages[-1]["role"] != "user":
-        raise InputError("the last message must be the user's turn to answer")
-    question = _text_of(messages[-1].get("content"))
+    request = _request_index(messages)
+    question = _text_of(messages[request].get("content"))
     if not question.strip():
         raise InputError("the prompt is empty")
-    return Conversation(tuple(messages), question)
+    return Conversation(tuple(messages), question, request=request)
+
+
+def _request_index(messages: list[Message]) -> int:
+    """The index of the turn to answer: the last message, or the last user turn when only a tool
+    exchange (tool calls, then their results) follows it."""
+    if messages[-1]["role"] == "user":
+        return len(messages) - 1
+    users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+    after = messages[users[-1] + 1 :] if users else []
+    if (
+        not users
+        or messages[-1]["role"] not in _TOOL_RESULTS
+        or any(m["role"] not in _TOOL_EXCHANGE for m in after)
+    ):
+        raise InputError(
+            "the last message must be the user's turn to answer, or tool results after it"
+        )
+    return users[-1]
 
 
 @dataclass(frozen=True)
@@ -198,6 +235,7 @@ class PromptBuilder:
             ]
         messages += [self._escaped_message(m) for m in conversation.history]
         messages.append(self._request_turn(conversation))
+        messages += [self._escaped_message(m) for m in conversation.tail]
         return messages
 
     def generate(self, conversation: Conversation, layout: Layout | None = None) -> list[Message]:
@@ -208,7 +246,8 @@ class PromptBuilder:
     def plain(self, conversation: Conversation) -> list[Message]:
         """The conversation as given, for native reasoning models: no protocol prompt."""
         history = [self._escaped_message(m) for m in conversation.history]
-        return [*history, self._escaped_message(conversation.last)]
+        tail = [self._escaped_message(m) for m in conversation.tail]
+        return [*history, self._escaped_message(conversation.last), *tail]
 
     def _answer_turn(self, answer: str) -> Message:
         previous = self.escape(answer)

@@ -33,6 +33,9 @@ class StopReason(StrEnum):
     """A revision came back with the same answer as the draft before it."""
     SINGLE_PASS = "single_pass"
     """Single-pass mode: one call, no critic."""
+    TOOL_CALLS = "tool_calls"
+    """The model answered by calling tools: the calls are handed back unjudged, for the caller
+    (an agent) to run and send the results in the next turn."""
     ERROR = "error"
     """The run failed; only partial results (``RunError.partial``) carry this reason."""
 
@@ -54,6 +57,9 @@ class Draft(BaseModel):
     """The reply had no usable answer block and ``output`` came from the repair call."""
     repair_text: str | None = None
     """The repair call's raw reply, when one was made."""
+    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
+    """The tools the model called instead of (or besides) answering, in OpenAI's format
+    (``id``, ``type``, ``function`` with ``name`` and JSON ``arguments``), as it sent them."""
 
     @classmethod
     def from_parsed(cls, text: str, parsed: Parsed, reasoning: str | None = None) -> Draft:
@@ -128,6 +134,9 @@ class ReflectionResult(BaseModel):
     final_iteration: int = 1
     """The number of the iteration whose draft is the answer."""
     seconds: float = 0.0
+    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
+    """The final draft's tool calls, unchanged (stop reason ``tool_calls``): run them and send
+    their results back as ``role: "tool"`` messages for the model's next turn."""
 
     trials: list[TrialRecord] = Field(default_factory=list)
     """Every Reflexion trial, when ``trials`` > 1 or memory is on; the iterations above are the
@@ -159,3 +168,9 @@ class ReflectionResult(BaseModel):
 
     def __str__(self) -> str:
         return self.output
+
+    def _repr_html_(self) -> str:
+        """The result as HTML for Jupyter (see :func:`reflectkit.display.result_html`)."""
+        from reflectkit.display import result_html
+
+        return result_html(self)

@@ -1,6 +1,10 @@
 """The stop policy: after each step, whether the loop ends and under which name, and which draft
 the run then returns.
 
+A draft that calls tools ends the run at once (``tool_calls``), after the first draft or a
+revision: the model needs the tools' results before it can answer, so there is nothing to
+judge, and the calls go back to the caller unchanged.
+
 Checks, in order, after a critique: the critic passed the draft (``passed``); its score reached
 ``min_score`` (``min_score``); the last allowed draft was judged (``max_iterations``). After any
 step: the token, cost or time budget is spent (``token_budget``, ``cost_budget``,
@@ -25,6 +29,7 @@ from reflectkit.usage import Usage
 
 __all__ = [
     "after_critique",
+    "after_generate",
     "after_revise",
     "out_of_budget",
     "recursion_limit",
@@ -52,6 +57,15 @@ def out_of_budget(config: ReflectConfig, usage: Usage, elapsed: float) -> StopRe
     return None
 
 
+def after_generate(
+    draft: Draft, config: ReflectConfig, usage: Usage, elapsed: float
+) -> StopReason | None:
+    """Stop when the first draft calls tools, or a budget is spent."""
+    if draft.tool_calls:
+        return StopReason.TOOL_CALLS
+    return out_of_budget(config, usage, elapsed)
+
+
 def after_critique(
     verdict: Verdict, iteration: int, config: ReflectConfig, usage: Usage, elapsed: float
 ) -> StopReason | None:
@@ -74,7 +88,9 @@ def after_revise(
     previous: Draft, revised: Draft, config: ReflectConfig, usage: Usage, elapsed: float
 ) -> StopReason | None:
     """Stop when a revision gives the same answer (ignoring whitespace and case): the critic
-    would only judge it again; or when a budget is spent."""
+    would only judge it again; when it calls tools; or when a budget is spent."""
+    if revised.tool_calls:
+        return StopReason.TOOL_CALLS
     if _normalised(previous.output) == _normalised(revised.output):
         return StopReason.NO_CHANGE
     return out_of_budget(config, usage, elapsed)

@@ -16,6 +16,9 @@ record every request they get::
 :func:`block_model_requests` makes any call to a hosted model fail, so a test suite cannot spend
 money or leak data by accident; reflectkit's own suite switches it on for every test.
 
+A reply can call tools: ``Reply(tool_calls=[tool_call("get_weather", {"city": "Paris"})])``.
+Tool calls go through LiteLLM like a provider's (on the message, or streamed in pieces).
+
 Token counts are whitespace-separated words (prompt: all message texts; completion: the reply),
 which keeps them deterministic and proportional to the text. Streams send ``chunk_size``
 characters at a time, ``chunk_delay`` seconds apart; ``streamed_chunks`` counts what was sent.
@@ -28,6 +31,7 @@ import asyncio
 import copy
 import inspect
 import itertools
+import json
 import threading
 import time
 from collections import deque
@@ -36,6 +40,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from reflectkit.adapter import ToolCallChunk, ToolCallReply
 from reflectkit.errors import ConfigurationError
 from reflectkit.provider import (
     ProviderChunk,
@@ -53,6 +58,7 @@ __all__ = [
     "ScriptedLLM",
     "block_model_requests",
     "fail",
+    "tool_call",
 ]
 
 PROVIDER = "reflectkit-test"
@@ -63,12 +69,40 @@ Message = dict[str, Any]
 
 @dataclass(frozen=True)
 class Reply:
-    """A scripted reply with optional reasoning and token counts (else counted as words)."""
+    """A scripted reply with optional reasoning, tool calls and token counts (else counted as
+    words). ``tool_calls`` are OpenAI-format dicts, e.g. made with :func:`tool_call`."""
 
-    text: str
+    text: str = ""
     reasoning: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for call in self.tool_calls:
+            function = call.get("function") if isinstance(call, dict) else None
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                raise ConfigurationError(
+                    f"a tool call must be an OpenAI-format dict (see tool_call()), not {call!r}"
+                )
+
+
+_call_ids = itertools.count(1)
+
+
+def tool_call(
+    name: str, arguments: dict[str, Any] | str | None = None, *, id: str | None = None
+) -> dict[str, Any]:
+    """A tool call in OpenAI's format, for :class:`Reply`: ``arguments`` as a dict (sent as
+    JSON) or a JSON string; ``id`` made up (``call_1``, ``call_2`` ...) when not given."""
+    if not name:
+        raise ConfigurationError("a tool call needs the tool's name")
+    text = arguments if isinstance(arguments, str) else json.dumps(arguments or {})
+    return {
+        "id": id or f"call_{next(_call_ids)}",
+        "type": "function",
+        "function": {"name": name, "arguments": text},
+    }
 
 
 @dataclass(frozen=True)
@@ -179,17 +213,37 @@ class _Fake(abc.ABC):
         prompt = reply.prompt_tokens
         if prompt is None:
             prompt = sum(_words(_text(m)) for m in request.messages)
+        calls = tuple(copy.deepcopy(reply.tool_calls))
         completion = reply.completion_tokens
         if completion is None:
-            completion = _words(reply.text)
-        return ProviderReply(reply.text, reply.reasoning, prompt, completion)
+            called = " ".join(
+                f"{c['function']['name']} {c['function']['arguments']}" for c in calls
+            )
+            completion = _words(reply.text) + _words(called)
+        finish = "tool_calls" if calls else "stop"
+        return ToolCallReply(reply.text, reply.reasoning, prompt, completion, finish, calls)
+
+    def _split(self, text: str) -> list[str]:
+        return [text[i : i + self.chunk_size] for i in range(0, len(text), self.chunk_size)]
 
     def _chunks(self, reply: ProviderReply) -> Iterator[ProviderChunk]:
-        text = reply.text
-        pieces = [text[i : i + self.chunk_size] for i in range(0, len(text), self.chunk_size)]
-        for piece in pieces:
+        for piece in self._split(reply.text):
             yield ProviderChunk(piece)
-        yield ProviderChunk("", "stop", reply.prompt_tokens, reply.completion_tokens)
+        # Each tool call as a provider streams it: id and name first, then the arguments in
+        # chunk_size pieces, so consumers must put them back together.
+        for index, call in enumerate(getattr(reply, "tool_calls", ())):
+            function = call["function"]
+            head = {"index": index, "id": call["id"], "type": "function"}
+            yield ToolCallChunk(
+                "", tool_call={**head, "function": {"name": function["name"], "arguments": ""}}
+            )
+            for piece in self._split(function["arguments"]):
+                part = {"index": index, "id": None, "type": "function"}
+                yield ToolCallChunk(
+                    "", tool_call={**part, "function": {"name": None, "arguments": piece}}
+                )
+        finish = reply.finish_reason
+        yield ProviderChunk("", finish, reply.prompt_tokens, reply.completion_tokens)
 
     def answer(
         self, messages: list[Message], params: dict[str, Any], stream: bool
