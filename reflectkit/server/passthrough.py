@@ -1,0 +1,111 @@
+"""Plain calls: a request for a bare model goes to the upstream once, as it came.
+
+The call still takes reflectkit's model layer (:class:`~reflectkit.llm.ModelClient`): the model
+is checked before the first call, retryable failures are retried with backoff, and errors are
+mapped into reflectkit's tree with secrets redacted. What comes back is LiteLLM's response
+itself, so tool calls, finish reasons and provider reasoning survive.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from reflectkit.errors import ProviderError
+from reflectkit.llm import ModelClient
+from reflectkit.provider_errors import map_error
+from reflectkit.server.protocol import Answer, Delta, Usage
+
+__all__ = ["UpstreamClient", "answer_of", "stream_of"]
+
+Message = dict[str, Any]
+
+
+class UpstreamClient(ModelClient):
+    """A model client that returns LiteLLM's raw response instead of reflectkit's summary."""
+
+    async def open(self, messages: list[Message], params: Mapping[str, Any], stream: bool) -> Any:
+        """Make the call (retried as the policy allows) and return LiteLLM's response: a
+        ``ModelResponse``, or, with ``stream``, the stream to iterate."""
+        self.check()
+        return await self._call_with_retries(self._prepared(messages, stream, params))
+
+    async def chunks(self, response: Any) -> AsyncIterator[Any]:
+        """The stream's chunks; a failure midway is raised as reflectkit's error."""
+        try:
+            async for chunk in response:
+                yield chunk
+        except ProviderError:
+            raise
+        except Exception as error:
+            litellm = importlib.import_module("litellm")
+            raise map_error(litellm, error, self.model, self._secrets) from None
+
+
+def _tool_call(call: Any, index: int | None = None) -> dict[str, Any]:
+    function = getattr(call, "function", None)
+    body: dict[str, Any] = {}
+    if index is not None:
+        given = getattr(call, "index", None)
+        body["index"] = given if isinstance(given, int) else index
+    if getattr(call, "id", None):
+        body["id"] = call.id
+        body["type"] = getattr(call, "type", None) or "function"
+    if function is not None:
+        parts = {"name": getattr(function, "name", None), "arguments": function.arguments}
+        body["function"] = {k: v for k, v in parts.items() if v is not None}
+    return body
+
+
+def _usage(raw: Any) -> Usage:
+    if raw is None:
+        return Usage()
+    return Usage(
+        int(getattr(raw, "prompt_tokens", 0) or 0), int(getattr(raw, "completion_tokens", 0) or 0)
+    )
+
+
+def _reasoning(holder: Any) -> str:
+    value = getattr(holder, "reasoning_content", None)
+    return value if isinstance(value, str) else ""
+
+
+def answer_of(response: Any, include_reasoning: bool) -> Answer:
+    """The whole reply of a non-streamed call."""
+    choice = response.choices[0]
+    message = choice.message
+    calls = [_tool_call(call) for call in (getattr(message, "tool_calls", None) or [])]
+    return Answer(
+        content=message.content,
+        reasoning=(_reasoning(message) or None) if include_reasoning else None,
+        tool_calls=calls or None,
+        finish_reason=choice.finish_reason or "stop",
+        usage=_usage(getattr(response, "usage", None)),
+    )
+
+
+async def stream_of(
+    client: UpstreamClient, response: Any, include_reasoning: bool
+) -> AsyncIterator[Delta | Answer]:
+    """A streamed reply as deltas, then an :class:`Answer` with its finish reason and usage."""
+    finish: str | None = None
+    usage: Any = None
+    async for chunk in client.chunks(response):
+        usage = getattr(chunk, "usage", None) or usage
+        if not chunk.choices:
+            continue
+        choice = chunk.choices[0]
+        finish = choice.finish_reason or finish
+        delta = choice.delta
+        if delta is None:
+            continue
+        calls = getattr(delta, "tool_calls", None) or []
+        piece = Delta(
+            content=getattr(delta, "content", None) or "",
+            reasoning=_reasoning(delta) if include_reasoning else "",
+            tool_calls=[_tool_call(call, i) for i, call in enumerate(calls)] or None,
+        )
+        if piece.content or piece.reasoning or piece.tool_calls:
+            yield piece
+    yield Answer(content=None, finish_reason=finish or "stop", usage=_usage(usage))
