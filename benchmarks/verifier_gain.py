@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import random
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -38,52 +36,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import reflectkit as rk
+from reflectkit.evaluation import ArithmeticProblem, arithmetic_problems, last_number
 from reflectkit.local import DEFAULT_LOCAL_MODEL
 
-
-@dataclass(frozen=True)
-class Problem:
-    text: str
-    answer: int
-
-
-NAMES = ["Mia", "Tom", "Ana", "Raj", "Lea", "Sam", "Ivy", "Ben"]
-THINGS = ["apples", "shells", "stickers", "marbles", "books", "coins", "cards", "pens"]
-
-
-def make_problems(n: int, seed: int) -> list[Problem]:
-    """``n`` word problems, the same for the same seed."""
-    rng = random.Random(seed)
-    problems = []
-    for _ in range(n):
-        name, thing = rng.choice(NAMES), rng.choice(THINGS)
-        a, b, c = rng.randint(2, 20), rng.randint(2, 12), rng.randint(2, 6)
-        kind = rng.choice(["add", "sub", "mul", "two_step"])
-        if kind == "add":
-            text = f"{name} has {a} {thing} and finds {b} more. How many {thing} does {name} have?"
-            answer = a + b
-        elif kind == "sub":
-            big = a + b
-            text, answer = (
-                f"{name} has {big} {thing} and gives away {b}. How many {thing} are left?",
-                a,
-            )
-        elif kind == "mul":
-            text = f"{name} buys {c} boxes of {b} {thing} each. How many {thing} is that in total?"
-            answer = c * b
-        else:
-            text = (
-                f"{name} has {a} {thing}, buys {b} more, then gives away {c}. "
-                f"How many {thing} does {name} have?"
-            )
-            answer = a + b - c
-        problems.append(Problem(text + " Answer with the number.", answer))
-    return problems
-
-
-def last_number(text: str) -> int | None:
-    numbers = re.findall(r"-?\d+", text.replace(",", ""))
-    return int(numbers[-1]) if numbers else None
+Problem = ArithmeticProblem
+make_problems = arithmetic_problems  # the same seeded problems as `reflectkit eval arithmetic`
 
 
 def verifier(answers: dict[str, int]) -> rk.FunctionCritic:
@@ -93,7 +50,7 @@ def verifier(answers: dict[str, int]) -> rk.FunctionCritic:
             return "Your answer has no number. Work it out step by step and give the number."
         if got == answers[question]:
             return True
-        return f"Your answer {got} is wrong. Work it out again step by step and give the number."
+        return f"Your answer {got:g} is wrong. Work it out again step by step and give the number."
 
     return rk.FunctionCritic(check, name="check_number")
 

@@ -1,0 +1,412 @@
+"""Run one reflection loop over many prompts: bounded concurrency, results in input order,
+per-item errors, an incremental JSONL file and resume.
+
+:func:`abatch` is the one implementation; :func:`batch` is its sync wrapper. One
+:class:`~reflectkit.Reflector` serves every item, so the graph is compiled once and LiteLLM's
+HTTP clients are shared. See docs/batch.md for the JSONL format and the resume rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib
+import inspect
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from pydantic import ValidationError
+
+from reflectkit.api import Prompt, Reflector
+from reflectkit.errors import ConfigurationError, InputError, RunError
+from reflectkit.messages import to_conversation
+from reflectkit.result import ReflectionResult
+from reflectkit.runner import run_sync
+
+__all__ = ["BatchError", "BatchItem", "abatch", "batch", "prompt_hash", "read_batch_file"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONCURRENCY = 8
+_MESSAGE_CHARS = 500
+
+
+@dataclass(frozen=True)
+class BatchError:
+    """Why one item failed: the exception's type name, its first line, and what the run had
+    done before it failed (``RunError.partial``), if anything."""
+
+    type: str
+    message: str
+    partial: ReflectionResult | None = None
+    retryable: bool = False
+    """The provider said trying again may help (rate limit, timeout, 5xx)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "message": self.message,
+            "retryable": self.retryable,
+            "partial": _result_dict(self.partial) if self.partial is not None else None,
+        }
+
+    @classmethod
+    def from_exception(cls, error: BaseException) -> BatchError:
+        text = str(error).strip()
+        first = text.splitlines()[0] if text else type(error).__name__
+        if len(first) > _MESSAGE_CHARS:
+            first = first[: _MESSAGE_CHARS - 3] + "..."
+        partial = error.partial if isinstance(error, RunError) else None
+        retryable = bool(getattr(error, "retryable", False))
+        return cls(type(error).__name__, first, partial, retryable)
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """The outcome of one prompt: exactly one of ``result`` and ``error`` is set."""
+
+    index: int
+    """The prompt's position in the input."""
+    prompt: Prompt
+    result: ReflectionResult | None = None
+    error: BatchError | None = None
+    seconds: float = 0.0
+    """Wall time of this item's run (as recorded, for an item taken from the file)."""
+    resumed: bool = False
+    """The result was read from the output file instead of being run again."""
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
+    """The exception itself, for an item that failed in this process (not after a resume)."""
+
+    @property
+    def ok(self) -> bool:
+        """Whether the item has a result."""
+        return self.result is not None
+
+    @property
+    def output(self) -> str | None:
+        """The answer, or None for a failed item."""
+        return self.result.output if self.result is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The item as one line of the JSONL output (see docs/batch.md)."""
+        return {
+            "index": self.index,
+            "prompt_sha256": prompt_hash(self.prompt),
+            "ok": self.ok,
+            "seconds": round(self.seconds, 6),
+            "prompt": _jsonable_prompt(self.prompt),
+            "result": _result_dict(self.result) if self.result is not None else None,
+            "error": self.error.to_dict() if self.error is not None else None,
+        }
+
+
+def _result_dict(result: ReflectionResult) -> dict[str, Any]:
+    """The result as JSON data; what a critic parsed that JSON cannot hold becomes its repr."""
+    try:
+        return result.to_dict()
+    except (TypeError, ValueError):
+        return result.model_dump(mode="json", fallback=repr)
+
+
+def _jsonable_prompt(prompt: Prompt) -> Any:
+    if isinstance(prompt, str):
+        return prompt
+    try:
+        return list(to_conversation(prompt).messages)
+    except InputError:
+        return repr(prompt)
+
+
+def prompt_hash(prompt: Prompt) -> str:
+    """A SHA-256 of the prompt, as resume compares it: a string's text, or a conversation's
+    messages as canonical JSON (LangChain messages converted to OpenAI dicts first)."""
+    if isinstance(prompt, str):
+        canonical = json.dumps(prompt, ensure_ascii=False)
+    else:
+        canonical = json.dumps(
+            _jsonable_prompt(prompt), ensure_ascii=False, sort_keys=True, default=repr
+        )
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def read_batch_file(path: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
+    """The records of a batch's JSONL file by index; a later line for an index replaces an
+    earlier one. A line cut short by a crash (the last one) is skipped."""
+    records: dict[int, dict[str, Any]] = {}
+    with open(path, encoding="utf-8") as file:
+        for number, line in enumerate(file, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                index = int(record["index"])
+            except (ValueError, KeyError, TypeError):
+                logger.warning("%s:%d is not a batch record; skipped", path, number)
+                continue
+            records[index] = record
+    return records
+
+
+def _cut_partial_line(path: Path) -> None:
+    """Drop a last line without its newline (a write interrupted by a crash), so appended
+    lines start on a line of their own."""
+    with open(path, "rb+") as file:
+        size = file.seek(0, os.SEEK_END)
+        end = size
+        while end > 0:  # look back from the end for the last newline, a block at a time
+            start = max(0, end - 65536)
+            file.seek(start)
+            block = file.read(end - start)
+            if end == size and block.endswith(b"\n"):
+                return
+            newline = block.rfind(b"\n")
+            if newline >= 0:
+                file.truncate(start + newline + 1)
+                return
+            end = start
+        file.truncate(0)
+
+
+def _resumed_items(prompts: Sequence[Prompt], path: Path) -> dict[int, BatchItem]:
+    """Items finished in an earlier run with a result, for the same prompt at the same index."""
+    done: dict[int, BatchItem] = {}
+    changed = 0
+    for index, record in read_batch_file(path).items():
+        if not 0 <= index < len(prompts):
+            logger.warning(
+                "%s holds index %d, beyond the %d prompts; ignored", path, index, len(prompts)
+            )
+            continue
+        if record.get("prompt_sha256") != prompt_hash(prompts[index]):
+            changed += 1
+            continue
+        if not record.get("ok") or not record.get("result"):
+            continue  # failed before: run again
+        try:
+            result = ReflectionResult.model_validate(record["result"])
+        except ValidationError:
+            logger.warning(
+                "%s: the result of item %d cannot be read; running it again", path, index
+            )
+            continue
+        seconds = float(record.get("seconds") or 0.0)
+        done[index] = BatchItem(index, prompts[index], result, None, seconds, resumed=True)
+    if changed:
+        logger.warning(
+            "%d record(s) in %s are for prompts that have changed since; running them again",
+            changed,
+            path,
+        )
+    return done
+
+
+def _open_output(
+    prompts: Sequence[Prompt], output: str | os.PathLike[str] | None, resume: bool
+) -> tuple[dict[int, BatchItem], IO[str] | None]:
+    """The items to take from an earlier run, and the JSONL file open for appending (or new).
+
+    Reading and writing the file block briefly; one line per finished item is far below what
+    would stall the event loop."""
+    if output is None:
+        return {}, None
+    path = Path(output)
+    done: dict[int, BatchItem] = {}
+    if resume and path.exists():
+        _cut_partial_line(path)
+        done = _resumed_items(prompts, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return done, open(path, "a" if resume else "w", encoding="utf-8")
+
+
+def _progress_bar(total: int, initial: int, progress: bool | str) -> Any:
+    tqdm = importlib.import_module("tqdm.auto").tqdm  # untyped; notebook-aware bars
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        disable=not progress,
+        desc=progress if isinstance(progress, str) else "reflectkit",
+        unit="item",
+        dynamic_ncols=True,
+    )
+
+
+class _Writer:
+    """Appends one flushed JSON line per finished item."""
+
+    def __init__(self, file: IO[str] | None) -> None:
+        self.file = file
+
+    def write(self, item: BatchItem) -> None:
+        if self.file is None:
+            return
+        self.file.write(json.dumps(item.to_dict(), ensure_ascii=False) + "\n")
+        self.file.flush()
+
+
+async def _run_item(reflector: Reflector, index: int, prompt: Prompt) -> BatchItem:
+    start = time.perf_counter()
+    failure: Exception
+    try:
+        result = await reflector.arun(prompt)
+    except ConfigurationError as error:
+        if not isinstance(error, InputError):
+            raise  # the model or the settings are wrong: every item would fail the same way
+        failure = error
+    except Exception as error:
+        failure = error
+    else:
+        return BatchItem(index, prompt, result=result, seconds=time.perf_counter() - start)
+    return BatchItem(
+        index,
+        prompt,
+        error=BatchError.from_exception(failure),
+        exception=failure,
+        seconds=time.perf_counter() - start,
+    )
+
+
+async def _run_all(
+    reflector: Reflector,
+    prompts: Sequence[Prompt],
+    todo: list[int],
+    concurrency: int,
+    finished: Callable[[BatchItem], Awaitable[None]],
+) -> None:
+    queue = iter(todo)
+
+    async def worker() -> None:
+        for index in queue:  # shared iterator: each index goes to exactly one worker
+            await finished(await _run_item(reflector, index, prompts[index]))
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(min(concurrency, len(todo))):
+            group.create_task(worker())
+
+
+def _check_arguments(prompts: Any, concurrency: int, output: Any, resume: bool) -> list[Prompt]:
+    if isinstance(prompts, str):
+        raise ConfigurationError("prompts must be a list of prompts, not one string")
+    try:
+        items = list(prompts)
+    except TypeError:
+        raise ConfigurationError(
+            f"prompts must be an iterable of prompts, not {type(prompts).__name__}"
+        ) from None
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ConfigurationError(f"concurrency must be an integer >= 1, not {concurrency!r}")
+    if resume and output is None:
+        raise ConfigurationError("resume=True needs output=PATH: the file to resume from")
+    return items
+
+
+async def abatch(
+    prompts: Sequence[Prompt],
+    model: str | None = None,
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    output: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    progress: bool | str = True,
+    reflector: Reflector | None = None,
+    on_item: Callable[[BatchItem], Awaitable[None] | None] | None = None,
+    **settings: Any,
+) -> list[BatchItem]:
+    """Run the loop on every prompt, at most ``concurrency`` at a time; one :class:`BatchItem`
+    per prompt, in input order.
+
+    A prompt whose run fails is recorded (:class:`BatchError`: type, one-line message, partial
+    result) and the others go on; only configuration errors that would fail every item (unknown
+    model, missing key) and cancellation stop the batch. ``output`` is a JSONL file that gets one
+    flushed line per item as it finishes (it is overwritten unless ``resume``); with
+    ``resume=True`` items already in it with a result, for the same index and the same prompt,
+    are not run again, while failed and changed ones are. ``progress`` shows a tqdm bar (a
+    widget in Jupyter; a string labels it). ``settings`` are :class:`~reflectkit.Reflector`'s,
+    or pass a ready ``reflector=``. ``on_item`` is called (and awaited, if async) with each
+    item as it finishes.
+    """
+    items = _check_arguments(prompts, concurrency, output, resume)
+    if reflector is not None and (model is not None or settings):
+        raise ConfigurationError("pass either reflector=... or model and settings, not both")
+    own = reflector is None
+    active = reflector if reflector is not None else Reflector(model, **settings)
+    try:
+        return await _batch(active, items, concurrency, output, resume, progress, on_item)
+    finally:
+        if own:
+            active.close()
+
+
+async def _batch(
+    reflector: Reflector,
+    items: list[Prompt],
+    concurrency: int,
+    output: str | os.PathLike[str] | None,
+    resume: bool,
+    progress: bool | str,
+    on_item: Callable[[BatchItem], Awaitable[None] | None] | None,
+) -> list[BatchItem]:
+    results, file = _open_output(items, output, resume)
+    todo = [i for i in range(len(items)) if i not in results]
+    writer = _Writer(file)
+    bar = _progress_bar(len(items), len(results), progress)
+    failures = 0
+
+    async def finished(item: BatchItem) -> None:
+        nonlocal failures
+        results[item.index] = item
+        writer.write(item)
+        failures += item.error is not None
+        if failures:
+            bar.set_postfix(failed=failures, refresh=False)
+        bar.update(1)
+        if on_item is not None:
+            outcome = on_item(item)
+            if inspect.isawaitable(outcome):
+                await outcome
+
+    try:
+        await _run_all(reflector, items, todo, concurrency, finished)
+    except BaseExceptionGroup as group:
+        # A configuration error in one worker (or an on_item that raised) ends the batch: the
+        # TaskGroup has cancelled the other workers; raise the error itself, not the group.
+        raise group.exceptions[0] from None
+    finally:
+        bar.close()
+        if file is not None:
+            file.close()
+    return [results[i] for i in range(len(items))]
+
+
+def batch(
+    prompts: Sequence[Prompt],
+    model: str | None = None,
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    output: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    progress: bool | str = True,
+    reflector: Reflector | None = None,
+    on_item: Callable[[BatchItem], Awaitable[None] | None] | None = None,
+    **settings: Any,
+) -> list[BatchItem]:
+    """Sync :func:`abatch`; safe where an event loop is already running (Jupyter)."""
+    return run_sync(
+        abatch(
+            prompts,
+            model,
+            concurrency=concurrency,
+            output=output,
+            resume=resume,
+            progress=progress,
+            reflector=reflector,
+            on_item=on_item,
+            **settings,
+        )
+    )

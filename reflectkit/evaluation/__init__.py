@@ -1,0 +1,91 @@
+"""Evaluate a model on a dataset in several modes (single pass, self-critique loop, verifier
+loop) and report accuracy, tokens, cost, calls, latency and failures. See docs/eval.md.
+
+The command line is ``reflectkit eval`` (:mod:`reflectkit.evaluation.command`). Names load on
+first use, so importing the command (for ``reflectkit --help``) loads neither LangGraph nor
+LiteLLM nor matplotlib.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from reflectkit.evaluation.datasets import (
+        BUILTIN_DATASETS,
+        ArithmeticProblem,
+        Check,
+        Dataset,
+        Example,
+        arithmetic,
+        arithmetic_problems,
+        load_dataset,
+        load_verifier,
+        read_jsonl,
+    )
+    from reflectkit.evaluation.matchers import MATCHERS, last_number, matches, normalise
+    from reflectkit.evaluation.report import EvalReport, ItemScore, ModeReport
+    from reflectkit.evaluation.run import MODES, DatasetCritic, aevaluate, evaluate
+
+_LAZY = {
+    **dict.fromkeys(
+        [
+            "BUILTIN_DATASETS",
+            "ArithmeticProblem",
+            "Check",
+            "Dataset",
+            "Example",
+            "arithmetic",
+            "arithmetic_problems",
+            "load_dataset",
+            "load_verifier",
+            "read_jsonl",
+        ],
+        "reflectkit.evaluation.datasets",
+    ),
+    **dict.fromkeys(
+        ["MATCHERS", "last_number", "matches", "normalise"], "reflectkit.evaluation.matchers"
+    ),
+    **dict.fromkeys(["EvalReport", "ItemScore", "ModeReport"], "reflectkit.evaluation.report"),
+    **dict.fromkeys(
+        ["MODES", "DatasetCritic", "aevaluate", "evaluate"], "reflectkit.evaluation.run"
+    ),
+}
+
+__all__ = [
+    "BUILTIN_DATASETS",
+    "MATCHERS",
+    "MODES",
+    "ArithmeticProblem",
+    "Check",
+    "Dataset",
+    "DatasetCritic",
+    "EvalReport",
+    "Example",
+    "ItemScore",
+    "ModeReport",
+    "aevaluate",
+    "arithmetic",
+    "arithmetic_problems",
+    "evaluate",
+    "last_number",
+    "load_dataset",
+    "load_verifier",
+    "matches",
+    "normalise",
+    "read_jsonl",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'reflectkit.evaluation' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

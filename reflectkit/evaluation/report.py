@@ -1,0 +1,220 @@
+"""What an evaluation found, per mode: accuracy, tokens, cost, calls, latency, failures; as
+Markdown, JSON and a PNG plot (matplotlib, imported only to draw)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["EvalReport", "ItemScore", "ModeReport"]
+
+
+@dataclass(frozen=True)
+class ItemScore:
+    """One example under one mode."""
+
+    id: str
+    index: int
+    correct: bool
+    output: str | None
+    """The answer; None when the run failed."""
+    error: str | None = None
+    """``Type: message`` of a failed run."""
+    stop_reason: str | None = None
+    feedback: str = ""
+    """The checker's note on a wrong answer."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0
+    cost_usd: float = 0.0
+    unpriced_calls: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModeReport:
+    """The totals of one mode over the dataset. Failed runs count as wrong; the usage of what
+    they had done before failing (partial results) is counted, since it was paid for."""
+
+    mode: str
+    items: list[ItemScore]
+    seconds: float = 0.0
+    """Wall time of the whole mode (with concurrency, less than the sum of latencies)."""
+
+    @property
+    def total(self) -> int:
+        return len(self.items)
+
+    @property
+    def correct(self) -> int:
+        return sum(item.correct for item in self.items)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.total if self.total else 0.0
+
+    @property
+    def failures(self) -> int:
+        return sum(item.error is not None for item in self.items)
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(item.prompt_tokens for item in self.items)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(item.completion_tokens for item in self.items)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def calls(self) -> int:
+        return sum(item.calls for item in self.items)
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(item.cost_usd for item in self.items)
+
+    @property
+    def unpriced_calls(self) -> int:
+        return sum(item.unpriced_calls for item in self.items)
+
+    @property
+    def latency_p50(self) -> float:
+        """Median seconds per example."""
+        return statistics.median(i.seconds for i in self.items) if self.items else 0.0
+
+    @property
+    def latency_mean(self) -> float:
+        return statistics.fmean(i.seconds for i in self.items) if self.items else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """The totals as a JSON-ready dict."""
+        return {
+            "mode": self.mode,
+            "total": self.total,
+            "correct": self.correct,
+            "accuracy": self.accuracy,
+            "failures": self.failures,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "calls": self.calls,
+            "cost_usd": self.cost_usd,
+            "unpriced_calls": self.unpriced_calls,
+            "latency_p50": self.latency_p50,
+            "latency_mean": self.latency_mean,
+            "seconds": self.seconds,
+        }
+
+
+def _cost(report: ModeReport) -> str:
+    if report.calls and report.unpriced_calls == report.calls:
+        return "n/a"  # no call had a known price: "$0" would read as free
+    return f"${report.cost_usd:.4f}"
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """An evaluation: the dataset, the model, and one :class:`ModeReport` per mode."""
+
+    dataset: str
+    model: str
+    modes: list[ModeReport]
+    settings: dict[str, Any] = field(default_factory=dict)
+    """The Reflector settings shared by every mode (secrets redacted)."""
+
+    def mode(self, name: str) -> ModeReport:
+        """The report of mode ``name``."""
+        for report in self.modes:
+            if report.mode == name:
+                return report
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything, JSON-ready: totals per mode under ``summary``, every item under
+        ``items``."""
+        return {
+            "dataset": self.dataset,
+            "model": self.model,
+            "settings": self.settings,
+            "modes": [
+                {**report.summary(), "items": [asdict(item) for item in report.items]}
+                for report in self.modes
+            ],
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, indent=indent, default=str)
+
+    def to_markdown(self) -> str:
+        """A heading line and a table, one row per mode."""
+        lines = [
+            f"**{self.dataset}** on `{self.model}`, {self.modes[0].total if self.modes else 0} "
+            "examples",
+            "",
+            "| mode | accuracy | correct | failures | tokens | cost | calls | p50 s | mean s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in self.modes:
+            lines.append(
+                f"| {r.mode} | {100 * r.accuracy:.1f}% | {r.correct}/{r.total} | {r.failures} "
+                f"| {r.total_tokens:,} | {_cost(r)} | {r.calls} | {r.latency_p50:.2f} "
+                f"| {r.latency_mean:.2f} |"
+            )
+        return "\n".join(lines) + "\n"
+
+    def plot(self, path: str | Path) -> Path:
+        """Draw accuracy, tokens per example and median latency per mode into a PNG file.
+
+        Uses matplotlib's Agg canvas directly, so the application's pyplot backend (a
+        notebook's, say) is left alone. Needs matplotlib (the ``eval`` extra).
+        """
+        try:
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from matplotlib.figure import Figure
+        except ImportError:
+            from reflectkit.errors import ConfigurationError
+
+            raise ConfigurationError(
+                "plotting needs matplotlib: pip install 'reflectkit[eval]'"
+            ) from None
+        names = [r.mode for r in self.modes]
+        panels = [
+            ("accuracy (%)", [100 * r.accuracy for r in self.modes]),
+            ("tokens per example", [r.total_tokens / max(1, r.total) for r in self.modes]),
+            ("median latency (s)", [r.latency_p50 for r in self.modes]),
+        ]
+        figure = Figure(figsize=(10, 3.4), layout="constrained")
+        FigureCanvasAgg(figure)
+        figure.suptitle(f"{self.dataset} — {self.model}")
+        for axes, (title, values) in zip(figure.subplots(1, 3), panels, strict=True):
+            bars = axes.bar(names, values, color="#4c72b0")
+            axes.bar_label(bars, fmt="%.3g", fontsize=8)
+            axes.set_title(title, fontsize=10)
+            if title.startswith("accuracy"):
+                axes.set_ylim(0, 105)
+            axes.tick_params(axis="x", labelrotation=20)
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(target, format="png", dpi=100)
+        return target
+
+    def write(self, directory: str | Path) -> dict[str, Path]:
+        """Write ``report.md``, ``report.json`` and ``report.png`` into ``directory``."""
+        root = Path(directory)
+        root.mkdir(parents=True, exist_ok=True)
+        paths = {
+            "markdown": root / "report.md",
+            "json": root / "report.json",
+            "png": root / "report.png",
+        }
+        paths["markdown"].write_text(self.to_markdown(), encoding="utf-8")
+        paths["json"].write_text(self.to_json() + "\n", encoding="utf-8")
+        self.plot(paths["png"])
+        return paths

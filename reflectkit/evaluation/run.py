@@ -1,0 +1,208 @@
+"""Run a dataset through several modes with :func:`~reflectkit.batching.abatch` and score them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from reflectkit.api import Reflector
+from reflectkit.batching import DEFAULT_CONCURRENCY, BatchItem, abatch
+from reflectkit.critics.base import CritiqueRequest
+from reflectkit.critics.verdict import Verdict
+from reflectkit.errors import ConfigurationError
+from reflectkit.evaluation.datasets import Check, Dataset, Example, load_dataset
+from reflectkit.evaluation.report import EvalReport, ItemScore, ModeReport
+from reflectkit.llm import check_model
+from reflectkit.messages import to_conversation
+from reflectkit.runner import run_sync
+from reflectkit.usage import Usage
+
+__all__ = ["MODES", "DatasetCritic", "aevaluate", "evaluate"]
+
+MODES = {
+    "single": "one call, no critic",
+    "loop": "generate, critique by the model itself, revise",
+    "verifier": "the loop with the dataset's own checker as the critic",
+    "auto": "what mode='auto' picks for the model (no critic given)",
+}
+"""The modes an evaluation can compare, with what each runs."""
+
+DEFAULT_MODES = ("single", "loop", "verifier")
+
+
+def _key(prompt: Any) -> str:
+    """A conversation's identity: the messages as canonical JSON."""
+    messages = to_conversation(prompt).messages
+    return json.dumps(list(messages), sort_keys=True, ensure_ascii=False, default=repr)
+
+
+class DatasetCritic:
+    """A critic that checks each draft with its dataset's checker (the ``verifier`` mode).
+
+    One critic serves the whole batch: it finds the example a draft answers by the run's
+    conversation, so each prompt is checked against its own expected answer. The checker's
+    feedback goes to the revise step verbatim; the built-in matchers never reveal the answer.
+    """
+
+    expensive = False
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.name = f"dataset:{dataset.name}"
+        self._check = dataset.critic_check
+        self._examples: dict[str, Example] = {}
+        for example in dataset.examples:
+            self._examples.setdefault(_key(example.prompt), example)
+
+    async def acritique(self, request: CritiqueRequest) -> Verdict:
+        example = self._examples.get(_key(request.messages))
+        if example is None:
+            raise ConfigurationError("the dataset critic was given a prompt not in its dataset")
+        check = await self._check(example, request.answer)
+        return Verdict(passed=check.passed, feedback=check.feedback, critic=self.name)
+
+
+def _mode_settings(mode: str, dataset: Dataset) -> dict[str, Any]:
+    if mode == "verifier":
+        return {"mode": "loop", "critic": DatasetCritic(dataset)}
+    return {"mode": mode}
+
+
+def _check_modes(modes: Sequence[str], settings: dict[str, Any]) -> list[str]:
+    chosen = [m.strip() for m in ([modes] if isinstance(modes, str) else modes) if m.strip()]
+    if not chosen:
+        raise ConfigurationError("give at least one mode")
+    unknown = [m for m in chosen if m not in MODES]
+    if unknown:
+        raise ConfigurationError(f"unknown mode {unknown[0]!r}: use {', '.join(MODES)}")
+    if len(set(chosen)) != len(chosen):
+        raise ConfigurationError("a mode is listed twice")
+    clashing = [name for name in ("mode", "critic", "config") if name in settings]
+    if clashing:
+        raise ConfigurationError(f"{clashing[0]}= is set by each mode and cannot be passed")
+    return chosen
+
+
+async def _score(dataset: Dataset, items: list[BatchItem], concurrency: int) -> list[ItemScore]:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def score(item: BatchItem) -> ItemScore:
+        example = dataset.examples[item.index]
+        result = item.result
+        if result is not None:
+            async with gate:
+                check = await dataset.check(example, result.output)
+            usage = result.usage
+        else:
+            assert item.error is not None
+            check = Check(False)
+            usage = item.error.partial.usage if item.error.partial else Usage()
+        error = f"{item.error.type}: {item.error.message}" if item.error else None
+        return ItemScore(
+            id=example.id,
+            index=item.index,
+            correct=check.passed,
+            output=result.output if result is not None else None,
+            error=error,
+            stop_reason=result.stop_reason.value if result is not None else None,
+            feedback=check.feedback if not check.passed else "",
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            calls=usage.calls,
+            cost_usd=usage.cost_usd,
+            unpriced_calls=usage.unpriced_calls,
+            seconds=item.seconds,
+        )
+
+    return list(await asyncio.gather(*(score(item) for item in items)))
+
+
+async def aevaluate(
+    dataset: Dataset | str | Path,
+    model: str | None = None,
+    *,
+    modes: Sequence[str] = DEFAULT_MODES,
+    limit: int | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    output_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    verifier: Any = None,
+    **settings: Any,
+) -> EvalReport:
+    """Answer every example of ``dataset`` in each of ``modes`` and score the answers.
+
+    ``dataset`` is a :class:`Dataset`, a built-in name (``arithmetic``, ``humaneval``) or a
+    JSONL file (docs/eval.md); ``limit`` keeps its first examples; ``verifier`` replaces its
+    matchers (a callable ``(example, answer) -> bool | str`` or a ``module:function`` spec).
+    Each mode is one :func:`~reflectkit.batching.abatch` with ``concurrency``; with
+    ``output_dir``, each writes ``<mode>.jsonl`` there (``resume=True`` continues them) and the
+    report is written as ``report.md``, ``report.json`` and ``report.png``. ``settings`` are
+    :class:`~reflectkit.Reflector`'s (except ``mode`` and ``critic``, which the modes set).
+    """
+    chosen = _check_modes(modes, settings)
+    if resume and output_dir is None:
+        raise ConfigurationError("resume=True needs output_dir: the files to resume from")
+    data = load_dataset(dataset, limit=limit, verifier=verifier)
+    prompts = [example.prompt for example in data.examples]
+    root = Path(output_dir) if output_dir is not None else None
+    reports: list[ModeReport] = []
+    shared: dict[str, Any] = {}
+    model_name = ""
+    for mode in chosen:
+        with Reflector(model, **_mode_settings(mode, data), **settings) as reflector:
+            model_name = reflector.model
+            # Fails fast on an unusable model, and loads LiteLLM before the clock starts, so the
+            # first mode's latencies do not include its import.
+            check_model(reflector.model, reflector.config.model_kwargs)
+            public = reflector.config.public_dict()
+            shared = {k: v for k, v in public.items() if k not in ("mode", "critic")}
+            started = time.perf_counter()
+            items = await abatch(
+                prompts,
+                reflector=reflector,
+                concurrency=concurrency,
+                output=root / f"{mode}.jsonl" if root is not None else None,
+                resume=resume,
+                progress=f"{data.name} · {mode}" if progress else False,
+            )
+            seconds = time.perf_counter() - started
+        scores = await _score(data, items, concurrency)
+        reports.append(ModeReport(mode, scores, seconds))
+    report = EvalReport(data.name, model_name, reports, shared)
+    if root is not None:
+        report.write(root)
+    return report
+
+
+def evaluate(
+    dataset: Dataset | str | Path,
+    model: str | None = None,
+    *,
+    modes: Sequence[str] = DEFAULT_MODES,
+    limit: int | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    output_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    verifier: Any = None,
+    **settings: Any,
+) -> EvalReport:
+    """Sync :func:`aevaluate`."""
+    return run_sync(
+        aevaluate(
+            dataset,
+            model,
+            modes=modes,
+            limit=limit,
+            concurrency=concurrency,
+            output_dir=output_dir,
+            resume=resume,
+            progress=progress,
+            verifier=verifier,
+            **settings,
+        )
+    )
