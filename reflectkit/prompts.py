@@ -71,6 +71,21 @@ TEMPLATES: dict[str, TemplateSpec] = {
         "asks for a revision from the latest answer and the critique",
         ("question", "answer", "feedback", "issues", "score", "scheme"),
     ),
+    "recycle_instruction": TemplateSpec(
+        "recycle_instruction.j2",
+        "data recycling: the oracle reflects on an instruction and writes a better pair",
+        ("instruction", "input", "output"),
+    ),
+    "recycle_response": TemplateSpec(
+        "recycle_response.j2",
+        "data recycling: the oracle reflects on a response and writes a better one",
+        ("instruction", "input", "output"),
+    ),
+    "export_assistant": TemplateSpec(
+        "export_assistant.j2",
+        "export: a run's drafts, critiques and answer as one reply in the tag protocol",
+        ("scheme", "steps", "output"),
+    ),
 }
 
 # Values used to check that every template renders before a run pays for anything.
@@ -84,6 +99,13 @@ _SAMPLE_CONTEXT: dict[str, Any] = {
     "exemplar": "<thinking>Japan's capital is Tokyo.</thinking><output>Tokyo</output>",
     "exemplar_question": "What is the capital of Japan?",
     "lessons": ["Subtract only after finding the number."],
+    "instruction": "Give three tips for staying healthy.",
+    "input": "",
+    "output": "1. Eat well. 2. Exercise. 3. Sleep enough.",
+    "steps": [
+        {"thinking": ["x + 5 = 12, so x = 7; 7 - 3 = 5"], "answer": "5", "reflections": []},
+        {"thinking": ["7 - 3 = 4"], "answer": None, "reflections": ["7 - 3 is 4, not 5."]},
+    ],
 }
 
 
