@@ -52,6 +52,7 @@ from reflectkit.tags import (
 
 if TYPE_CHECKING:
     from reflectkit.api import Reflector, areflect, reflect
+    from reflectkit.batching import BatchError, BatchItem, abatch, batch
     from reflectkit.capabilities import ModelProfile, profile_for, register_model
     from reflectkit.config import FormatHelp, ReflectConfig, RetryPolicy
     from reflectkit.critics import (
@@ -70,6 +71,7 @@ if TYPE_CHECKING:
     from reflectkit.memory import Lesson, LessonStore
     from reflectkit.result import Draft, Iteration, ReflectionResult, StopReason, TrialRecord
     from reflectkit.usage import Usage
+    from reflectkit.wrapping import wrap
 
 __version__ = "0.1.0"
 
@@ -106,6 +108,11 @@ _LAZY = {
     "StopReason": "reflectkit.result",
     "TrialRecord": "reflectkit.result",
     "Usage": "reflectkit.usage",
+    "wrap": "reflectkit.wrapping",
+    "batch": "reflectkit.batching",
+    "abatch": "reflectkit.batching",
+    "BatchItem": "reflectkit.batching",
+    "BatchError": "reflectkit.batching",
 }
 
 # A library adds no handlers of its own: its records go wherever the application sends them, and
@@ -117,6 +124,8 @@ __all__ = [
     "THINK_TAGS",
     "AllOf",
     "AnyOf",
+    "BatchError",
+    "BatchItem",
     "CodeTestCritic",
     "ConfigurationError",
     "ContextWindowError",
@@ -169,13 +178,16 @@ __all__ = [
     "UnknownModelError",
     "Usage",
     "Verdict",
+    "abatch",
     "areflect",
+    "batch",
     "build_graph",
     "escape_tags",
     "parse",
     "profile_for",
     "reflect",
     "register_model",
+    "wrap",
 ]
 
 

@@ -494,6 +494,22 @@ def _confirmed(question: str) -> bool:
         return False
 
 
+def _register_commands() -> None:
+    """Commands defined next to what they drive; their modules import only click at start-up."""
+    from reflectkit.datatools_command import export as export_command
+    from reflectkit.datatools_command import recycle as recycle_command
+    from reflectkit.evaluation.command import eval_command
+    from reflectkit.server.command import serve
+
+    cli.add_command(recycle_command)
+    cli.add_command(export_command)
+    cli.add_command(eval_command)
+    cli.add_command(serve)
+
+
+_register_commands()
+
+
 def main() -> None:
     """Console-script entry point."""
     cli.main(prog_name="reflectkit")

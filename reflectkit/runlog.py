@@ -106,7 +106,11 @@ def new_run_id() -> str:
         ms, rand = time.time_ns() // 1_000_000, secrets.randbits(_RANDOM_BITS)
         last_ms, last_rand = _last_id
         if ms <= last_ms:
-            ms, rand = last_ms, last_rand + 1 + secrets.randbits(_RANDOM_BITS - 8)
+            # A step of at least 2**60 changes the first 14 characters (they hold the bits from
+            # 60 up: 48 of time, the top 20 of randomness); hundreds of thousands of ids fit in one
+            # millisecond before the random part would overflow, far more than one process makes.
+            step = (1 << (_RANDOM_BITS - 20)) + secrets.randbits(_RANDOM_BITS - 19)
+            ms, rand = last_ms, last_rand + step
             if rand >> _RANDOM_BITS:  # the random part overflowed: carry into the next ms
                 ms, rand = last_ms + 1, secrets.randbits(_RANDOM_BITS - 1)
         _last_id = (ms, rand)

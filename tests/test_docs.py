@@ -44,6 +44,10 @@ COMMANDS = [
     ["runs", "show"],
     ["runs", "export"],
     ["runs", "delete"],
+    ["serve"],
+    ["eval"],
+    ["recycle"],
+    ["export"],
 ]
 
 
