@@ -14,7 +14,14 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["REDACTED", "is_secret_name", "redact", "redact_mapping", "snapshot"]
+__all__ = [
+    "REDACTED",
+    "environment_secrets",
+    "is_secret_name",
+    "redact",
+    "redact_mapping",
+    "snapshot",
+]
 
 REDACTED = "[redacted]"
 
@@ -29,8 +36,10 @@ _SECRET_PATTERNS = (
 _MIN_SECRET_LENGTH = 6
 
 
+@functools.lru_cache(maxsize=1024)
 def is_secret_name(name: str) -> bool:
-    """True for names like ``api_key``, ``OPENAI_API_KEY``, ``auth_token``."""
+    """True for names like ``api_key``, ``OPENAI_API_KEY``, ``auth_token`` (cached: names repeat,
+    as the keys of every record a store writes do)."""
     return bool(_SECRET_NAME.search(name))
 
 
@@ -42,7 +51,7 @@ def _secret_names(names: frozenset[str]) -> tuple[str, ...]:
 _snapshot: ContextVar[tuple[str, ...] | None] = ContextVar("reflectkit_secrets", default=None)
 
 
-def _environment_secrets() -> tuple[str, ...]:
+def environment_secrets() -> tuple[str, ...]:
     """The values of secret-named environment variables, read now (the environment may change
     between calls) unless a :func:`snapshot` is in force. Which names look secret is cached per
     set of variable names, so a call costs a few microseconds, not a regex per variable."""
@@ -58,22 +67,32 @@ def _environment_secrets() -> tuple[str, ...]:
 def snapshot() -> Iterator[None]:
     """Read the environment's secrets once for everything redacted inside the block: for bulk
     work such as recording a run, where thousands of strings are redacted at once."""
-    token = _snapshot.set(_environment_secrets())
+    token = _snapshot.set(environment_secrets())
     try:
         yield
     finally:
         _snapshot.reset(token)
 
 
+# Every secret pattern contains one of these words: a text without any needs no regex pass, and
+# most texts redacted (drafts, verdicts, keys of saved records) have none.
+_PREFILTER = re.compile(r"sk-|bearer|api[_-]?key|token|secret|password", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=32)
+def _longest_first(values: frozenset[str]) -> tuple[str, ...]:
+    """Secret values to replace, longest first (so one containing another is replaced whole)."""
+    kept = (value for value in values if len(value) >= _MIN_SECRET_LENGTH)
+    return tuple(sorted(kept, key=len, reverse=True))
+
+
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """Replace known secret values (the environment's and ``secrets``) and key-like strings."""
-    known = sorted(
-        {s for s in (*secrets, *_environment_secrets()) if len(s) >= _MIN_SECRET_LENGTH},
-        key=len,
-        reverse=True,
-    )
-    for value in known:
-        text = text.replace(value, REDACTED)
+    for value in _longest_first(frozenset((*secrets, *environment_secrets()))):
+        if value in text:
+            text = text.replace(value, REDACTED)
+    if _PREFILTER.search(text) is None:
+        return text
     for pattern in _SECRET_PATTERNS:
         if pattern.groups >= 2:
             text = pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)

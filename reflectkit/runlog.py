@@ -39,6 +39,7 @@ from __future__ import annotations
 import atexit
 import builtins
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -57,6 +58,7 @@ from typing import IO, TYPE_CHECKING, Any
 from reflectkit import sqlite as _sqlite
 from reflectkit.errors import ConfigurationError, ReflectkitError
 from reflectkit.redaction import REDACTED, is_secret_name, redact, snapshot
+from reflectkit.redaction import environment_secrets as _secrets_now
 
 if TYPE_CHECKING:
     from reflectkit.events import StepEvent
@@ -155,6 +157,17 @@ def _text(value: str) -> str:
     return redact(value.encode("utf-8", "replace").decode("utf-8"))
 
 
+def _key(name: str) -> str:
+    """A mapping key, redacted: keys repeat in every record, so their redaction is cached per
+    set of secrets in force."""
+    return _cached_key(name, _secrets_now())
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_key(name: str, secrets: tuple[str, ...]) -> str:
+    return _text(name)
+
+
 def _keeps(name: str, value: Any) -> bool:
     """Whether ``value`` may be kept under ``name``: always unless the name is secret-like;
     then only None, a bool, or a number under a token-count name (``prompt_tokens``)."""
@@ -180,7 +193,7 @@ def scrub(value: Any) -> Any:
         value = dataclasses.asdict(value)
     if isinstance(value, Mapping):
         return {
-            _text(str(key)): scrub(item) if _keeps(str(key), item) else REDACTED
+            _key(str(key)): scrub(item) if _keeps(str(key), item) else REDACTED
             for key, item in value.items()
         }
     if isinstance(value, (list, tuple, set, frozenset)):

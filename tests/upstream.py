@@ -92,7 +92,9 @@ def main(argv: list[str] | None = None) -> None:
     sock.bind(("127.0.0.1", args.port))
     print(f"PORT {sock.getsockname()[1]}", flush=True)
     app = create_app(args.delay, args.chunks, args.chunk_delay)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=75
+    )
     uvicorn.Server(config).run(sockets=[sock])
     sys.exit(0)
 

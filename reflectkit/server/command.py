@@ -28,6 +28,9 @@ def _upstream_option(raw: str) -> tuple[str, Any]:
     return key.strip(), parsed
 
 
+KEEP_ALIVE_SECONDS = 75
+"""How long an idle client connection is kept open (uvicorn's default is 5 s)."""
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
@@ -178,7 +181,18 @@ def serve(
         f"http://{host}:{port}/v1 ({'API key required' if settings.api_key else 'no API key'})",
         err=True,
     )
-    uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False, lifespan="off")
+    # Keep idle connections longer than clients do (httpx, under the OpenAI SDK, drops them
+    # after 5 s): with uvicorn's default of 5 s too, a client may send on a connection at the
+    # moment the server closes it, and the request fails with a read error.
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        server_header=False,
+        lifespan="off",
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+    )
 
 
 if __name__ == "__main__":
