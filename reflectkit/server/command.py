@@ -31,6 +31,7 @@ def _upstream_option(raw: str) -> tuple[str, Any]:
 KEEP_ALIVE_SECONDS = 75
 """How long an idle client connection is kept open (uvicorn's default is 5 s)."""
 
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
