@@ -950,3 +950,33 @@ def test_importing_the_command_loads_no_server() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert loaded.strip() == "[]"
+
+
+def test_a_client_that_leaves_before_its_answer_cancels_the_run() -> None:
+    calls: list[float] = []
+
+    async def slow(request: Request) -> str:
+        calls.append(time.monotonic())
+        await asyncio.sleep(0.3)
+        if "strict reviewer" in str(request.messages):
+            return verdict(False, "try again")
+        return f"<output>{len(calls)}</output>"
+
+    fake = FunctionLLM(slow)
+    settings = ServerSettings(models=(FAKES,), max_concurrent_requests=1, queue_timeout=5)
+    body = {
+        "model": f"reflect/{fake.model}",
+        "messages": [{"role": "user", "content": "hi"}],
+        "reflectkit": {"mode": "loop", "max_iterations": 10},
+    }
+    with running(settings) as url:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{url}/v1/chat/completions", json=body, timeout=0.5)
+        time.sleep(1.0)
+        made = len(calls)
+        time.sleep(1.0)
+        assert len(calls) == made  # no call after the client left
+        assert made <= 4  # a 19-call loop, stopped after about 0.5 s of it
+        single = {**body, "reflectkit": {"mode": "single"}}
+        again = httpx.post(f"{url}/v1/chat/completions", json=single, timeout=10)
+    assert again.status_code == 200  # the slot came back

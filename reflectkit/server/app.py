@@ -309,7 +309,10 @@ class _Proxy:
                 response = await self._stream(request, model, reflected, give_back)
                 streaming = True
                 return response
-            answer = await self.complete(request, model, reflected)
+            answer = await _unless_client_leaves(http, self.complete(request, model, reflected))
+            if answer is None:
+                logger.info("client left before its answer; the run was cancelled")
+                return Response(status_code=499)  # nobody reads it: the connection is gone
             return JSONResponse(completion_body(request.model, answer))
         except APIError as error:
             return _error_response(error)
@@ -391,6 +394,33 @@ class _Proxy:
             message = f"the model {name!r} does not exist here"
             return _error_response(APIError(404, message, param="model", code="model_not_found"))
         return JSONResponse(_model_entry(name))
+
+
+async def _client_left(http: Request) -> None:
+    """Return when the client closes its connection (the body has been read already, so the
+    next ASGI message is the disconnect)."""
+    while (await http.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_client_leaves(http: Request, work: Awaitable[Answer]) -> Answer | None:
+    """``work``'s answer, or None when the client disconnects first: then the run is cancelled,
+    so a client that gives up stops the model calls it would have paid for."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_client_left(http))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # this request was cancelled itself (the server is stopping)
+        task.cancel()
+        watcher.cancel()
+        raise
+    watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return None
 
 
 def _model_entry(name: str) -> dict[str, Any]:
