@@ -67,6 +67,26 @@ class Conversation:
         return [copy.deepcopy(m) for m in self.messages[self._index + 1 :]]
 
 
+def tool_results(messages: Sequence[Message]) -> list[tuple[str, str]]:
+    """The ``(tool name, result text)`` of each tool result after the last user turn, the name
+    taken from the result's ``name`` or from the tool call it answers."""
+    conversation = to_conversation(list(messages))
+    tail = conversation.tail
+    names: dict[str, str] = {}
+    for message in tail:
+        for call in message.get("tool_calls") or []:
+            function = call.get("function") or {}
+            names[str(call.get("id"))] = str(function.get("name") or "tool")
+    return [
+        (
+            str(m.get("name") or names.get(str(m.get("tool_call_id")), "tool")),
+            _text_of(m.get("content")),
+        )
+        for m in tail
+        if m.get("role") in _TOOL_RESULTS
+    ]
+
+
 def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
@@ -320,12 +340,24 @@ class PromptBuilder:
         )
         return [{"role": "user", "content": text}]
 
-    def critique(self, question: str, answer: str, template: str | None = None) -> list[Message]:
+    def critique(
+        self,
+        question: str,
+        answer: str,
+        template: str | None = None,
+        tool_results: Sequence[tuple[str, str]] = (),
+    ) -> list[Message]:
         """The LLM critic's single user turn, from the ``critique`` template or the critic's own
-        ``template`` text (same variables)."""
+        ``template`` text (same variables). ``tool_results`` are ``(tool name, result text)``
+        pairs the answer was written from: without them a critic would judge facts it cannot
+        see."""
         context = {
             "question": self.escape(question),
             "answer": self.escape(answer),
+            "tool_results": [
+                {"name": self.escape(name), "content": self.escape(content)}
+                for name, content in tool_results
+            ],
             "scheme": self.scheme,
         }
         if template is None:

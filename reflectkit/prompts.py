@@ -61,7 +61,7 @@ TEMPLATES: dict[str, TemplateSpec] = {
     "critique": TemplateSpec(
         "critique.j2",
         "the LLM critic's prompt; asks for a JSON verdict",
-        ("question", "answer", "scheme"),
+        ("question", "answer", "tool_results", "scheme"),
     ),
     "repair": TemplateSpec(
         "repair.j2", "asks again for only the final answer when a reply had none", ("scheme",)
@@ -93,6 +93,7 @@ _SAMPLE_CONTEXT: dict[str, Any] = {
     "scheme": REFLECTION_TAGS,
     "question": "If a number plus 5 equals 12, what is that number minus 3?",
     "answer": "4",
+    "tool_results": [{"name": "calculator", "content": "12 - 5 = 7"}],
     "feedback": "Show the subtraction.",
     "issues": ["The step 7 - 3 is missing."],
     "score": 6.0,

@@ -9,6 +9,7 @@ from reflectkit.critics.base import CritiqueRequest
 from reflectkit.critics.verdict import Verdict, parse_verdict
 from reflectkit.errors import ConfigurationError, CriticError
 from reflectkit.llm import ModelClient
+from reflectkit.messages import tool_results
 
 __all__ = ["LLMCritic"]
 
@@ -69,7 +70,9 @@ class LLMCritic:
         client = self._client(
             request.default_model, request.default_model_kwargs, request.retry, request.timeout
         )
-        messages = request.prompts.critique(request.question, request.answer, self.template)
+        messages = request.prompts.critique(
+            request.question, request.answer, self.template, tool_results(request.messages)
+        )
         completion = await client.complete(messages)
         verdict = parse_verdict(completion.text, critic=f"llm:{client.model}")
         return verdict.model_copy(update={"usage": completion.usage})
