@@ -27,12 +27,36 @@ from reflectkit.redaction import redact
 __all__ = ["map_error", "retry_after"]
 
 
-def retry_after(error: BaseException) -> float | None:
+def _related(error: BaseException) -> list[BaseException]:
+    """``error`` and the errors it wraps: LiteLLM wraps a failure to open a stream in a
+    ``MidStreamFallbackError`` whose response lacks the original's headers, keeping the original
+    as ``original_exception`` and in the cause/context chain."""
+    found: list[BaseException] = []
+    pending: list[BaseException | None] = [error]
+    while pending and len(found) < 8:
+        current = pending.pop(0)
+        if current is None or any(current is seen for seen in found):
+            continue
+        found.append(current)
+        original = getattr(current, "original_exception", None)
+        pending += [original if isinstance(original, BaseException) else None]
+        pending += [current.__cause__, current.__context__]
+    return found
+
+
+def _header(error: BaseException) -> str | None:
     response = getattr(error, "response", None)
     headers = getattr(response, "headers", None) or getattr(error, "litellm_response_headers", None)
     if not headers:
         return None
     value = headers.get("retry-after") or headers.get("Retry-After")
+    return None if value is None else str(value)
+
+
+def retry_after(error: BaseException) -> float | None:
+    """The seconds a 429 asks to wait (its Retry-After, as a number or an HTTP date), looked for
+    on the error and on the errors it wraps; None when none says."""
+    value = next((v for e in _related(error) if (v := _header(e)) is not None), None)
     if value is None:
         return None
     try:

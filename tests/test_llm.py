@@ -256,3 +256,14 @@ def test_litellm_loads_offline_with_its_local_price_map() -> None:
     )
     assert out.stdout.split() == ["True", "True"]
     assert "fetch" not in out.stderr.lower()
+
+
+async def test_a_streamed_429_keeps_its_retry_after() -> None:
+    # LiteLLM wraps a failure to open a stream in a MidStreamFallbackError whose response has
+    # lost the headers; the Retry-After is found on the error it wraps.
+    fake = ScriptedLLM([fail(429, "slow down", retry_after=7)])
+    client = ModelClient(fake.model, {}, retry=rk.RetryPolicy(max_attempts=1), timeout=10)
+    with pytest.raises(rk.RateLimitedError) as raised:
+        async for _ in client.stream([{"role": "user", "content": "hi"}]):
+            pass
+    assert raised.value.retry_after == 7.0

@@ -645,6 +645,21 @@ def test_a_stream_that_fails_before_the_first_answer_is_an_http_error(
     assert raised.value.status_code == 502
 
 
+def test_a_streamed_request_rate_limited_upstream_passes_retry_after_on(
+    http: httpx.Client,
+) -> None:
+    fake = ScriptedLLM([fail(429, "slow down", retry_after=7)])
+    body = {
+        "model": f"reflect/{fake.model}",
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": True,
+        **_single(),
+    }
+    response = http.post("/v1/chat/completions", json=body)
+    assert _error(response, 429)["code"] == "upstream_rate_limited"
+    assert response.headers["retry-after"] == "7"
+
+
 def test_a_stream_that_fails_midway_ends_with_an_error_event(client: openai.OpenAI) -> None:
     fake = ScriptedLLM(["<output>3</output>", fail(500, "critic down")])
     stream = client.chat.completions.create(
