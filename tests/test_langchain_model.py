@@ -39,6 +39,7 @@ class RecordingChat(BaseChatModel):
     replies: list[AIMessage]
     sent: list[list[BaseMessage]] = Field(default_factory=list)
     bound: list[list[dict[str, Any]]] = Field(default_factory=list)
+    called_with: list[dict[str, Any]] = Field(default_factory=list)
 
     @property
     def _llm_type(self) -> str:
@@ -56,6 +57,7 @@ class RecordingChat(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         self.sent.append(list(messages))
+        self.called_with.append(dict(kwargs))
         reply = self.replies.pop(0)
         usage = {"input_tokens": 10, "output_tokens": 2, "total_tokens": 12}
         message = reply.model_copy(update={"usage_metadata": usage})
@@ -317,3 +319,11 @@ def test_concurrent_runs_keep_their_own_answers() -> None:
         return [str(r.content) for r in replies]
 
     assert asyncio.run(many()) == [json.dumps(f"q{i}") for i in range(8)]
+
+
+def test_sampling_settings_reach_the_wrapped_model() -> None:
+    chat = recording("<output>4</output>")
+    model = ReflectiveChatModel(chat, mode="single", temperature=0, max_tokens=64)
+    assert model.invoke(QUESTION).content == "4"
+    assert chat.called_with[0]["temperature"] == 0
+    assert chat.called_with[0]["max_tokens"] == 64

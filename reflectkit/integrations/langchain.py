@@ -103,6 +103,10 @@ def _in_process(chat: BaseChatModel) -> bool:
     return any(is_loopback(base) for base in bases)
 
 
+_SAMPLING = ("temperature", "max_tokens", "top_p")
+"""Call-time settings forwarded to a wrapped LangChain model."""
+
+
 class _LangChainBackend:
     """The ``langchain`` provider: routes each call to the chat model named in the model string.
 
@@ -163,6 +167,11 @@ class _LangChainBackend:
             [{**m, "content": m.get("content") or ""} for m in messages]
         )
         kwargs = {"stop": params["stop"]} if params.get("stop") else {}
+        # Sampling settings given to reflectkit (temperature=0 ...) reach the wrapped model as
+        # call-time keyword arguments, which LangChain's chat models pass to their provider.
+        sampling = {k: params[k] for k in _SAMPLING if params.get(k) is not None}
+        if sampling:
+            runnable = runnable.bind(**sampling)
         return runnable, converted, kwargs
 
     def complete(
