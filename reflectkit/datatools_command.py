@@ -7,27 +7,17 @@ exit code 2. Only click is imported here at start-up; the work is imported when 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 
+from reflectkit.cli_support import CONTEXT_SETTINGS, option_value
+
 __all__ = ["export", "recycle"]
 
 
-def _option_value(raw: str) -> tuple[str, Any]:
-    key, sep, value = raw.partition("=")
-    if not sep or not key.strip():
-        raise click.BadParameter(f"expected KEY=VALUE, got {raw!r}", param_hint="--option")
-    try:
-        parsed: Any = json.loads(value)
-    except ValueError:
-        parsed = value
-    return key.strip(), parsed
-
-
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("source", metavar="INPUT", type=click.Path(dir_okay=False))
 @click.option(
     "--oracle",
@@ -111,7 +101,7 @@ def recycle(
         template_dir=template_dir,
         keep_analysis=keep_analysis,
         progress=not no_progress,
-        **dict(_option_value(o) for o in options),
+        **dict(option_value(o) for o in options),
     )
     click.echo(
         f"recycled {report.written} record(s) into {report.output}; {report.skipped} already "
@@ -124,7 +114,7 @@ def recycle(
     return 0
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("source", metavar="[SOURCE]", required=False, type=click.Path(dir_okay=False))
 @click.option(
     "-o",

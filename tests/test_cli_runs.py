@@ -297,7 +297,7 @@ def test_a_log_that_is_off_or_corrupt_is_an_error(tmp_path: Path) -> None:
 
 
 def test_the_status_choices_match_the_library() -> None:
-    from reflectkit.cli import _STATUSES
+    from reflectkit.runs_command import _STATUSES
 
     assert tuple(_STATUSES) == STATUSES
 

@@ -6,36 +6,16 @@ command runs, so ``reflectkit --help`` stays fast.
 
 from __future__ import annotations
 
-import json
 import sys
-from typing import Any
 
 import click
 
+from reflectkit.cli_support import CONTEXT_SETTINGS, BadInput, option_value
+
 __all__ = ["eval_command"]
 
-EXIT_BAD_INPUT = 2
-EXIT_RUN_FAILED = 1
 
-
-class _BadInput(click.ClickException):
-    """A dataset, mode or setting that cannot be used: exit 2, like the rest of the CLI."""
-
-    exit_code = EXIT_BAD_INPUT
-
-
-def _option_value(raw: str) -> tuple[str, Any]:
-    key, sep, value = raw.partition("=")
-    if not sep or not key.strip():
-        raise click.BadParameter(f"expected KEY=VALUE, got {raw!r}", param_hint="--option")
-    try:
-        parsed: Any = json.loads(value)
-    except ValueError:
-        parsed = value
-    return key.strip(), parsed
-
-
-@click.command("eval")
+@click.command("eval", context_settings=CONTEXT_SETTINGS)
 @click.argument("dataset")
 @click.option(
     "-m",
@@ -125,7 +105,7 @@ def eval_command(
     from reflectkit.evaluation.datasets import load_dataset
     from reflectkit.evaluation.run import evaluate
 
-    settings = dict(_option_value(o) for o in options)
+    settings = dict(option_value(o) for o in options)
     if critic_model:
         settings["critic_model"] = critic_model
     try:
@@ -142,7 +122,7 @@ def eval_command(
             **settings,
         )
     except ConfigurationError as error:
-        raise _BadInput(str(error).strip().splitlines()[0]) from None
+        raise BadInput(str(error).strip().splitlines()[0]) from None
     except ReflectkitError as error:
         raise click.ClickException(str(error).strip().splitlines()[0]) from None
     click.echo(report.to_json() if as_json else report.to_markdown(), nl=False)

@@ -6,10 +6,11 @@ Only click is imported here at start-up, so the main command line can register t
 
 from __future__ import annotations
 
-import json
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import click
+
+from reflectkit.cli_support import CONTEXT_SETTINGS, option_value
 
 if TYPE_CHECKING:
     from reflectkit.config import Mode
@@ -17,22 +18,11 @@ if TYPE_CHECKING:
 __all__ = ["serve"]
 
 
-def _upstream_option(raw: str) -> tuple[str, Any]:
-    key, sep, value = raw.partition("=")
-    if not sep or not key.strip():
-        raise click.BadParameter(f"expected KEY=VALUE, got {raw!r}", param_hint="--option")
-    try:
-        parsed: Any = json.loads(value)
-    except ValueError:
-        parsed = value
-    return key.strip(), parsed
-
-
 KEEP_ALIVE_SECONDS = 75
 """How long an idle client connection is kept open (uvicorn's default is 5 s)."""
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port."
@@ -166,7 +156,7 @@ def serve(
         mode=cast("Mode", mode),
         max_iterations=max_iterations,
         critic_model=critic_model,
-        upstream_kwargs=dict(_upstream_option(raw) for raw in options),
+        upstream_kwargs=dict(option_value(raw) for raw in options),
         timeout=timeout,
         max_body_bytes=max_body_bytes,
         max_concurrent_requests=max_concurrent_requests,
