@@ -9,7 +9,6 @@ HTTP clients are shared. See docs/batch.md for the JSONL format and the resume r
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import importlib
 import inspect
 import json
@@ -25,6 +24,7 @@ from pydantic import ValidationError
 
 from reflectkit.api import Prompt, Reflector
 from reflectkit.errors import ConfigurationError, InputError, RunError
+from reflectkit.jsonl import canonical_sha256, cut_partial_line
 from reflectkit.messages import to_conversation
 from reflectkit.result import ReflectionResult
 from reflectkit.runner import run_sync
@@ -126,13 +126,7 @@ def _jsonable_prompt(prompt: Prompt) -> Any:
 def prompt_hash(prompt: Prompt) -> str:
     """A SHA-256 of the prompt, as resume compares it: a string's text, or a conversation's
     messages as canonical JSON (LangChain messages converted to OpenAI dicts first)."""
-    if isinstance(prompt, str):
-        canonical = json.dumps(prompt, ensure_ascii=False)
-    else:
-        canonical = json.dumps(
-            _jsonable_prompt(prompt), ensure_ascii=False, sort_keys=True, default=repr
-        )
-    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+    return canonical_sha256(prompt if isinstance(prompt, str) else _jsonable_prompt(prompt))
 
 
 def read_batch_file(path: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
@@ -151,26 +145,6 @@ def read_batch_file(path: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
                 continue
             records[index] = record
     return records
-
-
-def _cut_partial_line(path: Path) -> None:
-    """Drop a last line without its newline (a write interrupted by a crash), so appended
-    lines start on a line of their own."""
-    with open(path, "rb+") as file:
-        size = file.seek(0, os.SEEK_END)
-        end = size
-        while end > 0:  # look back from the end for the last newline, a block at a time
-            start = max(0, end - 65536)
-            file.seek(start)
-            block = file.read(end - start)
-            if end == size and block.endswith(b"\n"):
-                return
-            newline = block.rfind(b"\n")
-            if newline >= 0:
-                file.truncate(start + newline + 1)
-                return
-            end = start
-        file.truncate(0)
 
 
 def _resumed_items(prompts: Sequence[Prompt], path: Path) -> dict[int, BatchItem]:
@@ -218,7 +192,7 @@ def _open_output(
     path = Path(output)
     done: dict[int, BatchItem] = {}
     if resume and path.exists():
-        _cut_partial_line(path)
+        cut_partial_line(path)
         done = _resumed_items(prompts, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return done, open(path, "a" if resume else "w", encoding="utf-8")

@@ -31,7 +31,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 from reflectkit import sqlite as _sqlite
 from reflectkit.errors import ConfigurationError
@@ -154,7 +154,7 @@ def _words(text: str, most: int | None = _MAX_QUERY_WORDS) -> list[str]:
 def _check_outcome(outcome: str) -> Outcome:
     if outcome not in get_args(Outcome):
         raise ConfigurationError(f"outcome must be pending, passed or failed, not {outcome!r}")
-    return outcome  # type: ignore[return-value]
+    return cast("Outcome", outcome)
 
 
 class LessonStore:

@@ -20,7 +20,6 @@ the run. :func:`arecycle` is the one implementation; :func:`recycle` is its sync
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import importlib
 import json
 import logging
@@ -33,6 +32,7 @@ from typing import IO, Any, Literal
 
 from reflectkit.config import RetryPolicy
 from reflectkit.errors import ConfigurationError, InputError, ProviderError, RunError
+from reflectkit.jsonl import canonical_sha256, cut_partial_line
 from reflectkit.llm import ModelClient
 from reflectkit.prompts import Prompts
 from reflectkit.runner import run_sync
@@ -115,9 +115,7 @@ class RecycleReport:
 def record_hash(record: Mapping[str, Any]) -> str:
     """SHA-256 of a record's Alpaca fields as canonical JSON (other keys do not count; a
     missing field counts as empty): the key resume matches records by."""
-    fields = {name: record.get(name) or "" for name in FIELDS}
-    canonical = json.dumps(fields, ensure_ascii=False, sort_keys=True)
-    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+    return canonical_sha256({name: record.get(name) or "" for name in FIELDS})
 
 
 def _section_pattern(names: Sequence[str]) -> re.Pattern[str]:
@@ -276,18 +274,15 @@ def _done_hashes(path: Path) -> set[str]:
     crash is removed first, so new lines start on a line of their own."""
     if not path.exists():
         return set()
-    with open(path, "rb+") as file:
-        data = file.read()
-        if data and not data.endswith(b"\n"):
-            file.truncate(data.rfind(b"\n") + 1)
-            data = data[: data.rfind(b"\n") + 1]
+    cut_partial_line(path)
     done: set[str] = set()
-    for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), start=1):
-        try:
-            done.add(str(json.loads(line)["source_sha256"]))
-        except (ValueError, KeyError, TypeError):
-            if line.strip():
-                logger.warning("%s:%d has no source_sha256; it will not be resumed", path, number)
+    with open(path, encoding="utf-8", errors="replace") as file:
+        for number, line in enumerate(file, start=1):
+            try:
+                done.add(str(json.loads(line)["source_sha256"]))
+            except (ValueError, KeyError, TypeError):
+                if line.strip():
+                    logger.warning("%s:%d has no source_sha256; not resumed", path, number)
     return done
 
 
