@@ -106,9 +106,13 @@ def _install(litellm: Any, name: str, backend: ProviderBackend) -> None:
 
 
 def register_provider(name: str, backend: ProviderBackend) -> None:
-    """Make an in-process backend callable as ``"<name>/<model>"`` through LiteLLM."""
+    """Make an in-process backend callable as ``"<name>/<model>"`` through LiteLLM (this loads
+    LiteLLM). Registering the same backend again does nothing, so callers need not track it."""
     if not name or "/" in name:
         raise ConfigurationError(f"invalid provider name {name!r}")
+    with _lock:
+        if _providers.get(name) is backend:
+            return
     _install(_load(), name, backend)
 
 

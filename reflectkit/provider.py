@@ -10,20 +10,27 @@ the providers and the model layer both need to read it and it must sit below bot
 
 from __future__ import annotations
 
+import itertools
+import re
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 __all__ = [
     "ProviderBackend",
     "ProviderChunk",
     "ProviderFailure",
     "ProviderReply",
+    "ServedObjects",
     "model_requests_allowed",
     "set_model_requests_allowed",
 ]
 
 Message = dict[str, Any]
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -120,3 +127,30 @@ def set_model_requests_allowed(allowed: bool) -> bool:
     previous = _requests_allowed
     _requests_allowed = allowed
     return previous
+
+
+class ServedObjects(Generic[T]):
+    """Objects a backend serves under generated names (``<label>-<n>``), for backends that
+    route each call to one of them (wrapped functions, LangChain chat models).
+
+    Each is held weakly where Python allows, so it lives as long as whatever the user holds
+    (builtins and some extension objects cannot be weakly referenced: those are kept for good).
+    """
+
+    def __init__(self) -> None:
+        self._weak: weakref.WeakValueDictionary[str, T] = weakref.WeakValueDictionary()
+        self._kept: dict[str, T] = {}
+        self._numbers = itertools.count(1)
+
+    def add(self, item: T, label: str) -> str:
+        """Serve ``item``; returns its new name."""
+        name = f"{re.sub(r'[^A-Za-z0-9_.-]+', '', label) or 'item'}-{next(self._numbers)}"
+        try:
+            self._weak[name] = item
+        except TypeError:
+            self._kept[name] = item
+        return name
+
+    def get(self, name: str) -> T | None:
+        """The item served as ``name``, or None (never served, or collected since)."""
+        return self._weak.get(name) or self._kept.get(name)

@@ -21,17 +21,13 @@ import contextvars
 import copy
 import functools
 import inspect
-import itertools
-import re
-import threading
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, Literal, ParamSpec, overload
 
 from reflectkit.api import Prompt, Reflector
 from reflectkit.errors import ConfigurationError
 from reflectkit.llm import register_provider
-from reflectkit.provider import ProviderChunk, ProviderFailure, ProviderReply
+from reflectkit.provider import ProviderChunk, ProviderFailure, ProviderReply, ServedObjects
 from reflectkit.result import ReflectionResult
 from reflectkit.runner import run_sync
 
@@ -61,40 +57,25 @@ def _failure(name: str, error: Exception) -> ProviderFailure:
 class _FunctionBackend:
     """The ``wrapped`` provider: routes each call to the function named in the model string.
 
-    Functions are held weakly where Python allows (one lives as long as its wrapper), else
-    for good (builtins and some extension functions cannot be weakly referenced).
+    Functions are held as :class:`~reflectkit.provider.ServedObjects` hold them: weakly where
+    Python allows (one lives as long as its wrapper).
     """
 
     local = True  # the function runs here; what it calls is its own business
 
     def __init__(self) -> None:
-        self._functions: weakref.WeakValueDictionary[str, Callable[..., Any]] = (
-            weakref.WeakValueDictionary()
-        )
-        self._kept: dict[str, Callable[..., Any]] = {}
-        self._numbers = itertools.count(1)
-        self._lock = threading.Lock()
-        self._registered = False
+        self._functions: ServedObjects[Callable[..., Any]] = ServedObjects()
 
     def add(self, fn: Callable[..., Any]) -> str:
         """Serve ``fn`` and return its model string."""
-        label = re.sub(r"[^A-Za-z0-9_.-]+", "", getattr(fn, "__name__", "")) or "function"
-        name = f"{label}-{next(self._numbers)}"
-        try:
-            self._functions[name] = fn
-        except TypeError:
-            self._kept[name] = fn
-        return f"{PROVIDER}/{name}"
+        return f"{PROVIDER}/{self._functions.add(fn, getattr(fn, '__name__', '') or 'function')}"
 
     def register(self) -> None:
-        """Install the provider in LiteLLM, once (this loads LiteLLM)."""
-        with self._lock:
-            if not self._registered:
-                register_provider(PROVIDER, self)
-                self._registered = True
+        """Install the provider in LiteLLM (once; this loads LiteLLM)."""
+        register_provider(PROVIDER, self)
 
     def _function(self, model: str) -> Callable[..., Any]:
-        fn = self._functions.get(model) or self._kept.get(model)
+        fn = self._functions.get(model)
         if fn is None:
             raise ConfigurationError(f"no wrapped function is served as {PROVIDER}/{model}")
         return fn

@@ -20,11 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import itertools
 import json
-import threading
 import uuid
-import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from contextlib import aclosing, suppress
 from typing import Any, Literal, TypeVar
@@ -47,7 +44,12 @@ from reflectkit.api import Reflector
 from reflectkit.errors import ConfigurationError, ModelRequestsBlockedError
 from reflectkit.events import ReflectEvent, ResultEvent
 from reflectkit.llm import is_loopback, register_provider
-from reflectkit.provider import ProviderChunk, ProviderFailure, model_requests_allowed
+from reflectkit.provider import (
+    ProviderChunk,
+    ProviderFailure,
+    ServedObjects,
+    model_requests_allowed,
+)
 from reflectkit.result import ReflectionResult
 from reflectkit.runner import iterate_sync, run_sync
 from reflectkit.tags import OutputDelta
@@ -117,25 +119,15 @@ class _LangChainBackend:
     local = True  # check() applies the hosted-request block itself, model by model
 
     def __init__(self) -> None:
-        self._models: weakref.WeakValueDictionary[str, BaseChatModel] = (
-            weakref.WeakValueDictionary()
-        )
-        self._numbers = itertools.count(1)
-        self._lock = threading.Lock()
-        self._registered = False
+        self._models: ServedObjects[BaseChatModel] = ServedObjects()
 
     def add(self, chat: BaseChatModel) -> str:
         """Serve ``chat`` and return its model string."""
-        name = f"{type(chat).__name__}-{next(self._numbers)}"
-        self._models[name] = chat
-        return f"{PROVIDER}/{name}"
+        return f"{PROVIDER}/{self._models.add(chat, type(chat).__name__)}"
 
     def register(self) -> None:
-        """Install the provider in LiteLLM, once (this loads LiteLLM)."""
-        with self._lock:
-            if not self._registered:
-                register_provider(PROVIDER, self)
-                self._registered = True
+        """Install the provider in LiteLLM (once; this loads LiteLLM)."""
+        register_provider(PROVIDER, self)
 
     def _chat(self, name: str) -> BaseChatModel:
         chat = self._models.get(name)
