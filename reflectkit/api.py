@@ -128,6 +128,7 @@ class Reflector:
         self._graph = compile_runtime(self._runtime)
         self._memory, self._owns_memory = open_memory(config.memory, config.trials)
         self._run_log = open_run_log(config.run_log)
+        self._public_config = config.public_dict()  # recorded with every run; computed once
         self._owns_run_log = not isinstance(config.run_log, RunLog)
 
     @property
@@ -191,7 +192,7 @@ class Reflector:
             # disk nor another process holding the file's lock ever stalls the event loop.
             run_id = log.start(
                 messages=conversation.messages,
-                config=self.config.public_dict(),
+                config=self._public_config,
                 model=self.model,
                 mode=self.mode,
                 thread_id=run.thread_id,
