@@ -29,6 +29,11 @@ asked, how it was configured, every step (drafts, verdicts, usage) and how it en
 * A run ends once: the first ``finish`` or ``fail`` recorded stands, later ones are ignored
   (a consumer that stops reading a stream after its result must not turn a finished run into
   a failed one).
+* A run whose process died before recording its end is ``interrupted``: each run records the
+  process that owns it (:mod:`reflectkit.run_owner`), and reading finds the runs still
+  ``running`` whose owner on this host is gone, shows them as ``interrupted`` (with the reason
+  in ``error_message``) and queues the rewrite of their rows for the writer thread. Runs of
+  other hosts, and rows written before owners were recorded, stay as the file says.
 * Run ids are ULIDs in lower case (26 characters: milliseconds since 1970, then randomness), so
   they sort by start time; ``get`` and ``delete`` take any unique prefix of at least
   :data:`MIN_PREFIX` characters, case-insensitively, like git.
@@ -53,8 +58,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
+from reflectkit import run_owner
 from reflectkit import sqlite as _sqlite
 from reflectkit.errors import ConfigurationError, ReflectkitError
 from reflectkit.redaction import REDACTED, is_secret_name, redact, snapshot
@@ -82,7 +88,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ENV_VAR = "REFLECTKIT_RUN_LOG"
-STATUSES = ("running", "finished", "failed")
+STATUSES = ("running", "finished", "failed", "interrupted")
 MIN_PREFIX = 4
 """The fewest characters of a run id that :meth:`RunLog.get` and :meth:`RunLog.delete` take."""
 _OFF = frozenset({"off", "0", "false", "no"})
@@ -229,16 +235,50 @@ def _m002_steps(conn: sqlite3.Connection) -> bool:
     return True
 
 
+_RUN_COLUMNS = (
+    "id, created_at, ended_at, status, model, mode, thread_id, input_json, config_json, output,"
+    " stop_reason, prompt_tokens, completion_tokens, calls, cost_usd, seconds, error_type,"
+    " error_message, result_json"
+)
+
+
+def _m003_run_owner(conn: sqlite3.Connection) -> bool:
+    """Record each run's owning process, and allow ``interrupted``. SQLite cannot change a
+    CHECK constraint, so ``runs`` is rebuilt the way SQLite documents (new table, copy, drop,
+    rename; foreign keys are off while migrations run, so ``steps`` keeps its rows and its
+    reference), and its index is made again. A partial index finds the running runs."""
+    conn.execute(
+        "CREATE TABLE runs_new (id TEXT PRIMARY KEY, created_at REAL NOT NULL, ended_at REAL,"
+        " status TEXT NOT NULL"
+        " CHECK (status IN ('running', 'finished', 'failed', 'interrupted')),"
+        " model TEXT NOT NULL, mode TEXT NOT NULL, thread_id TEXT, input_json TEXT NOT NULL,"
+        " config_json TEXT NOT NULL, output TEXT, stop_reason TEXT,"
+        " prompt_tokens INTEGER NOT NULL DEFAULT 0, completion_tokens INTEGER NOT NULL DEFAULT 0,"
+        " calls INTEGER NOT NULL DEFAULT 0, cost_usd REAL NOT NULL DEFAULT 0, seconds REAL,"
+        " error_type TEXT, error_message TEXT, result_json TEXT, owner_pid INTEGER,"
+        " owner_host TEXT, owner_started INTEGER, owner_boot TEXT, owner_pid_ns TEXT)"
+    )
+    conn.execute(f"INSERT INTO runs_new ({_RUN_COLUMNS}) SELECT {_RUN_COLUMNS} FROM runs")
+    conn.execute("DROP TABLE runs")
+    conn.execute("ALTER TABLE runs_new RENAME TO runs")
+    conn.execute("CREATE INDEX runs_created_at ON runs (created_at)")
+    conn.execute("CREATE INDEX runs_running ON runs (owner_host) WHERE status = 'running'")
+    return True
+
+
 MIGRATIONS: list[tuple[str, _sqlite.Migration]] = [
     ("m001_runs", _m001_runs),
     ("m002_steps", _m002_steps),
+    ("m003_run_owner", _m003_run_owner),
 ]
 
 
 @dataclass(frozen=True)
 class RunSummary:
     """One run as ``runs list`` shows it. ``question`` is the last user message's text; times
-    are Unix seconds; ``seconds`` is the wall time from start to finish (None while running)."""
+    are Unix seconds; ``seconds`` is the wall time from start to finish (None while running).
+    An ``interrupted`` run's ``error_message`` says why, and its ``ended_at`` is when it was
+    last heard of (its last step, else its start)."""
 
     id: str
     created_at: float
@@ -298,6 +338,88 @@ _SUMMARY = (
     "id, created_at, ended_at, status, model, mode, thread_id, input_json, output, stop_reason,"
     " prompt_tokens, completion_tokens, calls, cost_usd, seconds, error_type, error_message"
 )
+
+
+_STATUS = (
+    "CASE WHEN status = 'running' AND id IN (SELECT value FROM json_each(?))"
+    " THEN 'interrupted' ELSE status END"
+)
+"""A run's status as reading shows it, given the ids (a JSON array) of the runs found gone: the
+rewrite of their rows may not have landed yet, or may have failed (a read-only file)."""
+
+
+@dataclass(frozen=True)
+class _Gone:
+    """A run the file says is running whose owner is gone: why, and when it was last heard of."""
+
+    why: str
+    ended_at: float
+
+
+_Run = TypeVar("_Run", bound=RunSummary)
+
+
+def _gone_runs(conn: sqlite3.Connection) -> dict[str, _Gone]:
+    """The runs the file says are running whose owner, a process on this host, is gone (see
+    :func:`reflectkit.run_owner.why_gone`); each owner is judged once."""
+    here = run_owner.current()
+    rows = conn.execute(
+        "SELECT id, owner_pid, owner_started, owner_boot, owner_pid_ns FROM runs"
+        " WHERE status = 'running' AND owner_host = ? AND owner_pid IS NOT NULL",
+        (here.host,),
+    ).fetchall()
+    verdicts: dict[run_owner.Owner, str | None] = {}
+    gone: dict[str, _Gone] = {}
+    for run_id, *owned in rows:
+        owner = run_owner.Owner(owned[0], here.host, *owned[1:])
+        if owner not in verdicts:
+            verdicts[owner] = run_owner.why_gone(owner, here)
+        why = verdicts[owner]
+        if why is not None:
+            gone[run_id] = _Gone(_text(why), _last_heard(conn, run_id))
+    return gone
+
+
+def _last_heard(conn: sqlite3.Connection, run_id: str) -> float:
+    """When run ``run_id`` was last heard of: its last step, else its start."""
+    row = conn.execute(
+        "SELECT max(created_at, coalesce((SELECT max(created_at) FROM steps WHERE run_id = ?), 0))"
+        " FROM runs WHERE id = ?",
+        (run_id, run_id),
+    ).fetchone()
+    return float(row[0])
+
+
+def _interrupt(run_id: str, gone: _Gone) -> Callable[[sqlite3.Connection], None]:
+    """A write that marks run ``run_id`` interrupted, unless it has ended meanwhile."""
+
+    def write(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "UPDATE runs SET status = 'interrupted', ended_at = ?, seconds = ? - created_at,"
+            " error_message = ? WHERE id = ? AND status = 'running'",
+            (gone.ended_at, gone.ended_at, gone.why, run_id),
+        )
+
+    return write
+
+
+def _shown(run: _Run, gone: Mapping[str, _Gone]) -> _Run:
+    """``run`` as reading shows it: interrupted when it was found gone, whatever the file says."""
+    found = gone.get(run.id) if run.status == "running" else None
+    if found is None:
+        return run
+    return dataclasses.replace(
+        run,
+        status="interrupted",
+        ended_at=found.ended_at,
+        seconds=found.ended_at - run.created_at,
+        error_message=found.why,
+    )
+
+
+def _with_status(status: str | None, gone: Mapping[str, _Gone]) -> tuple[str, tuple[Any, ...]]:
+    """A condition (and its parameters) for the runs with ``status`` as shown, or all."""
+    return f"(? IS NULL OR {_STATUS} = ?)", (status, json.dumps(sorted(gone)), status)
 
 
 def _question(messages: Any) -> str:
@@ -498,14 +620,16 @@ class RunLog:
         mode: str,
         thread_id: str | None = None,
     ) -> str:
-        """Record a run that starts now ("running"); returns its new id (also when the start
-        could not be recorded, so the caller's bookkeeping stays simple)."""
+        """Record a run that starts now ("running"), owned by this process; returns its new id
+        (also when the start could not be recorded, so the caller's bookkeeping stays simple)."""
         run_id = new_run_id()
+        owner = run_owner.current()  # the caller's process, taken now rather than in the writer
         self._record(
             f"the start of run {run_id}",
             self._one_row(
                 "INSERT INTO runs (id, created_at, status, model, mode, thread_id, input_json,"
-                " config_json) VALUES (?, ?, 'running', ?, ?, ?, ?, ?)",
+                " config_json, owner_pid, owner_host, owner_started, owner_boot, owner_pid_ns)"
+                " VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 lambda: (
                     run_id,
                     time.time(),
@@ -514,6 +638,7 @@ class RunLog:
                     None if thread_id is None else _text(thread_id),
                     _json(list(messages)),
                     _json(config),
+                    *dataclasses.astuple(owner),
                 ),
             ),
         )
@@ -643,14 +768,29 @@ class RunLog:
             raise ConfigurationError(f"run id {key!r} is ambiguous: give more characters")
         return str(rows[0][0])
 
+    @contextmanager
+    def _reading(self) -> Iterator[tuple[sqlite3.Connection, dict[str, _Gone]]]:
+        """A session for reading, with the runs found interrupted in it; their rows' rewrite is
+        queued for the writer thread once it ends (so reading never waits for a lock)."""
+        with self._session() as conn:
+            gone = _gone_runs(conn)
+            yield conn, gone
+        for run_id, found in gone.items():
+            self._record(f"the interruption of run {run_id}", _interrupt(run_id, found))
+
     def _records(
-        self, conn: sqlite3.Connection, where: str, params: Sequence[Any]
+        self,
+        conn: sqlite3.Connection,
+        gone: Mapping[str, _Gone],
+        where: str,
+        params: Sequence[Any],
     ) -> Iterator[RunRecord]:
         rows = conn.execute(
             f"SELECT {_SUMMARY}, config_json, result_json FROM runs {where}", params
         ).fetchall()
         for row in rows:
             summary, messages = _summary(row[:17])
+            summary = _shown(summary, gone)
             steps = [
                 RunStep(seq, node, it, json.loads(data), json.loads(u) if u else None, sec, at)
                 for seq, node, it, data, u, sec, at in conn.execute(
@@ -674,9 +814,9 @@ class RunLog:
         self._key(run_id)
         if self._absent():
             raise self._no_run(run_id)
-        with self._session() as conn:
+        with self._reading() as (conn, gone):
             full = self._resolve(conn, run_id)
-            for record in self._records(conn, "WHERE id = ?", (full,)):
+            for record in self._records(conn, gone, "WHERE id = ?", (full,)):
                 return record
         raise self._no_run(run_id)  # another process deleted it in between
 
@@ -707,10 +847,9 @@ class RunLog:
         _check_status(status)
         if self._absent():
             return 0
-        with self._session() as conn:
-            row = conn.execute(
-                "SELECT count(*) FROM runs WHERE ? IS NULL OR status = ?", (status, status)
-            ).fetchone()
+        with self._reading() as (conn, gone):
+            where, params = _with_status(status, gone)
+            row = conn.execute(f"SELECT count(*) FROM runs WHERE {where}", params).fetchone()
         return int(row[0])
 
     def export(self, file: str | os.PathLike[str] | IO[str], *, status: str | None = None) -> int:
@@ -719,28 +858,31 @@ class RunLog:
         how many. The log is checked before a path is opened, so an unreadable log leaves the
         file as it was."""
         _check_status(status)
+        gone: dict[str, _Gone] = {}
         if not self._absent():
-            with self._session():
+            with self._reading() as (_, gone):
                 pass
         if not isinstance(file, (str, os.PathLike)):
-            return self._export(file, status)
+            return self._export(file, status, gone)
         try:
             with open(file, "w", encoding="utf-8") as stream:
-                return self._export(stream, status)
+                return self._export(stream, status, gone)
         except OSError as exc:
             raise ConfigurationError(f"cannot write {os.fspath(file)}: {_one_line(exc)}") from exc
 
-    def _export(self, stream: IO[str], status: str | None) -> int:
+    def _export(self, stream: IO[str], status: str | None, gone: Mapping[str, _Gone]) -> int:
         if self._absent():
             return 0
+        where, params = _with_status(status, gone)
         after, count = "", 0
         while True:  # in batches, so other threads can write in between
             with self._session() as conn:
                 batch = builtins.list(
                     self._records(
                         conn,
-                        "WHERE id > ? AND (? IS NULL OR status = ?) ORDER BY id LIMIT ?",
-                        (after, status, status, _BATCH),
+                        gone,
+                        f"WHERE id > ? AND {where} ORDER BY id LIMIT ?",
+                        (after, *params, _BATCH),
                     )
                 )
             for record in batch:
@@ -777,13 +919,13 @@ class RunLog:
             raise ConfigurationError(f"limit must be >= 0, not {limit}")
         if self._absent():
             return []
-        with self._session() as conn:
+        with self._reading() as (conn, gone):
+            where, params = _with_status(status, gone)
             rows = conn.execute(
-                f"SELECT {_SUMMARY} FROM runs WHERE ? IS NULL OR status = ? ORDER BY id DESC"
-                " LIMIT ?",
-                (status, status, -1 if limit is None else limit),
+                f"SELECT {_SUMMARY} FROM runs WHERE {where} ORDER BY id DESC LIMIT ?",
+                (*params, -1 if limit is None else limit),
             ).fetchall()
-            return [_summary(row)[0] for row in rows]
+            return [_shown(_summary(row)[0], gone) for row in rows]
 
 
 def _check_status(status: str | None) -> None:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["runs"]
 
-_STATUSES = ["running", "finished", "failed"]  # reflectkit.runlog.STATUSES, kept lazy
+_STATUSES = ["running", "finished", "failed", "interrupted"]  # runlog.STATUSES, kept lazy
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -79,7 +79,8 @@ def _table(rows: list[list[str]], right: set[int]) -> list[str]:
 
 
 def _ending(run: RunSummary) -> str:
-    """How a run ended, in a word: its stop reason, its error type, or - while running."""
+    """How a run ended, in a word: its stop reason, its error type, or - while running (and
+    when interrupted: the status says it, ``show`` says why)."""
     if run.status == "failed":
         return run.error_type or "error"
     return run.stop_reason or "-"
@@ -172,12 +173,14 @@ def _step_lines(step: RunStep) -> list[str]:
 def _report(record: RunRecord) -> list[str]:
     """A run as ``runs show`` prints it: the facts, the question, the settings, each step,
     then the answer or the error."""
-    status = record.status if record.status == "running" else f"{record.status} ({_ending(record)})"
+    ended = record.status in ("finished", "failed")
+    status = f"{record.status} ({_ending(record)})" if ended else record.status
     took = "" if record.seconds is None else f" ({record.seconds:.1f} s)"
     cost = f"cost {_cost(record.cost_usd)}" if record.cost_usd else "cost not known"
-    lines = [
-        f"run      {record.id}",
-        f"status   {status}",
+    lines = [f"run      {record.id}", f"status   {status}"]
+    if record.status == "interrupted" and record.error_message:
+        lines.append(f"why      {record.error_message}")
+    lines += [
         f"started  {_local_time(record.created_at)}{took}",
         f"model    {record.model} (mode {record.mode})",
     ]

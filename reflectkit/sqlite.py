@@ -7,7 +7,10 @@
   processes are waited for rather than failed, and WAL so that readers never block a writer.
 * :func:`migrate` applies named migrations (as in simonw/llm): ``_migrations`` records each name
   once; each runs in its own ``BEGIN IMMEDIATE`` transaction, so two processes opening a new
-  file cannot both apply it, and one that fails leaves the file as it was.
+  file cannot both apply it, and one that fails leaves the file as it was. Foreign keys are
+  off while migrations run, as SQLite's procedure for rebuilding a table asks (a ``DROP TABLE``
+  with them on would empty the tables that reference it, through ``ON DELETE CASCADE``), and
+  checked before each migration commits.
 """
 
 from __future__ import annotations
@@ -85,30 +88,44 @@ def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
 def migrate(conn: sqlite3.Connection, migrations: Sequence[tuple[str, Migration]]) -> list[str]:
     """Apply the ``migrations`` not yet recorded in ``_migrations``, in order, each in its own
     transaction; returns the names applied. ``conn`` must be in autocommit mode
-    (``isolation_level=None``). One returning False is rolled back, unrecorded."""
+    (``isolation_level=None``). One returning False is rolled back, unrecorded. Foreign keys are
+    not enforced while they run (a migration may rebuild a table), and restored afterwards."""
     conn.execute(
         "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
     )
     done = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
-    applied: list[str] = []
-    for name, function in migrations:
-        if name in done:
-            continue
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            seen = conn.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone()
-            if seen is None and function(conn):
-                conn.execute(
-                    "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, time.time())
-                )
-                applied.append(name)
-                conn.execute("COMMIT")
-            else:
-                conn.execute("ROLLBACK")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+    pending = [(name, function) for name, function in migrations if name not in done]
+    if not pending:
+        return []
+    enforced = conn.execute("PRAGMA foreign_keys").fetchone()[0]
+    conn.execute("PRAGMA foreign_keys = OFF")  # a no-op inside a transaction: so before them
+    try:
+        applied = [name for name, function in pending if _apply(conn, name, function)]
+    finally:
+        if enforced:
+            conn.execute("PRAGMA foreign_keys = ON")
     if applied:
         logger.debug("applied migrations %s", applied)
     return applied
+
+
+def _apply(conn: sqlite3.Connection, name: str, function: Migration) -> bool:
+    """Apply one migration in its own transaction, unless another connection has meanwhile;
+    it commits only if it returns True and leaves every foreign key satisfied."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        seen = conn.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone()
+        if seen is not None or not function(conn):
+            conn.execute("ROLLBACK")
+            return False
+        if conn.execute("PRAGMA foreign_key_check").fetchone() is not None:
+            raise sqlite3.IntegrityError(f"migration {name} would break a foreign key")
+        conn.execute(
+            "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, time.time())
+        )
+        conn.execute("COMMIT")
+        return True
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

@@ -137,6 +137,7 @@ def test_an_older_file_is_upgraded(tmp_path: Path) -> None:
     assert [name for (name,) in _query(path, "SELECT name FROM _migrations ORDER BY name")] == [
         "m001_runs",
         "m002_steps",
+        "m003_run_owner",
     ]
 
 
