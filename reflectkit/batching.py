@@ -229,6 +229,8 @@ async def _run_item(reflector: Reflector, index: int, prompt: Prompt) -> BatchIt
     failure: Exception
     try:
         result = await reflector.arun(prompt)
+    except RunError as error:  # first: a crashed local model is both kinds; the item fails
+        failure = error
     except ConfigurationError as error:
         if not isinstance(error, InputError):
             raise  # the model or the settings are wrong: every item would fail the same way

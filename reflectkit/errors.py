@@ -10,7 +10,8 @@ happen while a run is under way (a provider failed, a critic raised)::
     │   ├── TemplateError             a prompt template is missing or does not render
     │   ├── UnknownModelError         LiteLLM cannot tell which provider serves the model
     │   ├── MissingCredentialsError   the provider needs an API key that is not set
-    │   ├── LocalModelError           the local model cannot run: extra missing, bad GGUF file
+    │   ├── LocalModelError           the local model cannot run: extra missing, bad GGUF file,
+    │   │                             or its worker process died (LocalModelCrashError)
     │   └── ModelRequestsBlockedError a hosted model was called while requests are blocked (tests)
     └── RunError                      the run started and then failed; ``.partial`` keeps the work
         ├── ProviderError             a model call failed; ``.retryable`` says if trying again helps
@@ -20,7 +21,9 @@ happen while a run is under way (a provider failed, a critic raised)::
         │   ├── ProviderServerError   5xx
         │   ├── ProviderAuthError     the provider rejected the credentials
         │   ├── ContextWindowError    the prompt is longer than the model accepts
-        │   └── ProviderRequestError  any other 4xx (bad request, unknown model name, policy)
+        │   ├── ProviderRequestError  any other 4xx (bad request, unknown model name, policy)
+        │   └── LocalModelCrashError  the local model's worker process died mid-call (a native
+        │                             crash, an abort, a kill); also a LocalModelError
         └── CriticError               a critic raised or returned something unusable
 
 One more :class:`RunError` lives with the tool that raises it:
@@ -179,3 +182,21 @@ class ProviderRequestError(ProviderError):
 
 class CriticError(RunError):
     """A critic raised, or returned something that is not a verdict."""
+
+
+class LocalModelCrashError(LocalModelError, ProviderError):
+    """The embedded local model's worker process died during a call: llama.cpp crashed
+    (SIGSEGV, SIGILL, an abort) or the process was killed (SIGKILL, often for memory).
+
+    The caller's process is unharmed: the model runs in a child process, and the next call starts
+    a new one. The message is one line saying how the worker died and what to do (for a crash,
+    the command that reinstalls llama.cpp portably). It is a :class:`LocalModelError` (the local
+    model cannot run as installed) and a :class:`ProviderError` (a run that was under way keeps
+    its ``partial`` work). Not retried: a crash in native code usually repeats.
+    """
+
+    returncode: int | None = None
+    """The worker's exit status (negative: the signal that ended it), when known."""
+
+    def __init__(self, message: str, *, model: str | None = None) -> None:
+        ProviderError.__init__(self, message, model=model, retryable=False)

@@ -43,7 +43,7 @@ from reflectkit.errors import (
     UnknownModelError,
 )
 from reflectkit.provider import ProviderBackend, model_requests_allowed
-from reflectkit.provider_errors import map_error
+from reflectkit.provider_errors import map_error, own_error
 from reflectkit.redaction import redact
 from reflectkit.usage import Usage
 
@@ -334,7 +334,7 @@ class ModelClient:
         except ProviderError:
             raise
         except Exception as error:
-            raise map_error(litellm, error, self.model, self._secrets) from None
+            raise own_error(error) or map_error(litellm, error, self.model, self._secrets) from None
 
     async def _call_with_retries(self, kwargs: dict[str, Any]) -> Any:
         """Attempt 1 runs bare (the common case pays nothing for retries); tenacity takes over
@@ -441,7 +441,7 @@ class ModelClient:
         except ProviderError:
             raise
         except Exception as error:
-            raise map_error(litellm, error, self.model, self._secrets) from None
+            raise own_error(error) or map_error(litellm, error, self.model, self._secrets) from None
         yield Completion(
             text="".join(text),
             reasoning="".join(reasoning) or None,

@@ -21,10 +21,11 @@ from reflectkit.errors import (
     ProviderServerError,
     ProviderTimeoutError,
     RateLimitedError,
+    ReflectkitError,
 )
 from reflectkit.redaction import redact
 
-__all__ = ["map_error", "retry_after"]
+__all__ = ["map_error", "own_error", "retry_after"]
 
 
 def _related(error: BaseException) -> list[BaseException]:
@@ -64,6 +65,13 @@ def retry_after(error: BaseException) -> float | None:
     except ValueError:
         parsed = email.utils.parsedate_to_datetime(value) if value else None
         return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def own_error(error: BaseException) -> ReflectkitError | None:
+    """A reflectkit error that an in-process provider raised and LiteLLM wrapped on its way out
+    (the local model's :class:`~reflectkit.errors.LocalModelCrashError`): it is raised as it is,
+    not mapped by status."""
+    return next((e for e in _related(error) if isinstance(e, ReflectkitError)), None)
 
 
 def map_error(litellm: Any, error: Exception, model: str, secrets: list[str]) -> ProviderError:
