@@ -21,7 +21,8 @@ Call parameters (all optional): ``temperature`` (default 0: greedy and reproduci
 (default 512, cut to what the context leaves), ``stop``, ``seed``, ``top_p``, ``top_k``, ``min_p``,
 ``repeat_penalty``, ``frequency_penalty``, ``presence_penalty``, ``n_ctx`` (default 2048; each size
 is loaded separately), ``n_threads`` (default: the usable cores less one to generate, all of them
-to read the prompt) and ``cache_prompt``. Each call evaluates its whole prompt, so its reply does
+to read the prompt), ``cache_prompt`` and ``grammar`` (GBNF text that constrains what the model
+can write; a grammar that does not parse fails the call with a 400 naming llama.cpp's reason). Each call evaluates its whole prompt, so its reply does
 not depend on earlier calls; ``cache_prompt=True`` reuses the prefix already in llama.cpp's cache
 (prompts are read at ~3.5 ms a token on two cores), but then numerics, and so tokens, may differ.
 
@@ -58,6 +59,7 @@ __all__ = [
     "PROVIDER",
     "LocalModelError",
     "model_path",
+    "prestart",
     "supports_prefill",
 ]
 
@@ -82,6 +84,7 @@ _PARAMS = frozenset(
         "n_ctx",
         "n_threads",
         "cache_prompt",
+        "grammar",
     }
 )
 
@@ -130,6 +133,22 @@ def _check_installed() -> None:
         raise LocalModelError(
             f"the local model needs llama-cpp-python (not installed): {INSTALL_HINT}"
         )
+
+
+def prestart(model: str | None = None, n_ctx: int = DEFAULT_N_CTX) -> bool:
+    """Start the worker and load ``model`` in the background, if it is a local model (None: the
+    default model), so the process's start-up work overlaps the model's. Returns whether it
+    did. Never raises: a model that cannot load is reported by its first call."""
+    name = DEFAULT_LOCAL_MODEL if model is None else model
+    if not name.startswith(f"{PROVIDER}/"):
+        return False
+    try:
+        _check_installed()
+        path = model_path(name.split("/", 1)[1])
+    except LocalModelError:
+        return False
+    local_supervisor.preload(path, n_ctx)
+    return True
 
 
 def _request(model: str, params: Params) -> tuple[Path, Params]:

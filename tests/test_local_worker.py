@@ -273,3 +273,14 @@ async def test_completion_after_crash_reports_real_token_counts() -> None:
     assert "".join(pieces) == final.text
     assert final.usage.prompt_tokens > 10
     assert 0 < final.usage.completion_tokens <= 12
+
+
+def test_prestart_starts_the_worker_only_for_a_loadable_local_model() -> None:
+    from reflectkit import local
+    from reflectkit.config import DEFAULT_MODEL
+
+    assert local.DEFAULT_LOCAL_MODEL == DEFAULT_MODEL  # prestart(None) means the default model
+    assert local.prestart("gpt-4o-mini") is False
+    assert local.prestart("local/no-such-model") is False
+    assert local.prestart() is True
+    assert local_supervisor.worker_pid() is not None
