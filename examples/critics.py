@@ -1,7 +1,8 @@
 """Every kind of critic, each driving the loop on a scripted model (no key, no network).
 
 Run it with ``python examples/critics.py``. Swap the scripted models for real ones
-(``model="gpt-4o-mini"``) to see the same critics at work on real drafts.
+(``model="gpt-4o-mini"``) to see the same critics at work on real drafts, and drop
+``run_log=False`` to keep their runs in your run log (``reflectkit runs list``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ async def function_critic() -> None:
         "If a number plus 5 equals 12, what is that number minus 3?",
         model=model.model,
         critic=is_four,
+        run_log=False,  # a demo on a fake model: it stays out of your run log
     )
     show("FunctionCritic", result)
     assert result.passed
@@ -59,7 +61,10 @@ async def schema_critic() -> None:
         ]
     )
     result = await rk.areflect(
-        "Describe Paris as JSON.", model=model.model, critic=rk.SchemaCritic(City)
+        "Describe Paris as JSON.",
+        model=model.model,
+        critic=rk.SchemaCritic(City),
+        run_log=False,  # a demo on a fake model: it stays out of your run log
     )
     show("SchemaCritic", result)
     assert result.parsed == City(name="Paris", country="France", population_millions=2.1)
@@ -74,7 +79,12 @@ async def code_test_critic() -> None:
         ]
     )
     critic = rk.CodeTestCritic("assert add(2, 3) == 5\nassert add(-1, 1) == 0")
-    result = await rk.areflect("Write add(a, b).", model=model.model, critic=critic)
+    result = await rk.areflect(
+        "Write add(a, b).",
+        model=model.model,
+        critic=critic,
+        run_log=False,  # a demo on a fake model: it stays out of your run log
+    )
     show("CodeTestCritic", result)
     assert result.passed
 
@@ -88,7 +98,12 @@ async def llm_critic_behind_cheap_checks() -> None:
         return "Paris" in answer
 
     critic = [rk.LLMCritic(judge.model), mentions_paris]  # a list is AllOf, cheap critics first
-    result = await rk.areflect("What is the capital of France?", model=writer.model, critic=critic)
+    result = await rk.areflect(
+        "What is the capital of France?",
+        model=writer.model,
+        critic=critic,
+        run_log=False,  # a demo on a fake model: it stays out of your run log
+    )
     show("AllOf(mentions_paris, LLMCritic)", result)
     assert result.passed
 

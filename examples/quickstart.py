@@ -1,7 +1,8 @@
 """Quick start: the reflection loop on a scripted model, no key or network needed.
 
 Run it with ``python examples/quickstart.py``. Swap ``model=fake.model`` for any LiteLLM model
-string (``"gpt-4o-mini"``, ``"ollama/llama3"``) to run the same code on a real model.
+string (``"gpt-4o-mini"``, ``"ollama/llama3"``) to run the same code on a real model, and drop
+``run_log=False`` to keep its runs in your run log (``reflectkit runs list``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ fake = ScriptedLLM(
 
 
 def main() -> None:
-    reflector = rk.Reflector(fake.model, max_iterations=3)
+    # run_log=False: a demo on a fake model stays out of your run log.
+    reflector = rk.Reflector(fake.model, max_iterations=3, run_log=False)
     for event in reflector.stream(QUESTION):
         if isinstance(event, rk.StepEvent):
             detail = ""

@@ -2,7 +2,9 @@
 the CLI's real --help texts.
 
 Blocks fenced as ```python are run; blocks that need a hosted model or show shell commands are
-fenced as ```py, ```text or ```sh and are only shown.
+fenced as ```py, ```text or ```sh and are only shown. They run with reflectkit's files in a
+directory of the test's own (``throwaway_files``); tests/test_user_data.py checks that they
+write none at all where a reader's would go.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ def _blocks() -> list[tuple[str, str]]:
     return found
 
 
+@pytest.mark.usefixtures("throwaway_files")
 @pytest.mark.parametrize(("where", "code"), _blocks(), ids=[w for w, _ in _blocks()])
 def test_code_block_runs(where: str, code: str) -> None:
     exec(compile(code, where, "exec"), {"__name__": "__docs__"})

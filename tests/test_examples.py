@@ -1,4 +1,5 @@
-"""Every script in examples/ runs to completion as a user would run it."""
+"""Every script in examples/ runs to completion as a user would run it (with reflectkit's files
+in a directory of the test's own; tests/test_user_data.py checks that they write none)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.py"))
 
 
+@pytest.mark.usefixtures("throwaway_files")
 @pytest.mark.parametrize("script", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_example_runs(script: Path) -> None:
     done = subprocess.run(

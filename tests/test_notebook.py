@@ -1,5 +1,7 @@
 """examples/quickstart.ipynb runs top to bottom in a real Python kernel, on fake models, and
-shows what it promises: the result as HTML, a live view that updates, the exported data."""
+shows what it promises: the result as HTML, a live view that updates, the exported data. The
+kernel runs with reflectkit's files in a directory of the test's own (``throwaway_files``);
+tests/test_user_data.py checks that the notebook writes none."""
 
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ class RecordingClient(nbclient.NotebookClient):  # type: ignore[misc, name-defin
         return super().process_message(msg, cell, cell_index)
 
 
+@pytest.mark.usefixtures("throwaway_files")
 def test_the_quickstart_notebook_runs_and_shows_results(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
