@@ -2,18 +2,24 @@
 
 Errors print one line, ``reflectkit: error: ...``, on stderr: exit code 2 for bad input or
 configuration (fix the command), 1 for a run that failed (provider down, critic raised) or a
-deletion not confirmed, 130 on Ctrl-C. The answer goes to stdout alone; thinking and critiques
-(``--show-thinking``) go to stderr, so ``reflectkit run ... > answer.txt`` keeps just the
-answer. The other commands live next to what they drive (:mod:`reflectkit.runs_command`,
-``server.command``, ``evaluation.command``, ``datatools_command``) and are registered here.
+deletion not confirmed, 130 on Ctrl-C, 128 + N when signal N (SIGTERM, SIGHUP) stopped it; a
+native crash prints Python's traceback (faulthandler). The answer goes to stdout alone;
+thinking and critiques (``--show-thinking``) go to stderr, so ``reflectkit run ... >
+answer.txt`` keeps just the answer. The other commands live next to what they drive
+(:mod:`reflectkit.runs_command`, ``server.command``, ``evaluation.command``,
+``datatools_command``) and are registered here.
 
 Only click is imported at start-up: ``reflectkit --help`` never loads LiteLLM or LangGraph.
 """
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import json
+import signal
 import sys
+import threading
 from typing import TYPE_CHECKING, Any, cast
 
 import click
@@ -23,12 +29,15 @@ from reflectkit.cli_support import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
     EXIT_RUN_FAILED,
+    Stopped,
     fail,
     option_value,
+    stop_on_signals,
 )
 from reflectkit.errors import ConfigurationError, ReflectkitError, RunError
 
 if TYPE_CHECKING:
+    from reflectkit.api import Reflector
     from reflectkit.config import Mode
     from reflectkit.result import ReflectionResult
 
@@ -42,6 +51,10 @@ class _Cli(click.Group):
         kwargs["standalone_mode"] = False
         try:
             result = super().main(*args, **kwargs)
+        except Stopped as stop:
+            if stop.signum == signal.SIGINT and sys.stderr.isatty():
+                click.echo(err=True)  # end the terminal's "^C" line first, as click does
+            fail(stop.line(), stop.exit_code)
         except click.exceptions.Exit as done:
             sys.exit(done.exit_code)
         except click.exceptions.Abort:
@@ -108,6 +121,36 @@ def _with_run_ids(error: RunError) -> str:
     if error.thread_id:
         notes.append(f"resume with --thread-id {error.thread_id}")
     return f"{first} ({'; '.join(notes)})" if notes else first
+
+
+CANCEL_GRACE_SECONDS = 5.0
+"""How long a stopped ``run`` waits for its cancelled run to wind down (its end recorded in the
+run log) before the process exits."""
+
+
+def _run_or_cancel(reflector: Reflector, text: str, thread_id: str | None) -> ReflectionResult:
+    """``reflector.run(text)``; stopped by a signal or Ctrl-C, the run is cancelled, given a
+    moment to record that, and the stop says what became of it and how to resume it."""
+    from reflectkit.runner import run_sync
+
+    started, ended = threading.Event(), threading.Event()
+
+    async def tracked() -> ReflectionResult:
+        started.set()
+        try:
+            return await reflector.arun(text, thread_id=thread_id)
+        finally:
+            ended.set()
+
+    try:
+        return run_sync(tracked())  # cancels the run when the wait is interrupted
+    except (KeyboardInterrupt, Stopped) as error:
+        if started.is_set():
+            ended.wait(CANCEL_GRACE_SECONDS)
+        stop = error if isinstance(error, Stopped) else Stopped(signal.SIGINT)
+        resume = f" (resume with --thread-id {thread_id})" if thread_id else ""
+        stop.note = f"the run was cancelled{resume}"
+        raise stop from None
 
 
 @cli.command()
@@ -191,7 +234,7 @@ def run(
         **model_kwargs,
     )
     try:
-        result = reflector.run(text, thread_id=thread_id)
+        result = _run_or_cancel(reflector, text, thread_id)
     except RunError as error:
         fail(_with_run_ids(error), EXIT_RUN_FAILED)
     if show_thinking:
@@ -245,5 +288,13 @@ _register_commands()
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point (and ``python -m reflectkit``).
+
+    Only here, never on import, does reflectkit change how the process takes crashes and
+    signals: a native crash prints ``Fatal Python error`` and every thread's traceback instead
+    of dying silently, and SIGTERM or SIGHUP stop the command with one line and exit 128 + N.
+    """
+    with contextlib.suppress(RuntimeError, ValueError):  # no usable stderr (None, no fileno)
+        faulthandler.enable()
+    stop_on_signals()
     cli.main(prog_name="reflectkit")

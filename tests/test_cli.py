@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
 from reflectkit.cli import cli
+from reflectkit.runlog import RunLog, RunSummary
 from reflectkit.testing import ScriptedLLM, fail
 from tests.conftest import QUESTION, verdict
 
@@ -191,3 +194,114 @@ def test_a_bad_checkpoints_setting_is_one_line_and_exit_2() -> None:
     assert result.exit_code == 2
     assert "unsupported checkpointer URL" in result.stderr
     assert "pw" not in result.stderr
+
+
+def _stopped_run(signum: int, tmp_path: Path, *args: str) -> tuple[int, str, str]:
+    """Start ``python -m reflectkit run`` on a model that never answers, send ``signum`` once
+    the model has been called, and return the exit code, stdout and stderr."""
+    from tests.blocking_model import COMMAND, MODEL, READY_ENV_VAR
+
+    ready = tmp_path / "ready"
+    clean = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env = {**clean, READY_ENV_VAR: str(ready), "REFLECTKIT_RUN_LOG": str(tmp_path / "runs.db")}
+    command = [*COMMAND, "run", QUESTION, "-m", MODEL, "--mode", "single", *args]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the run never called its model"
+            time.sleep(0.05)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, out, err
+
+
+def _recorded_runs(tmp_path: Path) -> list[RunSummary]:
+    log = RunLog(tmp_path / "runs.db")
+    try:
+        return log.list()
+    finally:
+        log.close()
+
+
+def test_sigterm_cancels_the_run_says_so_in_one_line_and_exits_143(tmp_path: Path) -> None:
+    saves = str(tmp_path / "checkpoints.sqlite3")
+    code, out, err = _stopped_run(
+        signal.SIGTERM, tmp_path, "--thread-id", "t1", "--checkpoints", saves
+    )
+    assert code == 143
+    assert out == ""
+    assert err.strip().splitlines() == [
+        "reflectkit: error: stopped by SIGTERM: the run was cancelled (resume with --thread-id t1)"
+    ]
+    [run] = _recorded_runs(tmp_path)
+    assert (run.status, run.error_type) == ("failed", "CancelledError")  # not left "running"
+
+    model = ScriptedLLM(["<output>4</output>"])
+    resumed = _run(
+        *("run", QUESTION, "-m", model.model, "--mode", "single"),
+        *("--thread-id", "t1", "--checkpoints", saves),
+    )
+    assert (resumed.exit_code, resumed.stdout) == (0, "4\n"), resumed.stderr
+    assert len(model.requests) == 1
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
+def test_sighup_stops_a_run_with_one_line_and_exits_129(tmp_path: Path) -> None:
+    code, out, err = _stopped_run(signal.SIGHUP, tmp_path)
+    assert code == 129
+    assert out == ""
+    assert err.strip().splitlines() == [
+        "reflectkit: error: stopped by SIGHUP: the run was cancelled"
+    ]
+
+
+@pytest.mark.skipif(
+    signal.getsignal(signal.SIGINT) is signal.SIG_IGN, reason="SIGINT is ignored here"
+)
+def test_ctrl_c_stops_a_run_with_one_line_and_exits_130(tmp_path: Path) -> None:
+    code, out, err = _stopped_run(signal.SIGINT, tmp_path, "--thread-id", "t2")
+    assert code == 130
+    assert out == ""
+    assert err.strip().splitlines() == [
+        "reflectkit: error: interrupted: the run was cancelled (resume with --thread-id t2)"
+    ]
+
+
+def test_a_native_crash_in_the_cli_prints_a_traceback() -> None:
+    code = (
+        "import ctypes, sys\n"
+        "from reflectkit import cli\n"
+        "@cli.cli.command()\n"
+        "def crash() -> None:\n"
+        "    ctypes.string_at(0)  # reads address 0: a segmentation fault\n"
+        "sys.argv = ['reflectkit', 'crash']\n"
+        "cli.main()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONFAULTHANDLER"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == -signal.SIGSEGV
+    assert "Fatal Python error: Segmentation fault" in done.stderr
+    assert "in crash" in done.stderr
+
+
+def test_importing_reflectkit_changes_no_crash_or_signal_handling() -> None:
+    code = (
+        "import faulthandler, signal\n"
+        "import reflectkit, reflectkit.cli\n"
+        "print(faulthandler.is_enabled(), signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONFAULTHANDLER"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert done.stdout.split() == ["False", "True"]
