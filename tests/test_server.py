@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +27,7 @@ import pytest
 import uvicorn
 from click.testing import CliRunner
 
+import reflectkit.server.app as server_app
 from reflectkit import errors
 from reflectkit.config import RetryPolicy
 from reflectkit.errors import ConfigurationError
@@ -995,3 +998,258 @@ def test_a_client_that_leaves_before_its_answer_cancels_the_run() -> None:
         single = {**body, "reflectkit": {"mode": "single"}}
         again = httpx.post(f"{url}/v1/chat/completions", json=single, timeout=10)
     assert again.status_code == 200  # the slot came back
+
+
+def _failure_records(caplog: pytest.LogCaptureFixture, count: int) -> list[logging.LogRecord]:
+    """The server's failure lines (WARNING and up), once there are ``count`` of them: a line is
+    written when its request has ended, which may be just after its client saw the answer."""
+    deadline = time.monotonic() + 10
+    while True:
+        records = [
+            r
+            for r in list(caplog.records)
+            if r.name == "reflectkit.server" and r.levelno >= logging.WARNING
+        ]
+        if len(records) >= count or time.monotonic() > deadline:
+            return records
+        time.sleep(0.02)
+
+
+PLANTED = "sk-planted0123456789abcdef"
+CLIENT_TOKEN = "client-token-9f8e7d6c5b4a"
+
+
+def test_every_failed_request_is_logged_once_without_secrets(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="reflectkit.server")
+    broken = f"the upstream echoed {KEY} and {PLANTED}"
+    midway = ScriptedLLM(["<output>3</output>", fail(500, broken)])
+    failing = ScriptedLLM([fail(500, broken), fail(500, broken)])
+    slow = ScriptedLLM(["<output>" + "word " * 400 + "</output>"], chunk_size=4)
+    slow.chunk_delay = 0.01
+    blocked, _, release = _blocking_fake()
+    settings = ServerSettings(api_key=KEY, models=(FAKES,), retry=RetryPolicy(max_attempts=1))
+    auth = {"Authorization": f"Bearer {KEY}"}
+    user = [{"role": "user", "content": QUESTION}]
+
+    def reflected(fake: Any, **extra: Any) -> dict[str, Any]:
+        return {"model": f"reflect/{fake.model}", "messages": user, **_single(), **extra}
+
+    expected: list[tuple[int, str]] = []
+    with running(settings) as url, httpx.Client(base_url=url, headers=auth, timeout=30) as http:
+
+        def check(response: httpx.Response | None, status: int, line: str, level: int) -> None:
+            if response is not None:
+                assert response.status_code == status, response.text
+            expected.append((level, line))
+            records = _failure_records(caplog, len(expected))
+            assert len(records) == len(expected), [r.getMessage() for r in records]
+            assert records[-1].levelno == level
+            assert records[-1].getMessage().startswith(line), records[-1].getMessage()
+
+        wrong = {"Authorization": f"Bearer {CLIENT_TOKEN}"}
+        check(
+            http.get("/v1/models", headers=wrong),
+            401,
+            "GET /v1/models 401 invalid_api_key: incorrect API key",
+            logging.WARNING,
+        )
+        chat = "POST /v1/chat/completions"
+        gone = {"model": "gpt-4o", "messages": user}
+        check(
+            http.post("/v1/chat/completions", json=gone),
+            404,
+            f"{chat} 404 model_not_found: the model 'gpt-4o'",
+            logging.WARNING,
+        )
+        check(
+            http.post("/v1/chat/completions", content=b"{"),
+            400,
+            f"{chat} 400 invalid_json: the request body is not valid JSON",
+            logging.WARNING,
+        )
+        check(
+            http.post("/v1/chat/completions", json=reflected(failing)),
+            502,
+            f"{chat} 502 upstream_failed: ",
+            logging.ERROR,
+        )
+        check(
+            http.post("/v1/chat/completions", json=reflected(failing, stream=True)),
+            502,
+            f"{chat} 502 upstream_failed: ",
+            logging.ERROR,
+        )
+        loop = {**reflected(midway, stream=True), "reflectkit": {"mode": "loop"}}
+        with http.stream("POST", "/v1/chat/completions", json=loop) as response:
+            events = [line for line in response.iter_lines() if line]
+        assert '"error"' in events[-1]
+        check(
+            response, 200, f"{chat} 502 upstream_failed (in the stream, after 200): ", logging.ERROR
+        )
+        with (
+            pytest.raises(httpx.ReadTimeout),
+            httpx.Client(base_url=url, headers=auth, timeout=0.5) as impatient,
+        ):
+            impatient.post("/v1/chat/completions", json=reflected(blocked))
+        check(
+            None,
+            499,
+            f"{chat} 499 client_closed_request: the client disconnected before its answer",
+            logging.WARNING,
+        )
+        with http.stream("POST", "/v1/chat/completions", json=reflected(slow, stream=True)) as rs:
+            next(line for line in rs.iter_lines() if "word" in line)
+        check(
+            None,
+            499,
+            f"{chat} 499 client_closed_request: the client disconnected mid-stream",
+            logging.WARNING,
+        )
+
+        def bug(*args: Any) -> Any:
+            raise RuntimeError(f"a bug that shows {KEY}\nand more")
+
+        monkeypatch.setattr(server_app._Proxy, "complete", bug)
+        response = http.post("/v1/chat/completions", json=reflected(failing))
+        check(
+            response,
+            500,
+            f"{chat} 500 internal_error: RuntimeError: a bug that shows [redacted]",
+            logging.ERROR,
+        )
+        assert response.json()["error"]["message"] == "internal server error"
+        monkeypatch.undo()
+        assert http.get("/health").status_code == 200
+        assert http.get("/v1/models").status_code == 200
+    release.set()
+    assert "Traceback" in caplog.text  # the unexpected one's, at DEBUG
+    for secret in (KEY, PLANTED, CLIENT_TOKEN):
+        assert secret not in caplog.text
+    assert len(_failure_records(caplog, len(expected))) == len(expected)  # nothing else
+
+
+def test_the_server_keeps_serving_after_a_model_fails(client: openai.OpenAI) -> None:
+    fake = ScriptedLLM([fail(500, "overloaded"), "<output>4</output>"])
+    messages: Any = [{"role": "user", "content": "2+2"}]
+    with pytest.raises(openai.InternalServerError) as raised:
+        client.chat.completions.create(
+            model=f"reflect/{fake.model}", messages=messages, extra_body=_single()
+        )
+    assert raised.value.status_code == 502
+    reply = client.chat.completions.create(
+        model=f"reflect/{fake.model}", messages=messages, extra_body=_single()
+    )
+    assert reply.choices[0].message.content == "4"
+
+
+def test_a_crashed_local_model_worker_is_a_clean_error_and_logged(
+    client: openai.OpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="reflectkit.server")
+    crashed = (
+        "the local model's worker process died (killed by SIGKILL); it restarts on the next call"
+    )
+    calls: list[int] = []
+
+    def worker(request: Request) -> str:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise errors.LocalModelError(crashed)
+        return "<output>4</output>"
+
+    fake = FunctionLLM(worker)
+    messages: Any = [{"role": "user", "content": "2+2"}]
+    with pytest.raises(openai.APIStatusError) as whole:
+        client.chat.completions.create(
+            model=f"reflect/{fake.model}", messages=messages, extra_body=_single()
+        )
+    with pytest.raises(openai.APIStatusError) as streamed:
+        client.chat.completions.create(
+            model=f"reflect/{fake.model}", messages=messages, stream=True, extra_body=_single()
+        )
+    reply = client.chat.completions.create(
+        model=f"reflect/{fake.model}", messages=messages, extra_body=_single()
+    )
+    assert reply.choices[0].message.content == "4"
+    for raised in (whole, streamed):
+        error = raised.value
+        assert error.status_code == 503
+        assert isinstance(error.body, dict)
+        assert error.body["code"] == "upstream_unavailable"
+        assert "worker process died" in error.body["message"]
+    lines = [r.getMessage() for r in _failure_records(caplog, 2)]
+    assert len(lines) == 2
+    for line in lines:
+        assert line.startswith("POST /v1/chat/completions 503 upstream_unavailable: ")
+        assert "worker process died" in line
+
+
+def test_reflectkit_serve_prints_failed_requests_and_says_when_a_signal_stops_it() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        nowhere = f"http://127.0.0.1:{closed.getsockname()[1]}/v1"
+        command = [
+            *(sys.executable, "-m", "reflectkit", "serve", "--port", str(port)),
+            *("-m", "openai/nowhere", "-o", f"api_base={nowhere}", "-o", f"api_key={PLANTED}"),
+            *("--log-level", "warning"),
+        ]
+        env = {**os.environ, "REFLECTKIT_SERVER_API_KEY": KEY}
+        proc = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            _wait_for(url)
+            wrong = {"Authorization": f"Bearer {CLIENT_TOKEN}"}
+            assert httpx.get(f"{url}/v1/models", headers=wrong).status_code == 401
+            with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}) as http:
+                for model, status in (("gpt-4o", 404), ("openai/nowhere", 502)):
+                    body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+                    response = http.post("/v1/chat/completions", json=body, timeout=60)
+                    assert response.status_code == status, response.text
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    lines = err.strip().splitlines()
+    chat = "POST /v1/chat/completions"
+    assert lines[0].startswith("reflectkit: serving openai/nowhere"), err
+    assert lines[1] == "WARNING:  GET /v1/models 401 invalid_api_key: incorrect API key"
+    assert lines[2].startswith(f"WARNING:  {chat} 404 model_not_found: the model 'gpt-4o'")
+    # reflectkit's other lines reach the terminal too: here the upstream call's retries.
+    assert lines[3].startswith("WARNING:  retrying openai/nowhere after attempt 1 failed: ")
+    assert lines[-2].startswith(f"ERROR:    {chat} 502 upstream_failed: openai/nowhere: ")
+    assert lines[-1] == "reflectkit: error: stopped by SIGTERM"
+    assert proc.returncode == 143
+    for secret in (KEY, PLANTED, CLIENT_TOKEN):
+        assert secret not in out + err
+
+
+async def test_a_request_cancelled_as_the_server_stops_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from reflectkit.server.failures import FailureLog
+
+    async def stopping(scope: Any, receive: Any, send: Any) -> None:
+        raise asyncio.CancelledError
+
+    async def nothing() -> Any:
+        return {"type": "http.disconnect"}
+
+    async def ignore(message: Any) -> None:
+        pass
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
+    with pytest.raises(asyncio.CancelledError):
+        await FailureLog(stopping)(scope, nothing, ignore)
+    [record] = _failure_records(caplog, 1)
+    assert record.getMessage() == (
+        "POST /v1/chat/completions 503 server_stopping: the server stopped"
+    )

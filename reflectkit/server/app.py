@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import logging
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
@@ -17,13 +16,20 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from reflectkit.errors import ReflectkitError
-from reflectkit.server.failures import as_api_error
+from reflectkit.server.failures import (
+    FailureLog,
+    Outcome,
+    as_api_error,
+    internal_error,
+    outcome_of,
+)
 from reflectkit.server.passthrough import UpstreamClient, answer_of, stream_of
 from reflectkit.server.protocol import (
     Answer,
@@ -32,7 +38,6 @@ from reflectkit.server.protocol import (
     ChunkWriter,
     Delta,
     completion_body,
-    error_body,
     parse_chat_request,
 )
 from reflectkit.server.reflection import PROGRESS, Reflectors, reflect_complete, reflect_stream
@@ -40,13 +45,24 @@ from reflectkit.server.settings import ServerSettings
 
 __all__ = ["create_app"]
 
-logger = logging.getLogger(__name__)
-
 Events = AsyncGenerator[Delta | Answer | object]
 
 
+class _ErrorResponse(JSONResponse):
+    """An OpenAI error response that tells the request's :class:`Outcome` why it was sent, for
+    the failure's log line."""
+
+    def __init__(self, error: APIError) -> None:
+        super().__init__(error.body(), status_code=error.status, headers=error.headers)
+        self.error = error
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        outcome_of(scope).fail(self.error)
+        await super().__call__(scope, receive, send)
+
+
 def _error_response(error: APIError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+    return _ErrorResponse(error)
 
 
 class _Slots:
@@ -157,8 +173,8 @@ class _Proxy:
         self._clients: OrderedDict[str, UpstreamClient] = OrderedDict()
         key = settings.api_key
         self._key = key.get_secret_value().encode() if key is not None else None
-        self._secrets = [key.get_secret_value()] if key is not None else []
-        self._secrets += [
+        self.secrets = [key.get_secret_value()] if key is not None else []
+        self.secrets += [
             str(v) for k, v in settings.upstream_kwargs.items() if "key" in k.lower() and v
         ]
 
@@ -291,9 +307,7 @@ class _Proxy:
         return answer_of(response, request.include_reasoning)
 
     def api_error(self, error: ReflectkitError) -> APIError:
-        api_error = as_api_error(error, self._secrets)
-        logger.warning("request failed (%d): %s", api_error.status, api_error.message)
-        return api_error
+        return as_api_error(error, self.secrets)
 
     async def chat(self, http: Request) -> Response:
         try:
@@ -306,12 +320,12 @@ class _Proxy:
         streaming = False
         try:
             if request.stream:
-                response = await self._stream(request, model, reflected, give_back)
+                response = await self._stream(http, request, model, reflected, give_back)
                 streaming = True
                 return response
             answer = await _unless_client_leaves(http, self.complete(request, model, reflected))
             if answer is None:
-                logger.info("client left before its answer; the run was cancelled")
+                outcome_of(http.scope).client_left("before its answer; its run was cancelled")
                 return Response(status_code=499)  # nobody reads it: the connection is gone
             return JSONResponse(completion_body(request.model, answer))
         except APIError as error:
@@ -323,7 +337,12 @@ class _Proxy:
                 give_back()
 
     async def _stream(
-        self, request: ChatRequest, model: str, reflected: bool, give_back: Callable[[], None]
+        self,
+        http: Request,
+        request: ChatRequest,
+        model: str,
+        reflected: bool,
+        give_back: Callable[[], None],
     ) -> Response:
         """Start the reply; failures before the upstream first answered are plain HTTP errors,
         later ones an error event in the stream (the status line is gone by then)."""
@@ -343,10 +362,16 @@ class _Proxy:
             await pump.close()
             give_back()
 
-        return _EventStream(self._sse(request, head, pump), close)
+        outcome = outcome_of(http.scope)
+        outcome.streaming = True
+        return _EventStream(self._sse(request, head, pump, outcome), close)
 
     async def _sse(
-        self, request: ChatRequest, head: list[Delta | Answer | object], pump: _Pump
+        self,
+        request: ChatRequest,
+        head: list[Delta | Answer | object],
+        pump: _Pump,
+        outcome: Outcome,
     ) -> AsyncIterator[bytes]:
         writer = ChunkWriter(request.model)
         yield writer.delta({"role": "assistant", "content": ""})
@@ -365,16 +390,19 @@ class _Proxy:
                     yield b": keep-alive\n\n"
                 item = head.pop(0) if head else await pump.next(wait)
         except ReflectkitError as error:
-            yield writer.error(self.api_error(error))
+            api_error = self.api_error(error)
+            outcome.fail(api_error, in_stream=True)
+            yield writer.error(api_error)
             return
-        except Exception:
-            logger.exception("streamed request failed")
-            yield writer.error(APIError(500, "internal server error", kind="server_error"))
+        except Exception as error:
+            outcome.fail_unexpected(error, in_stream=True)
+            yield writer.error(internal_error())
             return
         yield writer.finish(end)
         if request.include_usage:
             yield writer.usage(end.usage)
         yield writer.DONE
+        outcome.finished = True  # resumed after the last event was sent
 
     async def models(self, http: Request) -> Response:
         try:
@@ -432,17 +460,16 @@ async def _health(_: Request) -> Response:
 
 
 async def _http_error(_: Request, error: Exception) -> Response:
-    status = error.status_code if isinstance(error, HTTPException) else 500
-    detail = error.detail if isinstance(error, HTTPException) else "internal server error"
+    """Starlette's own refusals (unknown route, wrong method) as OpenAI errors; any other
+    exception is :class:`FailureLog`'s to turn into a 500."""
+    if not isinstance(error, HTTPException):
+        raise error
+    status = error.status_code
     kind = "invalid_request_error" if status < 500 else "server_error"
     code = {404: "not_found", 405: "method_not_allowed"}.get(status)
-    return JSONResponse(error_body(str(detail), kind, None, code), status_code=status)
-
-
-async def _internal_error(_: Request, error: Exception) -> Response:
-    logger.error("unexpected error", exc_info=error)
-    body = error_body("internal server error", "server_error", None, None)
-    return JSONResponse(body, status_code=500)
+    return _error_response(
+        APIError(status, str(error.detail), kind=kind, code=code, headers=dict(error.headers or {}))
+    )
 
 
 def create_app(settings: ServerSettings | None = None) -> Starlette:
@@ -457,7 +484,10 @@ def create_app(settings: ServerSettings | None = None) -> Starlette:
         Route("/v1/models/{model:path}", proxy.model, methods=["GET"]),
         Route("/health", _health, methods=["GET"]),
     ]
-    handlers: dict[Any, Any] = {HTTPException: _http_error, Exception: _internal_error}
-    app = Starlette(routes=routes, exception_handlers=handlers)
+    handlers: dict[Any, Any] = {HTTPException: _http_error}
+    # Inside Starlette's last-resort handler, outside its HTTPException handling: every
+    # response, and every exception a handler did not expect, passes through the failure log.
+    middleware = [Middleware(FailureLog, secrets=proxy.secrets)]
+    app = Starlette(routes=routes, exception_handlers=handlers, middleware=middleware)
     app.state.proxy = proxy
     return app

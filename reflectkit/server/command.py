@@ -6,7 +6,8 @@ Only click is imported here at start-up, so the main command line can register t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+import copy
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
@@ -20,6 +21,23 @@ __all__ = ["serve"]
 
 KEEP_ALIVE_SECONDS = 75
 """How long an idle client connection is kept open (uvicorn's default is 5 s)."""
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging setup with reflectkit's loggers on its terminal handler and format.
+
+    reflectkit's library loggers have only a NullHandler (a library must not print), so without
+    this the server's lines (a failed request, a retried upstream call) would go nowhere.
+    """
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["reflectkit"] = {
+        "handlers": ["default"],
+        "level": level.upper(),
+        "propagate": False,
+    }
+    return config
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -118,7 +136,8 @@ KEEP_ALIVE_SECONDS = 75
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
     default="info",
     show_default=True,
-    help="uvicorn's log level ('warning' drops the access log).",
+    help="Log level of uvicorn and reflectkit ('warning' drops the access log, keeps failed "
+    "requests).",
 )
 def serve(
     host: str,
@@ -179,6 +198,7 @@ def serve(
         app,
         host=host,
         port=port,
+        log_config=_log_config(log_level),
         log_level=log_level,
         server_header=False,
         lifespan="off",
