@@ -63,6 +63,8 @@ class _Cli(click.Group):
             fail(error.format_message(), EXIT_BAD_INPUT)
         except click.ClickException as error:
             fail(error.format_message(), error.exit_code)
+        except RunError as error:  # first: a crashed local model is both kinds
+            fail(str(error), EXIT_RUN_FAILED)
         except ConfigurationError as error:
             fail(str(error), EXIT_BAD_INPUT)
         except ReflectkitError as error:
@@ -220,6 +222,9 @@ def run(
     checkpoints: str | None,
 ) -> None:
     """Answer PROMPT (or stdin, if PROMPT is -) after reasoning and self-correction."""
+    from reflectkit.local import prestart
+
+    prestart(model)  # the embedded model loads in its worker while LiteLLM and LangGraph import
     from reflectkit.api import Reflector
 
     text = _read_prompt(prompt)
