@@ -1008,7 +1008,7 @@ def _failure_records(caplog: pytest.LogCaptureFixture, count: int) -> list[loggi
         records = [
             r
             for r in list(caplog.records)
-            if r.name == "reflectkit.server" and r.levelno >= logging.WARNING
+            if r.name == "reflectkit.server.failures" and r.levelno >= logging.WARNING
         ]
         if len(records) >= count or time.monotonic() > deadline:
             return records

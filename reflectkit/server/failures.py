@@ -47,8 +47,8 @@ from reflectkit.server.protocol import APIError
 
 __all__ = ["FailureLog", "Outcome", "as_api_error", "internal_error", "outcome_of"]
 
-logger = logging.getLogger("reflectkit.server")
-"""Named for the package, not this module: the name operators configure (docs/server.md)."""
+logger = logging.getLogger(__name__)
+"""A child of ``reflectkit.server``, the name operators configure (docs/server.md)."""
 
 _UPSTREAM = "upstream_error"
 
