@@ -47,8 +47,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CANCEL_GRACE = 10.0
-"""Seconds a cancelled request may keep the worker busy before the worker is killed."""
+CANCEL_GRACE = 30.0
+"""Seconds a cancelled request may keep running before its worker is killed. Generation stops
+at the next token, within milliseconds; only reading a long prompt on a loaded machine, or a
+hung native call, takes longer."""
 
 PORTABLE_CMAKE_ARGS = (
     "-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
@@ -79,8 +81,17 @@ def _has_amx(info: dict[str, Any]) -> bool:
     return any(f"{flag} = 1" in text for flag in ("AMX_INT8", "AMX_BF16", "AMX_TILE"))
 
 
-def crash_message(returncode: int, info: dict[str, Any], stderr_tail: list[str]) -> str:
+def crash_message(
+    returncode: int, info: dict[str, Any], stderr_tail: list[str], killed_by_us: bool = False
+) -> str:
     """One line: how the worker died, and what to do about it."""
+    if killed_by_us:
+        return (
+            f"the local model's worker process was stopped by reflectkit: a cancelled call did "
+            f"not stop within {CANCEL_GRACE:g} s (a hung llama.cpp call, or a machine too busy to "
+            "read the prompt); calls waiting on it failed with it. Your process is unharmed and "
+            "the next call starts a new worker"
+        )
     detail = next((line for line in reversed(stderr_tail) if line.strip()), "")
     rebuild = f"reinstall llama.cpp portably: {REINSTALL_COMMAND}"
     if returncode < 0:
@@ -135,6 +146,7 @@ class _Worker:
         )
         self.info: dict[str, Any] = {}
         self.dead: LocalModelCrashError | None = None
+        self.killed_by_us = False
         self._pending: dict[int, Delivery] = {}
         self._cancelling: set[int] = set()
         self._lock = threading.Lock()
@@ -181,6 +193,7 @@ class _Worker:
             stuck = request_id in self._cancelling and self.dead is None
         if stuck:
             logger.warning("the local model did not stop a cancelled call: killing its worker")
+            self.killed_by_us = True
             self.process.kill()
 
     def _read_stderr(self) -> None:
@@ -243,10 +256,11 @@ class _Worker:
         self._stderr_done.wait(2)
         for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
             _close(stream)
+        tail = list(self._stderr)
         if "error" in self.info:  # llama.cpp could not even be imported
             message = str(self.info["error"])
         else:
-            message = crash_message(returncode, self.info, list(self._stderr))
+            message = crash_message(returncode, self.info, tail, self.killed_by_us)
 
         def crash() -> LocalModelCrashError:  # one each: runs annotate the error they raise
             error = LocalModelCrashError(message, model="local")
@@ -260,7 +274,7 @@ class _Worker:
             self._cancelling.clear()
         if waiting or returncode != 0:
             logger.warning("%s", message)
-            for line in self._stderr:
+            for line in tail:
                 logger.warning("local worker stderr: %s", line)
         for deliver in waiting:
             deliver(crash())

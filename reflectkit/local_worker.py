@@ -59,12 +59,15 @@ class _Requests:
         with self._lock:
             self._running = None
 
-    def cancel(self, request_id: int) -> None:
+    def cancel(self, request_id: int) -> bool:
+        """Cancel a request; True if it is running now (it stops at its next token), False if
+        it waits in the queue (it will be skipped)."""
         with self._lock:
             if self._running is not None and self._running[0] == request_id:
                 self._running[1].set()
-            else:
-                self._cancelled.add(request_id)
+                return True
+            self._cancelled.add(request_id)
+            return False
 
 
 class _Channel:
@@ -72,22 +75,29 @@ class _Channel:
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
+        self._lock = threading.Lock()
 
     def send(self, message: dict[str, Any]) -> None:
-        self._stream.write(json.dumps(message, ensure_ascii=True).encode("ascii") + b"\n")
-        self._stream.flush()
+        data = json.dumps(message, ensure_ascii=True).encode("ascii") + b"\n"
+        with self._lock:
+            self._stream.write(data)
+            self._stream.flush()
 
 
-def _read_requests(stdin: BinaryIO, jobs: queue.Queue[dict[str, Any]], state: _Requests) -> None:
+def _read_requests(
+    stdin: BinaryIO, jobs: queue.Queue[dict[str, Any]], state: _Requests, out: _Channel
+) -> None:
     for line in stdin:
         try:
             message = json.loads(line)
         except ValueError:
             continue
-        if message.get("op") == "cancel":
-            state.cancel(int(message["id"]))
-        else:
+        if message.get("op") != "cancel":
             jobs.put(message)
+        elif not state.cancel(int(message["id"])):
+            # Acknowledged now, not when its turn comes: the caller must not take a request
+            # queued behind a long one for a worker that ignores cancellations.
+            out.send({"id": int(message["id"]), "cancelled": True})
     os._exit(0)  # the caller closed the pipe, or is gone: nobody wants the answers
 
 
@@ -95,19 +105,20 @@ def _run(job: dict[str, Any], state: _Requests, out: _Channel) -> None:
     request_id = int(job["id"])
     cancel = state.begin(request_id)
     try:
-        if not cancel.is_set():
-            path, messages, params = Path(job["path"]), job["messages"], job["params"]
-            for chunk in local_engine.generate(path, messages, params, cancel):
-                reply: dict[str, Any] = {"id": request_id, "text": chunk.text}
-                if chunk.finish_reason is not None:
-                    reply |= {
-                        "finish": chunk.finish_reason,
-                        "prompt_tokens": chunk.prompt_tokens,
-                        "completion_tokens": chunk.completion_tokens,
-                    }
-                out.send(reply)
-                if chunk.finish_reason is not None:
-                    return
+        if cancel.is_set():
+            return  # cancelled while queued: acknowledged when the cancellation came
+        path, messages, params = Path(job["path"]), job["messages"], job["params"]
+        for chunk in local_engine.generate(path, messages, params, cancel):
+            reply: dict[str, Any] = {"id": request_id, "text": chunk.text}
+            if chunk.finish_reason is not None:
+                reply |= {
+                    "finish": chunk.finish_reason,
+                    "prompt_tokens": chunk.prompt_tokens,
+                    "completion_tokens": chunk.completion_tokens,
+                }
+            out.send(reply)
+            if chunk.finish_reason is not None:
+                return
         out.send({"id": request_id, "cancelled": True})
     except ProviderFailure as failure:
         error = {
@@ -146,7 +157,7 @@ def main() -> int:
     jobs: queue.Queue[dict[str, Any]] = queue.Queue()
     state = _Requests()
     reader = threading.Thread(
-        target=_read_requests, args=(sys.stdin.buffer, jobs, state), daemon=True
+        target=_read_requests, args=(sys.stdin.buffer, jobs, state, out), daemon=True
     )
     reader.start()
     while True:

@@ -168,6 +168,23 @@ async def test_a_hung_worker_is_killed_once_its_call_is_cancelled(
     await answers_after(pid)
 
 
+async def test_cancelling_a_queued_call_never_kills_the_worker_that_serves_another(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(local_supervisor, "CANCEL_GRACE", 0.5)
+    pid = await running_worker()
+    long_call = asyncio.create_task(client(max_tokens=200).complete(LONG))
+    queued = asyncio.create_task(client(max_tokens=8).complete(QUESTION))
+    await asyncio.sleep(0.3)
+    queued.cancel()  # it waits behind the long call, which runs for seconds
+
+    result = await long_call
+
+    assert result.usage.completion_tokens == 200
+    assert local_supervisor.worker_pid() == pid
+    assert queued.cancelled()
+
+
 def test_the_sync_litellm_path_is_isolated_too() -> None:
     litellm_model = DEFAULT_LOCAL_MODEL
     from reflectkit.llm import check_model
@@ -208,6 +225,8 @@ def test_crash_messages_say_what_happened_and_what_to_do() -> None:
     )
     assert "GGML_ASSERT(n_tokens > 0) failed" in abort
     assert "exited with status 3: boom" in local_supervisor.crash_message(3, plain, ["boom"])
+    stopped = local_supervisor.crash_message(-signal.SIGKILL, plain, [], killed_by_us=True)
+    assert "stopped by reflectkit: a cancelled call did not stop" in stopped
     for code in (-signal.SIGSEGV, -signal.SIGTERM, -99, 0, 1):
         message = local_supervisor.crash_message(code, amx, ["a\nb"])
         assert "\n" not in message.replace("a\nb", "")
