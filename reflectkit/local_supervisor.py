@@ -94,20 +94,19 @@ def crash_message(
         )
     detail = next((line for line in reversed(stderr_tail) if line.strip()), "")
     rebuild = f"reinstall llama.cpp portably: {REINSTALL_COMMAND}"
+    amx = (
+        "this llama.cpp was built with AMX (-march=native), which crashes on many cloud VMs; "
+        if _has_amx(info)
+        else ""
+    )
     if returncode < 0:
         name = _signal_name(-returncode)
         if name in ("SIGSEGV", "SIGBUS"):
-            what = f"crashed with {name} inside llama.cpp"
-            why = (
-                "this llama.cpp was built with AMX (-march=native), which crashes on many cloud "
-                "VMs; "
-                if _has_amx(info)
-                else ""
-            )
-            advice = f"{why}{rebuild}"
+            what, advice = f"crashed with {name} inside llama.cpp", f"{amx}{rebuild}"
         elif name == "SIGILL":
             what = "hit an illegal instruction (SIGILL)"
-            advice = f"llama.cpp was built for CPU features this machine lacks; {rebuild}"
+            why = amx or "llama.cpp was built for CPU features this machine lacks; "
+            advice = f"{why}{rebuild}"
         elif name == "SIGKILL":
             what = "was killed (SIGKILL)"
             advice = "often the out-of-memory killer: free memory, or use a smaller model or n_ctx"

@@ -219,6 +219,8 @@ def test_crash_messages_say_what_happened_and_what_to_do() -> None:
     assert local_supervisor.REINSTALL_COMMAND in segv
     assert "built with AMX" not in local_supervisor.crash_message(-signal.SIGSEGV, plain, [])
     assert "illegal instruction" in local_supervisor.crash_message(-signal.SIGILL, plain, [])
+    assert "lacks" in local_supervisor.crash_message(-signal.SIGILL, plain, [])
+    assert "built with AMX" in local_supervisor.crash_message(-signal.SIGILL, amx, [])
     assert "out-of-memory" in local_supervisor.crash_message(-signal.SIGKILL, plain, [])
     abort = local_supervisor.crash_message(
         -signal.SIGABRT, plain, ["x", "GGML_ASSERT(n_tokens > 0) failed", ""]
