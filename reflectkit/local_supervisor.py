@@ -126,6 +126,11 @@ def crash_message(
 
 def _worker_env() -> dict[str, str]:
     env = dict(os.environ)
+    # llama.cpp's OpenMP threads spin-wait for each other; when another process holds a core, a
+    # spinning thread burns the time the one it waits for needs. Passive waiting cost nothing
+    # idle and cut a short answer beside a busy neighbour from 12.6 s to 2.6 s on two cores
+    # (benchmarks/local_threads.py). A policy the user set is kept.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # The worker must import this same reflectkit, even when the caller found it by sys.path.
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)

@@ -305,3 +305,16 @@ def test_prestart_starts_the_worker_only_for_a_loadable_local_model() -> None:
     assert local.prestart("local/no-such-model") is False
     assert local.prestart() is True
     assert local_supervisor.worker_pid() is not None
+
+
+async def test_the_worker_waits_passively_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """llama.cpp's OpenMP threads must not spin while another process needs the core."""
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert local_supervisor._worker_env()["OMP_WAIT_POLICY"] == "PASSIVE"
+    pid = await running_worker()
+    environ = await asyncio.to_thread(Path(f"/proc/{pid}/environ").read_bytes)  # its worker
+    assert b"OMP_WAIT_POLICY=PASSIVE" in environ.split(b"\0")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert local_supervisor._worker_env()["OMP_WAIT_POLICY"] == "ACTIVE"
