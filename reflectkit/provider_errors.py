@@ -9,6 +9,7 @@ reads, a 429's Retry-After in seconds, and the message's secrets redacted.
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from typing import Any
 
@@ -25,7 +26,7 @@ from reflectkit.errors import (
 )
 from reflectkit.redaction import redact
 
-__all__ = ["map_error", "own_error", "retry_after"]
+__all__ = ["map_error", "own_error", "parse_retry_after", "retry_after"]
 
 
 def _related(error: BaseException) -> list[BaseException]:
@@ -56,15 +57,29 @@ def _header(error: BaseException) -> str | None:
 
 def retry_after(error: BaseException) -> float | None:
     """The seconds a 429 asks to wait (its Retry-After, as a number or an HTTP date), looked for
-    on the error and on the errors it wraps; None when none says."""
+    on the error and on the errors it wraps; None when none says, or says nothing usable.
+
+    Whatever an upstream sends, this never raises: a value that is neither a finite number nor
+    an HTTP date (``soon``, ``NaN``, ``1e999``, a date in year 99999) is no hint at all."""
     value = next((v for e in _related(error) if (v := _header(e)) is not None), None)
-    if value is None:
+    return None if value is None else parse_retry_after(value)
+
+
+def parse_retry_after(value: str) -> float | None:
+    """A Retry-After header's seconds, at least 0; None when it is neither a finite number of
+    seconds nor an HTTP date."""
+    text = value.strip()
+    if not text:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(text)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+        try:
+            moment = email.utils.parsedate_to_datetime(text)
+            seconds = moment.timestamp() - time.time()
+        except (ValueError, TypeError, OverflowError, IndexError, OSError):
+            return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def own_error(error: BaseException) -> ReflectkitError | None:

@@ -63,14 +63,23 @@ def internal_error() -> APIError:
     return APIError(500, "internal server error", kind="server_error")
 
 
+def _retry_after_header(wait: float | None) -> dict[str, str]:
+    """The Retry-After to pass on: whole seconds, none when the upstream gave no usable hint."""
+    if wait is None or not math.isfinite(wait) or wait < 0:
+        return {}
+    return {"Retry-After": str(math.ceil(wait))}
+
+
 def as_api_error(error: ReflectkitError, secrets: Iterable[str] = ()) -> APIError:
     """The response for a reflectkit error raised while serving a request."""
     message = redact(_first_line(error), secrets)
     if isinstance(error, RateLimitedError):
-        wait = error.retry_after
-        headers = {"Retry-After": str(math.ceil(wait))} if wait is not None else {}
         return APIError(
-            429, message, kind="rate_limit_error", code="upstream_rate_limited", headers=headers
+            429,
+            message,
+            kind="rate_limit_error",
+            code="upstream_rate_limited",
+            headers=_retry_after_header(error.retry_after),
         )
     if isinstance(error, ContextWindowError):
         return APIError(400, message, param="messages", code="context_length_exceeded")

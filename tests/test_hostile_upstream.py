@@ -1,0 +1,274 @@
+"""What a broken or hostile upstream sends, through the real HTTP path (LiteLLM's OpenAI client
+talking to a server on 127.0.0.1): an unparseable Retry-After, replies without choices or with
+content that is not text, lone surrogates. The library raises reflectkit's own errors (a
+batch item fails alone, marked retryable or not), and the proxy answers with a gateway status,
+never a 500.
+
+:class:`HostileUpstream` is an OpenAI-compatible server whose every answer a test scripts:
+status, headers and the raw body bytes, or SSE events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+import reflectkit as rk
+from reflectkit.batching import batch
+from reflectkit.config import RetryPolicy
+from reflectkit.errors import ProviderError, RateLimitedError
+from reflectkit.provider_errors import parse_retry_after, retry_after
+from reflectkit.server import ServerSettings, create_app
+
+MODEL = "openai/hostile"
+ONCE = RetryPolicy(max_attempts=1)
+TWICE = RetryPolicy(max_attempts=2, initial_wait=0.01, max_wait=0.01)
+
+
+@dataclass
+class Canned:
+    """One scripted answer: a status, headers and a raw body, or SSE ``events`` (each sent as
+    ``data: <event>``)."""
+
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    events: list[bytes] | None = None
+
+
+def completion(content: Any = "<output>4</output>", **message: Any) -> Canned:
+    """A chat completion whose message has ``content`` (any JSON value) and ``message``."""
+    choice = {"index": 0, "message": {"role": "assistant", "content": content, **message}}
+    return reply({"choices": [{**choice, "finish_reason": "stop"}]})
+
+
+def reply(fields: dict[str, Any], status: int = 200, **headers: str) -> Canned:
+    """A JSON reply: OpenAI's envelope (id, object, created, model, usage) and ``fields``."""
+    usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    head = {"id": "chatcmpl-x", "object": "chat.completion", "created": 1, "model": "hostile"}
+    body = json.dumps({**head, "usage": usage, **fields}).encode()
+    return Canned(status, body, dict(headers))
+
+
+def chunks(*deltas: Any) -> Canned:
+    """A stream: one chunk per delta (a dict, or a whole chunk's ``choices`` value when it is a
+    list or None), then a finish chunk and ``[DONE]``."""
+    head = {"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 1, "model": "h"}
+    events = []
+    for delta in deltas:
+        choices = delta if not isinstance(delta, dict) else [{"index": 0, "delta": delta}]
+        events.append(json.dumps({**head, "choices": choices}).encode())
+    finish = [{"index": 0, "delta": {}, "finish_reason": "stop"}]
+    events += [json.dumps({**head, "choices": finish}).encode(), b"[DONE]"]
+    return Canned(events=events)
+
+
+class HostileUpstream:
+    """An OpenAI-compatible server on 127.0.0.1 answering from a script; the last scripted
+    answer repeats. ``requests`` holds the raw bodies it was sent."""
+
+    def __init__(self) -> None:
+        self.answers: list[Canned] = []
+        self.requests: list[bytes] = []
+        self.url = ""
+
+    def script(self, *answers: Canned) -> None:
+        self.answers = list(answers)
+        self.requests.clear()
+
+    async def complete(self, request: Request) -> Response:
+        self.requests.append(await request.body())
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if answer.events is None:
+            return Response(
+                answer.body, answer.status, answer.headers, media_type="application/json"
+            )
+        events = answer.events
+
+        async def sse() -> AsyncIterator[bytes]:
+            for event in events:
+                yield b"data: " + event + b"\n\n"
+
+        return StreamingResponse(sse(), answer.status, answer.headers, "text/event-stream")
+
+
+@contextmanager
+def serving(upstream: HostileUpstream) -> Iterator[HostileUpstream]:
+    """Run ``upstream`` with uvicorn in a thread on a free loopback port."""
+    app = Starlette(routes=[Route("/v1/chat/completions", upstream.complete, methods=["POST"])])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    upstream.url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", ws="none")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "the hostile upstream did not start"
+        time.sleep(0.01)
+    try:
+        yield upstream
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def _server() -> Iterator[HostileUpstream]:
+    with serving(HostileUpstream()) as upstream:
+        yield upstream
+
+
+@pytest.fixture
+def upstream(_server: HostileUpstream) -> HostileUpstream:
+    _server.script(completion())
+    return _server
+
+
+def kwargs(upstream: HostileUpstream, retry: RetryPolicy = ONCE) -> dict[str, Any]:
+    """reflect()'s arguments for the hostile upstream."""
+    return {
+        "model": MODEL,
+        "api_base": upstream.url,
+        "api_key": "none",
+        "retry": retry,
+        "run_log": False,
+        "mode": "single",
+    }
+
+
+def proxy(upstream: HostileUpstream) -> Starlette:
+    """The proxy's app, serving the hostile upstream (over real HTTP) bare and reflected."""
+    settings = ServerSettings(
+        models=(MODEL,),
+        upstream_kwargs={"api_base": upstream.url, "api_key": "none"},
+        retry=ONCE,
+    )
+    return create_app(settings)
+
+
+async def post(app: Starlette, body: dict[str, Any]) -> httpx.Response:
+    """POST a chat request to ``app`` in-process; the whole response, within 30 s."""
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
+        return await asyncio.wait_for(client.post("/v1/chat/completions", json=body), 30)
+
+
+def chat(model: str = MODEL, **extra: Any) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": "2+2"}], **extra}
+
+
+REQUESTS = [
+    pytest.param(chat(), id="passed-through"),
+    pytest.param(chat(stream=True), id="passed-through-stream"),
+    pytest.param(chat(f"reflect/{MODEL}", reflectkit={"mode": "single"}), id="reflected"),
+    pytest.param(
+        chat(f"reflect/{MODEL}", stream=True, reflectkit={"mode": "single"}),
+        id="reflected-stream",
+    ),
+]
+
+
+# Defect: an unparseable Retry-After ("soon") raised ValueError out of reflect(), marked batch
+# items non-retryable and gave the proxy a 500. It is no hint at all.
+
+BAD_RETRY_AFTER = ["soon", "NaN", "inf", "-inf", "1e999", "Mon, 01 Jan 99999 00:00:00 GMT", "?"]
+
+
+def rate_limited(value: str) -> Canned:
+    return reply(
+        {"error": {"message": "slow down", "type": "rate_limit"}}, 429, **{"Retry-After": value}
+    )
+
+
+@pytest.mark.parametrize("value", BAD_RETRY_AFTER)
+def test_an_unparseable_retry_after_is_no_hint(upstream: HostileUpstream, value: str) -> None:
+    upstream.script(rate_limited(value))
+    with pytest.raises(RateLimitedError) as raised:
+        rk.reflect("2+2", **kwargs(upstream))
+    assert raised.value.retry_after is None
+    assert raised.value.retryable
+    upstream.script(rate_limited(value), completion())
+    result = rk.reflect("2+2", **kwargs(upstream, TWICE))  # retried after the usual backoff
+    assert result.output == "4"
+    assert len(upstream.requests) == 2
+
+
+def test_a_batch_item_rate_limited_with_a_bad_retry_after_fails_alone_and_retryable(
+    upstream: HostileUpstream,
+) -> None:
+    upstream.script(completion(), rate_limited("soon"), completion())
+    settings = kwargs(upstream)
+    model = settings.pop("model")
+    items = batch(["a", "b", "c"], model, concurrency=1, progress=False, **settings)
+    assert [item.ok for item in items] == [True, False, True]
+    error = items[1].error
+    assert error is not None
+    assert (error.type, error.retryable) == ("RateLimitedError", True)
+
+
+@pytest.mark.parametrize("body", REQUESTS)
+async def test_the_proxy_answers_a_bad_retry_after_with_a_429_and_no_hint(
+    upstream: HostileUpstream, body: dict[str, Any]
+) -> None:
+    upstream.script(rate_limited("soon"))
+    response = await post(proxy(upstream), body)
+    assert response.status_code == 429, response.text
+    assert response.json()["error"]["code"] == "upstream_rate_limited"
+    assert "retry-after" not in response.headers
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.text(), st.from_regex(r"\A[-+ ]?[0-9.eE+-]{0,12}\Z"), st.sampled_from(BAD_RETRY_AFTER)
+    )
+)
+def test_parsing_any_retry_after_gives_finite_seconds_or_nothing(value: str) -> None:
+    seconds = parse_retry_after(value)
+    assert seconds is None or (seconds >= 0 and seconds < float("inf"))
+
+
+def test_retry_after_reads_the_header_of_a_wrapped_error() -> None:
+    litellm = pytest.importorskip("litellm")
+    for value, expected in (("soon", None), ("7", 7.0), ("NaN", None), ("1e999", None)):
+        response = httpx.Response(429, headers={"retry-after": value}, request=REQUEST)
+        error = litellm.RateLimitError(
+            message="slow", llm_provider="openai", model="m", response=response
+        )
+        assert retry_after(error) == expected
+        outer = ProviderError("wrapped")
+        outer.__cause__ = error
+        assert retry_after(outer) == expected
+
+
+REQUEST = httpx.Request("POST", "http://127.0.0.1/v1/chat/completions")
+
+
+def test_a_rate_limit_without_a_usable_wait_passes_no_retry_after_on() -> None:
+    from reflectkit.server.failures import as_api_error
+
+    for wait in (float("inf"), float("nan"), -1.0, None):
+        error = as_api_error(RateLimitedError("slow down", retry_after=wait))
+        assert (error.status, error.headers) == (429, {})
+    assert as_api_error(RateLimitedError("slow", retry_after=6.2)).headers == {"Retry-After": "7"}
