@@ -25,13 +25,95 @@ __all__ = [
 
 REDACTED = "[redacted]"
 
-_SECRET_NAME = re.compile(r"(key|token|secret|password|passwd|credential|auth)", re.IGNORECASE)
-# Credentials that look like credentials wherever they appear (OpenAI/Anthropic-style keys,
-# bearer tokens, key=value pairs in URLs and error texts).
-_SECRET_PATTERNS = (
-    re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"),
-    re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._\-]{8,}"),
-    re.compile(r"(?i)\b(api[_-]?key|token|secret|password)(\s*[=:]\s*)[\"']?[^\s\"',&]{6,}"),
+_SECRET_NAME = re.compile(
+    r"(key|token|secret|password|passwd|credential|auth|cookie)", re.IGNORECASE
+)
+
+# Where a word of a name starts: after anything but a letter or digit (``_``, ``-``, ``.``, a
+# quote, a space), or at a camelCase hump (``apiKey``, ``SecretAccessKey``).
+_WORD_START = r"(?:(?<![A-Za-z0-9])|(?<=[a-z0-9])(?=[A-Z]))"
+# Between a name and its value: ``=`` or ``:``, after the quote that closes a JSON or repr key
+# (``"api_key": ``, ``'api_key': ``, ``\"api_key\": `` in JSON inside a JSON string).
+_SEPARATOR = r"""\\?["']?[ \t]*[:=][ \t]*"""
+# A name that says its value is a secret, ending in one of these words: ``api_key``,
+# ``OPENAI_API_KEY``, ``apiKey``, ``aws_secret_access_key``, ``SecretAccessKey``,
+# ``auth_token``, ``client_secret``, ``DB_PASSWORD``. The separator must follow the word at
+# once, so ``prompt_tokens: 1234567``, ``tokenizer=gpt2`` and ``secretary: Smith`` stay.
+_SECRET_WORD = (
+    r"(?i:api[_-]?key|access[_-]?key|secret(?:[_-]?access)?(?:[_-]?key)?|private[_-]?key"
+    r"|token|password|passwd|passphrase|pwd|credentials?|auth)"
+)
+# Its value: quoted, everything up to the same quote (at least 4 characters); bare, at least 6
+# characters up to a space, quote, comma, ampersand, semicolon or bracket. Code is no exception:
+# ``token = get_token()`` becomes ``token = [redacted]()``, as a secret followed by a bracket
+# (``token=3f9a...(expired)``) must go too.
+_SECRET_VALUE = (
+    r"""(?:\\"(?P<v1>[^"\\\r\n]{4,})(?=\\")"""
+    r"""|"(?P<v2>(?:\\.|[^"\\\r\n]){4,})(?=")"""
+    r"""|'(?P<v3>(?:\\.|[^'\\\r\n]){4,})(?=')"""
+    r"""|(?P<v4>[^\s"'`,;&<>()\[\]{}\\]{6,}))"""
+)
+# Headers whose whole value is the credential, spaces and all: ``Authorization: Basic
+# dXNlcjpw`` (a scheme and the rest of the line, or one long token) and cookies (``Cookie:
+# a=1; b=2``, to the end of the line). Quoted, the value runs to its closing quote.
+_QUOTED_HEADER = (
+    r"""\\"(?P<h1>[^"\\\r\n]+)(?=\\")"""
+    r"""|"(?P<h2>(?:\\.|[^"\\\r\n])+)(?=")"""
+    r"""|'(?P<h3>(?:\\.|[^'\\\r\n])+)(?=')"""
+)
+_AUTH_SCHEMES = r"(?i:basic|bearer|digest|token|negotiate|ntlm|hmac|apikey|aws4-hmac-sha256)"
+_AUTHORIZATION = (
+    rf"{_WORD_START}(?i:(?:proxy-)?authorization){_SEPARATOR}"
+    rf"""(?:{_QUOTED_HEADER}|(?P<h4>{_AUTH_SCHEMES}[ \t]+[^\r\n]+|[^\s"',;]{{8,}}))"""
+)
+_COOKIE = (
+    rf"{_WORD_START}(?i:(?:set-)?cookie){_SEPARATOR}"
+    rf"""(?:{_QUOTED_HEADER}|(?P<h4>[^\s"';,=]+=[^\r\n]*))"""
+)
+# ``scheme://user:password@host``: the password goes, the user name stays; a long user name
+# without a password is a token (``https://<token>@github.com``) and goes too.
+_USERINFO = (
+    r"""(?i:\b[a-z][a-z0-9+.-]*://)"""
+    r"""(?:[^\s/?#@:"'<>]*:(?P<u1>[^\s/?#"'<>]+)|(?P<u2>[^\s/?#@:"'<>]{16,}))@"""
+)
+# A private key's body between its BEGIN and its END line (or, when the END line was cut off,
+# to where the base64 stops); JSON-escaped line breaks (``\n``) count as line breaks.
+_PEM = (
+    r"-----BEGIN (?P<kind>[A-Z0-9 ]*)PRIVATE KEY(?: BLOCK)?-----"
+    r"(?P<p1>(?:[A-Za-z0-9+/=:,.\s-]|\\[nr])*?)"
+    r"(?:-----END (?P=kind)PRIVATE KEY(?: BLOCK)?-----|(?=[^A-Za-z0-9+/=:,.\s\\-])|\Z)"
+)
+# Credentials recognisable by their shape wherever they appear, each anchored on a prefix that
+# ordinary words, hashes and plain URLs do not have. These go whole.
+_AWS_PREFIXES = ("AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AIPA", "ANPA", "ANVA", "AROA")
+_SHAPES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (r"\bsk-[A-Za-z0-9_\-]{8,}", ("sk-",)),  # OpenAI, Anthropic (sk-ant-...)
+    (r"(?i:\bbearer)\s+[A-Za-z0-9._~+/\-]{8,}=*", ("bearer",)),  # a bearer token, anywhere
+    (rf"\b(?:{'|'.join(_AWS_PREFIXES)})[A-Z0-9]{{16}}\b", tuple(map(str.lower, _AWS_PREFIXES))),
+    (r"\bgh[pousr]_[A-Za-z0-9]{20,}", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_")),  # GitHub
+    (r"\bgithub_pat_[A-Za-z0-9_]{20,}", ("github_pat_",)),  # GitHub fine-grained tokens
+    (r"\bxox[abposr]-[A-Za-z0-9-]{10,}", ("xox",)),  # Slack bot, user and legacy tokens
+    (r"\bxapp-[0-9]-[A-Za-z0-9-]{10,}", ("xapp-",)),  # Slack app-level tokens
+    (r"\bhf_[A-Za-z0-9]{30,}", ("hf_",)),  # Hugging Face
+    (r"\bAIza[0-9A-Za-z_\-]{30,}", ("aiza",)),  # Google API keys
+    (r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*", ("eyj",)),  # JWTs
+)
+_NAMED_WORDS = ("key", "secret", "token", "pass", "pwd", "credential", "auth")
+# In the order they run, each with the words (lower case) a text must contain for it to run at
+# all: most texts redacted (drafts, verdicts, the keys of saved records) have none, and a
+# substring test costs far less than a regex pass. A PEM body and whole header values go first
+# (they hold words the others would cut in the middle), then named values, URL passwords, and
+# shapes.
+_SECRET_PATTERNS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = tuple(
+    (re.compile(pattern), words)
+    for pattern, words in (
+        (_PEM, ("-----begin",)),
+        (_AUTHORIZATION, ("authorization",)),
+        (_COOKIE, ("cookie",)),
+        (rf"{_WORD_START}{_SECRET_WORD}{_SEPARATOR}{_SECRET_VALUE}", _NAMED_WORDS),
+        (_USERINFO, ("://",)),
+        *_SHAPES,
+    )
 )
 _MIN_SECRET_LENGTH = 6
 
@@ -74,11 +156,6 @@ def snapshot() -> Iterator[None]:
         _snapshot.reset(token)
 
 
-# Every secret pattern contains one of these words: a text without any needs no regex pass, and
-# most texts redacted (drafts, verdicts, keys of saved records) have none.
-_PREFILTER = re.compile(r"sk-|bearer|api[_-]?key|token|secret|password", re.IGNORECASE)
-
-
 @functools.lru_cache(maxsize=32)
 def _longest_first(values: frozenset[str]) -> tuple[str, ...]:
     """Secret values to replace, longest first (so one containing another is replaced whole)."""
@@ -91,14 +168,21 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     for value in _longest_first(frozenset((*secrets, *environment_secrets()))):
         if value in text:
             text = text.replace(value, REDACTED)
-    if _PREFILTER.search(text) is None:
-        return text
-    for pattern in _SECRET_PATTERNS:
-        if pattern.groups >= 2:
-            text = pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
-        else:
-            text = pattern.sub(REDACTED, text)
+    lowered = text.lower()
+    for pattern, words in _SECRET_PATTERNS:
+        if any(word in lowered for word in words):
+            text = pattern.sub(_hide, text)
     return text
+
+
+def _hide(match: re.Match[str]) -> str:
+    """The match with its secret replaced: the value group that matched, or all of it."""
+    for name, value in match.groupdict().items():
+        if value is not None and name != "kind":
+            start, end = match.span(name)
+            whole = match.string
+            return f"{whole[match.start() : start]}{REDACTED}{whole[end : match.end()]}"
+    return REDACTED
 
 
 def redact_mapping(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -885,8 +885,9 @@ class RunLog:
                         (after, *params, _BATCH),
                     )
                 )
-            for record in batch:
-                stream.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
+            with snapshot():  # scrubbed again: rows an older version wrote may hold secrets
+                lines = [json.dumps(scrub(r.to_dict()), ensure_ascii=False) for r in batch]
+            stream.writelines(line + "\n" for line in lines)
             count += len(batch)
             if len(batch) < _BATCH:
                 return count
