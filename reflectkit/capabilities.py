@@ -8,6 +8,9 @@
   model, Anthropic). reflectkit then starts the reply with the opening tag for it.
 * ``needs_format_help``: a small model that ignores formats unless helped; reflectkit shows it a
   worked example.
+* ``grammar``: its provider constrains decoding with a GBNF grammar passed as the ``grammar``
+  call parameter (the local model, through llama.cpp). reflectkit's format help then holds the
+  reply to the tags while it is written (see :mod:`reflectkit.grammar`).
 * ``self_critique``: its critiques of its own drafts are worth a loop (True unless said
   otherwise). The local 135M model's are not: judging its own answers it writes noise and its
   revisions get worse, so ``mode="auto"`` gives it one pass unless a critic is passed.
@@ -26,7 +29,7 @@ from dataclasses import dataclass, fields
 
 __all__ = ["ModelProfile", "profile_for", "register_model", "unregister_model"]
 
-_CAPABILITIES = ("tuned", "reasoning", "prefill", "needs_format_help", "self_critique")
+_CAPABILITIES = ("tuned", "reasoning", "prefill", "needs_format_help", "self_critique", "grammar")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class ModelProfile:
     """A small model that follows the tag format only with an exemplar."""
     self_critique: bool = True
     """Its critiques of its own drafts are worth a generate-critique-revise loop."""
+    grammar: bool = False
+    """Its provider constrains decoding with a GBNF grammar (the ``grammar`` call parameter)."""
 
     @property
     def single_pass(self) -> bool:
@@ -73,7 +78,10 @@ _BUILTIN: tuple[tuple[str, _Said], ...] = (
     ("*deepseek-r1*", {"reasoning": True}),
     ("*deepseek-reasoner*", {"reasoning": True}),
     ("*qwq*", {"reasoning": True}),
-    ("local/*", {"prefill": True, "needs_format_help": True, "self_critique": False}),
+    (
+        "local/*",
+        {"prefill": True, "needs_format_help": True, "self_critique": False, "grammar": True},
+    ),
     ("anthropic/*", {"prefill": True}),
     ("claude-*", {"prefill": True}),
 )
@@ -90,6 +98,7 @@ def register_model(
     prefill: bool | None = None,
     needs_format_help: bool | None = None,
     self_critique: bool | None = None,
+    grammar: bool | None = None,
 ) -> None:
     """Tell reflectkit what a model (or a glob of models) can do; ``None`` leaves a capability
     to other patterns and the built-ins.
@@ -102,7 +111,7 @@ def register_model(
         name: value
         for name, value in zip(
             _CAPABILITIES,
-            (tuned, reasoning, prefill, needs_format_help, self_critique),
+            (tuned, reasoning, prefill, needs_format_help, self_critique, grammar),
             strict=True,
         )
         if value is not None

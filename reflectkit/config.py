@@ -66,6 +66,14 @@ class FormatHelp(StrictModel):
       model's own reply is continued with its open blocks closed and the output tag opened;
       elsewhere a short user turn asks for the answer in the output tag. On by default; it costs
       a call only when the format failed.
+    * ``grammar``: constrain decoding with a GBNF grammar of the scheme's tags (see
+      :mod:`reflectkit.grammar`), so the reply is written in the tags: thinking, an optional
+      reflection, then the answer. On where the provider takes a ``grammar`` parameter
+      (``grammar`` capability: the local model); never with tools, and not when ``model_kwargs``
+      already carry a ``grammar`` of your own. ``max_thinking_chars`` bounds the thinking block
+      in characters (a reflection block to half as many), so a small model that rambles still
+      reaches its answer within ``max_tokens``; ``None`` leaves them unbounded. Raise it for
+      bigger local models that reason at length. The repair stays as the fallback.
     """
 
     exemplar: bool | None = None
@@ -73,6 +81,8 @@ class FormatHelp(StrictModel):
     prefill: bool | None = None
     repair: bool = True
     repair_max_tokens: int = Field(default=256, ge=1)
+    grammar: bool | None = None
+    max_thinking_chars: int | None = Field(default=300, ge=1)
 
 
 class ReflectConfig(StrictModel):
@@ -129,7 +139,7 @@ class ReflectConfig(StrictModel):
     def resolved_format_help(self) -> FormatHelp:
         """``format_help`` as a FormatHelp: "auto" is the default one, "off" turns all off."""
         if self.format_help == "off":
-            return FormatHelp(exemplar=False, prefill=False, repair=False)
+            return FormatHelp(exemplar=False, prefill=False, repair=False, grammar=False)
         if self.format_help == "auto":
             return FormatHelp()
         return self.format_help

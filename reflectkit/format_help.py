@@ -1,6 +1,6 @@
 """Format help: getting a usable answer block out of models that do not keep to the tags.
 
-Small untuned models ignore formats. Three aids, each decided per model from its capabilities
+Small untuned models ignore formats. Four aids, each decided per model from its capabilities
 and switchable through :class:`~reflectkit.config.FormatHelp`:
 
 1. an **exemplar**: a worked example, as a demonstration exchange after the system prompt or
@@ -13,13 +13,19 @@ and switchable through :class:`~reflectkit.config.FormatHelp`:
    after its own reasoning). Elsewhere a short user turn asks for the final answer alone inside
    the output tag. One repair per draft, at most. If the repair gives nothing usable either, the
    draft keeps the answer the parser found in the original reply, so help never replaces an
-   answer with nothing.
+   answer with nothing;
+4. a **grammar**: where the provider constrains decoding (``grammar`` capability: the local
+   model), the generator's calls carry a GBNF grammar of the scheme's tags
+   (:func:`~reflectkit.grammar.tag_grammar`), starting after the prefill, with the thinking
+   bounded in characters. The reply is then written in the tags and the repair is rarely needed;
+   repair calls carry no grammar (they continue a different prefix).
 
 When the generator is offered tools (``tools=`` among its model kwargs) the protocol's system
 prompt and the exemplar still apply: they shape the answer turn, and a model calls tools through
 the API's own tool-call field, not through the text. The prefill is dropped, since an assistant
 message that opens the reply forces a text continuation and keeps most providers from calling a
-tool. A reply that calls tools is never repaired: it is not meant to have an answer block.
+tool. A reply that calls tools is never repaired: it is not meant to have an answer block, and
+no grammar is sent, since one would force a text reply too.
 
 The result records what happened: each :class:`~reflectkit.result.Draft` keeps the parse status
 of the reply as written, whether it was repaired, and the repair's raw reply.
@@ -33,6 +39,7 @@ from typing import Any
 
 from reflectkit.capabilities import ModelProfile
 from reflectkit.config import ReflectConfig
+from reflectkit.grammar import tag_grammar
 from reflectkit.llm import Completion, ModelClient
 from reflectkit.messages import Conversation, Layout, Message, PromptBuilder
 from reflectkit.result import Draft
@@ -68,19 +75,31 @@ class FormatPlan:
     repair: bool
     repair_prefill: str | None
     repair_max_tokens: int
+    grammar: str | None = None
+    """A GBNF grammar the generator's calls carry (not the repair's)."""
 
 
 def plan_format_help(config: ReflectConfig, profile: ModelProfile) -> FormatPlan:
-    """Decide exemplar, prefill and repair for a model that gets the protocol's prompt."""
+    """Decide exemplar, prefill, repair and grammar for a model that gets the protocol's
+    prompt."""
     help_ = config.resolved_format_help
     scheme = config.scheme
     wants_exemplar = help_.exemplar
     if wants_exemplar is None:
         wants_exemplar = profile.needs_format_help and not profile.tuned
     can_prefill = profile.prefill if help_.prefill is None else help_.prefill
+    wants_grammar = profile.grammar if help_.grammar is None else help_.grammar
     if config.model_kwargs.get("tools"):
         can_prefill = False  # a prefill forces a text reply: no tool could be called
+        wants_grammar = False  # and so does a grammar
+    if "grammar" in config.model_kwargs:
+        wants_grammar = False  # the caller's own grammar goes as it is
     repair = help_.repair and scheme.output is not None
+    grammar = None
+    if wants_grammar:
+        grammar = tag_grammar(
+            scheme, prefilled=can_prefill, max_thinking_chars=help_.max_thinking_chars
+        )
     return FormatPlan(
         layout=Layout(
             tuned=profile.tuned,
@@ -90,6 +109,7 @@ def plan_format_help(config: ReflectConfig, profile: ModelProfile) -> FormatPlan
         repair=repair,
         repair_prefill=f"<{scheme.output}>" if can_prefill and repair else None,
         repair_max_tokens=help_.repair_max_tokens,
+        grammar=grammar,
     )
 
 
@@ -204,6 +224,8 @@ class DraftWriter:
         call parameters for this draft (not for its repair).
         """
         prefill = self.plan.layout.prefill if self.plan else None
+        if self.plan is not None and self.plan.grammar is not None:
+            overrides = {"grammar": self.plan.grammar, **(overrides or {})}
         completion = await self._call(messages, overrides or None, prefill or "", on_delta)
         draft = self.parse(completion, prefill)
         if self.plan is None or not self.plan.repair or usable(draft) or draft.tool_calls:

@@ -22,9 +22,10 @@ Call parameters (all optional): ``temperature`` (default 0: greedy and reproduci
 ``repeat_penalty``, ``frequency_penalty``, ``presence_penalty``, ``n_ctx`` (default 2048; each size
 is loaded separately), ``n_threads`` (default: the usable cores less one to generate, all of them
 to read the prompt), ``cache_prompt`` and ``grammar`` (GBNF text that constrains what the model
-can write; a grammar that does not parse fails the call with a 400 naming llama.cpp's reason). Each call evaluates its whole prompt, so its reply does
-not depend on earlier calls; ``cache_prompt=True`` reuses the prefix already in llama.cpp's cache
-(prompts are read at ~3.5 ms a token on two cores), but then numerics, and so tokens, may differ.
+can write; one that does not parse fails the call with a 400 naming llama.cpp's reason). Each call
+evaluates its whole prompt, so its reply does not depend on earlier calls; ``cache_prompt=True``
+reuses the prefix already in llama.cpp's cache (prompts are read at ~3.5 ms a token on two
+cores), but then numerics, and so tokens, may differ.
 
 Prompts use the model's chat template (the GGUF's ``tokenizer.chat_template`` through
 llama-cpp-python's Jinja formatter; ChatML if it has none). A trailing assistant message is a

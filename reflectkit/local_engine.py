@@ -12,6 +12,13 @@ uses :meth:`Settings.read` too, to refuse a bad parameter before anything is sen
 One ``llama_cpp.Llama`` is loaded per (file, ``n_ctx``) per worker; a lock serializes its use
 (llama.cpp contexts are not thread-safe). llama.cpp's log goes to this module's logger at DEBUG
 instead of stderr; its error lines are kept to explain a failed load.
+
+A ``grammar`` parameter (GBNF text) constrains sampling to the strings the grammar accepts. Each
+distinct grammar is checked once per worker by building llama.cpp's grammar sampler from it, with
+the parser's complaint (which llama.cpp prints to stderr) captured: a grammar that does not parse
+is a ProviderFailure(400) with that reason, remembered so that it is not parsed again. A grammar
+that parses but can reach a state no token satisfies (``root ::= [^\\x00-\\U0010FFFF]``) makes
+llama.cpp abort while sampling; the worker process turns that into a LocalModelCrashError.
 """
 
 from __future__ import annotations
@@ -20,8 +27,10 @@ import codecs
 import ctypes
 import logging
 import os
+import re
+import tempfile
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,6 +248,7 @@ class Settings:
     sampling: dict[str, Any]  # keyword arguments of Llama.generate
     threads: tuple[int, int]  # decode, prompt evaluation
     cache_prompt: bool
+    grammar: str | None = None  # GBNF text; None or "": unconstrained
 
     @classmethod
     def read(cls, params: Params) -> Settings:
@@ -259,6 +269,9 @@ class Settings:
                 400, "n_ctx must be at least 16, max_tokens at least 1, n_threads not negative"
             )
         stop = params.get("stop") or []
+        grammar = params.get("grammar") or None
+        if grammar is not None and not isinstance(grammar, str):
+            raise ProviderFailure(400, "grammar must be a string of GBNF rules")
         return cls(
             n_ctx=n_ctx,
             max_tokens=max_tokens,
@@ -267,7 +280,64 @@ class Settings:
             sampling=sampling,
             threads=(threads, threads) if threads else (DECODE_THREADS, CPUS),
             cache_prompt=bool(params.get("cache_prompt")),
+            grammar=grammar,
         )
+
+
+_GRAMMARS_KEPT = 64
+_grammars: OrderedDict[tuple[Path, str], Any] = OrderedDict()  # a LlamaGrammar or the error
+
+
+def _captured_stderr(call: Any) -> tuple[Any, str]:
+    """``call()`` and what native code wrote to file descriptor 2 meanwhile."""
+    with tempfile.TemporaryFile() as sink:
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            result = call()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        sink.seek(0)
+        return result, sink.read().decode("utf-8", "replace")
+
+
+def _grammar_reason(printed: str, text: str) -> str:
+    """Why llama.cpp refused ``text``, from what it printed (the parser says little else)."""
+    lines = [line.strip() for line in printed.splitlines() if line.strip()]
+    found = next((line for line in lines if "error parsing grammar" in line), None)
+    if found:
+        return found.split("error parsing grammar: ", 1)[-1]
+    if not re.search(r"(?m)^\s*root\s*::=", text):
+        return "it has no rule named root, where matching starts"
+    return next(iter(lines), "llama.cpp could not parse it")
+
+
+def _grammar(llama_cpp: Any, engine: _Engine, path: Path, text: str) -> Any:
+    """The LlamaGrammar for ``text``, checked once per worker; ProviderFailure(400) if bad.
+
+    llama-cpp-python builds the grammar sampler from the text on every call (a fraction of a
+    millisecond for reflectkit's grammars); what is kept here is the check's verdict. Call with
+    the engine's lock held.
+    """
+    key = (path, text)
+    known = _grammars.get(key)
+    if known is None:
+        sampler, printed = _captured_stderr(  # the root rule is "root", as LlamaGrammar's
+            lambda: llama_cpp.llama_sampler_init_grammar(engine.vocab, text.encode(), b"root")
+        )
+        if sampler:
+            llama_cpp.llama_sampler_free(sampler)
+            known = llama_cpp.LlamaGrammar.from_string(text, verbose=False)
+        else:
+            known = f"invalid grammar: {_grammar_reason(printed, text)}"
+        _grammars[key] = known
+        while len(_grammars) > _GRAMMARS_KEPT:
+            _grammars.popitem(last=False)
+    _grammars.move_to_end(key)
+    if isinstance(known, str):
+        raise ProviderFailure(400, known)
+    return known
 
 
 def generate(
@@ -292,6 +362,9 @@ def generate(
                 f"(n_ctx={settings.n_ctx}); pass a larger n_ctx",
                 context_window=True,
             )
+        sampling = dict(settings.sampling)
+        if settings.grammar:
+            sampling["grammar"] = _grammar(llama_cpp, engine, path, settings.grammar)
         if not settings.cache_prompt:
             llama.reset()  # evaluate the whole prompt: a reply must not depend on earlier calls
         llama_cpp.llama_set_n_threads(llama.ctx, *settings.threads)
@@ -299,7 +372,7 @@ def generate(
         text = _Detokenizer(settings.stops)
         completion: list[int] = []
         finish, stopped = "length", False
-        for token in llama.generate(prompt, **settings.sampling):
+        for token in llama.generate(prompt, **sampling):
             if cancel.is_set():
                 return
             if llama_cpp.llama_vocab_is_eog(engine.vocab, token):

@@ -9,6 +9,7 @@ import pytest
 import reflectkit as rk
 from reflectkit.capabilities import unregister_model
 from reflectkit.config import FormatHelp
+from reflectkit.grammar import gbnf_literal, tag_grammar
 from reflectkit.testing import FunctionLLM, Request, ScriptedLLM
 
 
@@ -158,3 +159,79 @@ async def test_a_streamed_repair_streams_its_answer(small_model: str) -> None:
     assert answer == "The answer is 4."
     assert events[-1].result.repaired
     assert all(request.stream for request in fake.requests)
+
+
+def test_the_tag_grammar_is_built_from_the_scheme() -> None:
+    scheme = rk.TagScheme("reason", "check", "final")
+    grammar = tag_grammar(scheme, max_thinking_chars=200)
+    lines = grammar.splitlines()
+    # After the prefill ("<reason>\n"): reasoning, an optional check, the answer, nothing after.
+    assert lines[0] == 'root ::= think "</reason>" sep reflect? "<final>" answer "</final>"'
+    assert "think ::= text{0,200}" in lines
+    assert 'reflect ::= "<check>" text{0,100} "</check>" sep' in lines
+    assert not any(name in grammar for name in ("thinking", "reflection", "output"))
+    # Free text may hold a "<" only where it cannot start one of the scheme's tags.
+    assert 'lt ::= "<" " "{0,3} [^\\x20\\x2F\\x3CCFRcfr]' in lines
+
+    opened = tag_grammar(scheme, prefilled=False, max_thinking_chars=None, reflection=False)
+    assert opened.startswith('root ::= sep "<reason>" think "</reason>" sep "<final>" answer')
+    assert "think ::= text*" in opened
+    assert "reflect" not in opened
+
+    no_output = tag_grammar(rk.TagScheme("think", None, None))
+    assert no_output.splitlines()[0] == 'root ::= think "</think>" sep answer'
+    assert gbnf_literal('say "hi"\\\n') == '"say \\"hi\\"\\\\\\n"'
+    with pytest.raises(ValueError, match="max_thinking_chars"):
+        tag_grammar(scheme, max_thinking_chars=0)
+
+
+@pytest.fixture
+def grammar_model() -> Iterator[str]:
+    """Fakes named gram-* take a grammar, continue prefixes and need help, like the local model."""
+    rk.register_model("reflectkit-test/gram-*", prefill=True, needs_format_help=True, grammar=True)
+    yield "gram"
+    unregister_model("reflectkit-test/gram-*")
+
+
+async def test_the_grammar_rides_on_the_generator_calls_not_on_the_repair(
+    grammar_model: str,
+) -> None:
+    fake = ScriptedLLM(["I think it is 4", "4"], name=f"{grammar_model}-1")
+    result = await rk.areflect("q", model=fake.model, mode="single")
+    assert (result.output, result.repaired) == ("4", True)
+    first, repair = fake.requests
+    assert first.params["grammar"] == tag_grammar(rk.REFLECTION_TAGS, max_thinking_chars=300)
+    assert "grammar" not in repair.params  # it continues another prefix, closed by a stop string
+
+    scheme = rk.TagScheme("reason", "check", "final")
+    fake = ScriptedLLM(["4</reason><final>4</final>"], name=f"{grammar_model}-2")
+    help_ = FormatHelp(max_thinking_chars=None)
+    await rk.areflect("q", model=fake.model, mode="single", scheme=scheme, format_help=help_)
+    assert fake.requests[0].params["grammar"] == tag_grammar(scheme, max_thinking_chars=None)
+
+
+async def test_the_grammar_goes_only_where_it_is_asked_for(
+    grammar_model: str, small_model: str
+) -> None:
+    reply = "4</thinking><output>4</output>"
+    # Hosted providers and fakes have no grammar capability: nothing is sent.
+    for fake in (ScriptedLLM([reply]), ScriptedLLM([reply], name=f"{small_model}-7")):
+        await rk.areflect("q", model=fake.model, mode="single")
+        assert "grammar" not in fake.requests[0].params
+    # Switched off, with tools, or with the caller's own grammar: not ours either.
+    fake = ScriptedLLM([reply, "<output>4</output>"], name=f"{grammar_model}-3")
+    await rk.areflect("q", model=fake.model, mode="single", format_help=FormatHelp(grammar=False))
+    await rk.areflect("q", model=fake.model, mode="single", format_help="off")
+    assert all("grammar" not in r.params for r in fake.requests)
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    fake = ScriptedLLM(["<output>4</output>"], name=f"{grammar_model}-4")
+    await rk.areflect("q", model=fake.model, mode="single", tools=tools)
+    assert "grammar" not in fake.requests[0].params
+    fake = ScriptedLLM([reply], name=f"{grammar_model}-5")
+    await rk.areflect("q", model=fake.model, mode="single", grammar='root ::= "yes"')
+    assert fake.requests[0].params["grammar"] == 'root ::= "yes"'
+    # Asked for by name, it goes to any provider, opening the thinking tag itself without prefill.
+    fake = ScriptedLLM(["<thinking>4</thinking><output>4</output>"])
+    help_ = FormatHelp(grammar=True)
+    await rk.areflect("q", model=fake.model, mode="single", format_help=help_)
+    assert fake.requests[0].params["grammar"].startswith('root ::= sep "<thinking>" think')
