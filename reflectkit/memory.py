@@ -159,8 +159,9 @@ def _check_outcome(outcome: str) -> Outcome:
 
 class LessonStore:
     """Lessons in a SQLite file (``path``; default :func:`default_path`; ``":memory:"`` for a
-    throw-away store). The file is created, upgraded and opened on first use; ``close()`` it, or
-    use the store as a context manager. SQLite failures raise :class:`ConfigurationError`."""
+    throw-away store). The file is created (owner-only: lessons quote questions), upgraded and
+    opened on first use; ``close()`` it, or use the store as a context manager. SQLite failures
+    raise :class:`ConfigurationError`."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = os.fspath(default_path() if path is None else path)

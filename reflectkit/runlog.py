@@ -454,17 +454,6 @@ def _common_prefix(a: str, b: str) -> int:
     )
 
 
-def _create_private(path: str) -> None:
-    """Create ``path`` (and its directory) readable by its owner only, unless it exists. An
-    empty file is an empty SQLite database, so SQLite takes it from here."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    os.close(fd)
-
-
 _writes: queue.Queue[tuple[RunLog, str, Callable[[sqlite3.Connection], None]]] = queue.Queue()
 _writer: threading.Thread | None = None
 _writer_lock = threading.Lock()
@@ -543,9 +532,7 @@ class RunLog:
         if self._closed:
             raise ConfigurationError(f"run log {self.path} is closed")
         if self._conn is None:
-            if self.path != ":memory:":
-                _create_private(self.path)
-            conn = _sqlite.connect(self.path)
+            conn = _sqlite.connect(self.path)  # a new file is created owner-only
             try:
                 conn.execute("PRAGMA foreign_keys = ON")
                 conn.execute("PRAGMA synchronous = NORMAL")

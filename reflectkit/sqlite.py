@@ -5,6 +5,10 @@
   explicit, so a store decides what is atomic), usable from any thread (each store serialises
   its use of the connection under its own lock), a busy timeout so that writers in other
   processes are waited for rather than failed, and WAL so that readers never block a writer.
+* Files hold prompts, answers and lessons, so :func:`create_private` makes a new one readable
+  by its owner only (``0600``, whatever the umask; SQLite gives its ``-wal``, ``-shm`` and
+  ``-journal`` files the database's mode) in directories it creates owner-only (``0700``).
+  A file or directory that exists keeps the mode it has.
 * :func:`migrate` applies named migrations (as in simonw/llm): ``_migrations`` records each name
   once; each runs in its own ``BEGIN IMMEDIATE`` transaction, so two processes opening a new
   file cannot both apply it, and one that fails leaves the file as it was. Foreign keys are
@@ -15,6 +19,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -23,11 +28,22 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["BUSY_TIMEOUT", "Migration", "connect", "migrate", "user_data_dir"]
+__all__ = [
+    "BUSY_TIMEOUT",
+    "DIRECTORY_MODE",
+    "FILE_MODE",
+    "Migration",
+    "connect",
+    "create_private",
+    "migrate",
+    "user_data_dir",
+]
 
 logger = logging.getLogger(__name__)
 
 BUSY_TIMEOUT = 10.0  # seconds a statement waits for another writer's lock
+FILE_MODE = 0o600  # a store's file, and so its -wal and -shm files: the owner's only
+DIRECTORY_MODE = 0o700  # the directories reflectkit creates for them
 
 Migration = Callable[[sqlite3.Connection], bool]
 """A migration step: changes the schema on the connection it is given and returns True, or
@@ -48,6 +64,22 @@ def user_data_dir(platform: str | None = None) -> Path:
     return Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "share"
 
 
+def create_private(path: str | os.PathLike[str]) -> None:
+    """Create the file ``path`` readable and writable by its owner only (:data:`FILE_MODE`),
+    and each missing directory above it accessible to its owner only (:data:`DIRECTORY_MODE`),
+    whatever the umask. A file or directory that exists is left as it is. Raises ``OSError``."""
+    target = Path(os.path.expanduser(os.fspath(path)))
+    missing = [d for d in (target.parent, *target.parent.parents) if not d.exists()]
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            os.mkdir(directory, DIRECTORY_MODE)  # the umask can only take bits away
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        return
+    os.close(fd)  # an empty file is an empty SQLite database: SQLite takes it from here
+
+
 def _use_wal(conn: sqlite3.Connection) -> None:
     """Switch to WAL. The switch needs an exclusive lock, and SQLite answers "locked" at once
     (without the busy timeout) when connections race to switch a new file; so retry here."""
@@ -66,13 +98,14 @@ def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
     """Open (creating it and its directory if need be) the SQLite file at ``path``, or a
     throw-away database for ``":memory:"``: autocommit (``isolation_level=None``), shareable
     between threads (``check_same_thread=False``; callers serialise use), waiting up to
-    :data:`BUSY_TIMEOUT` seconds for other writers, in WAL mode. Raises ``sqlite3.Error`` or
+    :data:`BUSY_TIMEOUT` seconds for other writers, in WAL mode. A new file, and the directories
+    made for it, are its owner's only (:func:`create_private`). Raises ``sqlite3.Error`` or
     ``OSError``; a file that is not a database is refused before anything is written to it."""
     name = os.fspath(path)
     in_memory = name == ":memory:"
     if not in_memory:
         name = os.path.expanduser(name)
-        Path(name).parent.mkdir(parents=True, exist_ok=True)
+        create_private(name)
     conn = sqlite3.connect(
         name, timeout=BUSY_TIMEOUT, check_same_thread=False, isolation_level=None
     )
