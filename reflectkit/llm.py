@@ -38,6 +38,7 @@ from reflectkit.errors import (
     MissingCredentialsError,
     ModelRequestsBlockedError,
     ProviderError,
+    ProviderServerError,
     ProviderTimeoutError,
     RateLimitedError,
     UnknownModelError,
@@ -52,6 +53,8 @@ __all__ = [
     "ModelClient",
     "StreamDelta",
     "check_model",
+    "delta_text",
+    "first_choice",
     "is_loopback",
     "register_provider",
     "without_tools",
@@ -192,6 +195,40 @@ class StreamDelta:
     reasoning: str = ""
 
 
+def _malformed(model: str, what: str) -> ProviderServerError:
+    """A reply reflectkit cannot read: the upstream's fault, like a 5xx, so retried (a gateway's
+    hiccup may pass; a reply that is always broken costs at most the retry policy's attempts)."""
+    return ProviderServerError(f"{model}: the model's reply is malformed: {what}", model=model)
+
+
+def first_choice(response: Any, model: str) -> tuple[Any, Any]:
+    """The first choice of a whole reply and its message; raises :class:`ProviderServerError`
+    for a reply without choices (``[]``, ``null``), without a message, or whose content is not
+    text or whose tool calls are not a list."""
+    choices = getattr(response, "choices", None)
+    if not isinstance(choices, (list, tuple)) or not choices:
+        raise _malformed(model, "it has no choices")
+    choice = choices[0]
+    message = getattr(choice, "message", None)
+    if message is None:
+        raise _malformed(model, "its choice has no message")
+    content = getattr(message, "content", None)
+    if content is not None and not isinstance(content, str):
+        raise _malformed(model, f"its content is {type(content).__name__}, not text")
+    calls = getattr(message, "tool_calls", None)
+    if calls is not None and not isinstance(calls, (list, tuple)):
+        raise _malformed(model, f"its tool_calls are {type(calls).__name__}, not a list")
+    return choice, message
+
+
+def delta_text(delta: Any, model: str) -> str:
+    """A streamed delta's text ("" for none); :class:`ProviderServerError` when it is not text."""
+    content = getattr(delta, "content", None)
+    if content is not None and not isinstance(content, str):
+        raise _malformed(model, f"a streamed piece's content is {type(content).__name__}")
+    return content or ""
+
+
 def is_loopback(url: Any) -> bool:
     """Whether ``url`` (an API base) points at this machine."""
     if not isinstance(url, str) or not url:
@@ -326,7 +363,7 @@ class ModelClient:
         litellm = _load()
         try:
             async with asyncio.timeout(self.timeout):
-                return await litellm.acompletion(**kwargs)
+                response = await litellm.acompletion(**kwargs)
         except TimeoutError:
             raise ProviderTimeoutError(
                 f"{self.model}: no answer within {self.timeout} s", model=self.model
@@ -335,6 +372,9 @@ class ModelClient:
             raise
         except Exception as error:
             raise own_error(error) or map_error(litellm, error, self.model, self._secrets) from None
+        if not kwargs.get("stream"):
+            first_choice(response, self.model)  # a malformed reply fails here, so it is retried
+        return response
 
     async def _call_with_retries(self, kwargs: dict[str, Any]) -> Any:
         """Attempt 1 runs bare (the common case pays nothing for retries); tenacity takes over
@@ -393,8 +433,7 @@ class ModelClient:
         self.check()
         kwargs = self._prepared(messages, False, overrides)
         response = await self._call_with_retries(kwargs)
-        choice = response.choices[0]
-        message = choice.message
+        choice, message = first_choice(response, self.model)
         reasoning = getattr(message, "reasoning_content", None)
         return Completion(
             text=message.content or "",
@@ -429,7 +468,7 @@ class ModelClient:
                     continue
                 delta = chunk.choices[0].delta
                 piece = StreamDelta(
-                    text=getattr(delta, "content", None) or "",
+                    text=delta_text(delta, self.model),
                     reasoning=getattr(delta, "reasoning_content", None) or "",
                 )
                 finish = chunk.choices[0].finish_reason or finish

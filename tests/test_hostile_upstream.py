@@ -272,3 +272,116 @@ def test_a_rate_limit_without_a_usable_wait_passes_no_retry_after_on() -> None:
         error = as_api_error(RateLimitedError("slow down", retry_after=wait))
         assert (error.status, error.headers) == (429, {})
     assert as_api_error(RateLimitedError("slow", retry_after=6.2)).headers == {"Retry-After": "7"}
+
+
+# Defect: a reply with `choices: []` raised IndexError out of reflect() and gave the proxy a 500.
+# Every reply reflectkit cannot read is a ProviderError, retried like a 5xx (decision: a broken
+# reply is the upstream's fault, and a gateway's hiccup may pass), and a 502 from the proxy.
+
+ENVELOPE = {"id": "chatcmpl-x", "object": "chat.completion", "created": 1, "model": "hostile"}
+MALFORMED = [
+    pytest.param(reply({"choices": []}), id="no-choices"),
+    pytest.param(reply({"choices": None}), id="null-choices"),
+    pytest.param(reply({"choices": [{"index": 0, "finish_reason": "stop"}]}), id="no-message"),
+    pytest.param(reply({"choices": [None]}), id="null-choice"),
+    pytest.param(reply({"choices": "4"}), id="string-choices"),
+    pytest.param(completion(5), id="int-content"),
+    pytest.param(completion({"text": "4"}), id="object-content"),
+    pytest.param(completion([{"type": "text", "text": "4"}]), id="array-content"),
+    pytest.param(completion(None, tool_calls="abc"), id="string-tool-calls"),
+    pytest.param(Canned(body=b"{not json"), id="not-json"),
+    pytest.param(Canned(body=b"[1, 2]"), id="json-array"),
+    pytest.param(Canned(body=b""), id="empty-body"),
+    pytest.param(Canned(body=json.dumps(ENVELOPE).encode()), id="no-choices-key"),
+]
+# LiteLLM warns (pydantic) on some of these shapes before it fails them; filterwarnings=error
+# would turn its warning into a different exception than users get.
+IGNORE_LITELLM_WARNINGS = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@IGNORE_LITELLM_WARNINGS
+@pytest.mark.parametrize("answer", MALFORMED)
+def test_a_malformed_reply_is_a_retryable_provider_error(
+    upstream: HostileUpstream, answer: Canned
+) -> None:
+    upstream.script(answer)
+    with pytest.raises(ProviderError) as raised:
+        rk.reflect("2+2", **kwargs(upstream))
+    assert raised.value.retryable, raised.value
+    upstream.script(answer, completion())
+    assert rk.reflect("2+2", **kwargs(upstream, TWICE)).output == "4"
+
+
+@IGNORE_LITELLM_WARNINGS
+def test_a_batch_item_with_a_malformed_reply_fails_alone(upstream: HostileUpstream) -> None:
+    upstream.script(completion(), reply({"choices": []}), completion())
+    settings = kwargs(upstream)
+    model = settings.pop("model")
+    items = batch(["a", "b", "c"], model, concurrency=1, progress=False, **settings)
+    assert [item.ok for item in items] == [True, False, True]
+    assert items[1].error is not None
+    assert items[1].error.retryable
+    assert "no choices" in items[1].error.message
+
+
+WHOLE_REQUESTS = REQUESTS[0::2]
+
+
+@IGNORE_LITELLM_WARNINGS
+@pytest.mark.parametrize("body", WHOLE_REQUESTS)
+@pytest.mark.parametrize("answer", MALFORMED)
+async def test_the_proxy_answers_a_malformed_reply_with_a_502(
+    upstream: HostileUpstream, answer: Canned, body: dict[str, Any]
+) -> None:
+    upstream.script(answer)
+    response = await post(proxy(upstream), body)
+    assert response.status_code == 502, response.text
+    assert response.json()["error"]["code"] == "upstream_failed"
+
+
+MALFORMED_STREAMS = [
+    pytest.param(chunks({"content": 5}), id="int-content"),
+    pytest.param(chunks({"content": {"a": 1}}), id="object-content"),
+    pytest.param(chunks({"content": ["4"]}), id="array-content"),
+    pytest.param(chunks({"role": "assistant", "content": "<output>4"}, 7), id="int-chunk"),
+    pytest.param(chunks("choices"), id="string-choices"),
+    pytest.param(chunks(None, [], {"content": "<output>4</output>"}), id="null-and-no-choices"),
+    pytest.param(chunks([{"index": 0}], {"content": "<output>4</output>"}), id="no-delta"),
+    pytest.param(chunks([{"index": 0, "delta": None}]), id="null-delta"),
+    pytest.param(Canned(events=[b"{not json", b"[DONE]"]), id="not-json"),
+    pytest.param(Canned(events=[b'"just a string"', b"[DONE]"]), id="string-chunk"),
+    pytest.param(Canned(events=[]), id="no-events"),
+]
+
+
+@IGNORE_LITELLM_WARNINGS
+@pytest.mark.parametrize("answer", MALFORMED_STREAMS)
+def test_a_malformed_stream_is_a_provider_error_or_an_answer(
+    upstream: HostileUpstream, answer: Canned
+) -> None:
+    upstream.script(answer)
+    with rk.Reflector(**kwargs(upstream)) as reflector:
+        try:
+            events = list(reflector.stream("2+2"))
+        except ProviderError:
+            return
+    assert isinstance(events[-1].result.output, str)
+
+
+@IGNORE_LITELLM_WARNINGS
+@pytest.mark.parametrize("body", REQUESTS)
+@pytest.mark.parametrize("answer", MALFORMED + MALFORMED_STREAMS)
+async def test_the_proxy_answers_anything_an_upstream_sends_with_200_or_502(
+    upstream: HostileUpstream, answer: Canned, body: dict[str, Any]
+) -> None:
+    upstream.script(answer)
+    response = await post(proxy(upstream), body)
+    assert response.status_code in (200, 502), response.text
+    if response.status_code == 502:
+        assert response.json()["error"]["code"] == "upstream_failed"
+    elif not body.get("stream"):
+        assert isinstance(response.json()["choices"][0]["message"]["content"], (str, type(None)))
+    else:  # the stream had started: it ends with [DONE], or with an error event
+        last = [line for line in response.text.splitlines() if line][-1]
+        if last != "data: [DONE]":
+            assert json.loads(last.removeprefix("data: "))["error"]["code"] == "upstream_failed"

@@ -304,7 +304,7 @@ class _Proxy:
             return await reflect_complete(reflector, request.messages, request.include_reasoning)
         client = self.client(model)
         response = await client.open(request.messages, request.params, stream=False)
-        return answer_of(response, request.include_reasoning)
+        return answer_of(response, request.include_reasoning, model)
 
     def api_error(self, error: ReflectkitError) -> APIError:
         return as_api_error(error, self.secrets)

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from reflectkit.errors import ProviderError
-from reflectkit.llm import ModelClient
+from reflectkit.llm import ModelClient, delta_text, first_choice
 from reflectkit.provider_errors import map_error
 from reflectkit.server.protocol import Answer, Delta, Usage
 
@@ -53,7 +53,10 @@ def _tool_call(call: Any, index: int | None = None) -> dict[str, Any]:
         body["id"] = call.id
         body["type"] = getattr(call, "type", None) or "function"
     if function is not None:
-        parts = {"name": getattr(function, "name", None), "arguments": function.arguments}
+        parts = {
+            "name": getattr(function, "name", None),
+            "arguments": getattr(function, "arguments", None),
+        }
         body["function"] = {k: v for k, v in parts.items() if v is not None}
     return body
 
@@ -71,10 +74,10 @@ def _reasoning(holder: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def answer_of(response: Any, include_reasoning: bool) -> Answer:
-    """The whole reply of a non-streamed call."""
-    choice = response.choices[0]
-    message = choice.message
+def answer_of(response: Any, include_reasoning: bool, model: str) -> Answer:
+    """The whole reply of a non-streamed call; a malformed one (no choices, no message, content
+    that is not text) is a ProviderServerError, which the client gets as a 502."""
+    choice, message = first_choice(response, model)
     calls = [_tool_call(call) for call in (getattr(message, "tool_calls", None) or [])]
     return Answer(
         content=message.content,
@@ -102,7 +105,7 @@ async def stream_of(
             continue
         calls = getattr(delta, "tool_calls", None) or []
         piece = Delta(
-            content=getattr(delta, "content", None) or "",
+            content=delta_text(delta, client.model),
             reasoning=_reasoning(delta) if include_reasoning else "",
             tool_calls=[_tool_call(call, i) for i, call in enumerate(calls)] or None,
         )
