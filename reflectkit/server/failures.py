@@ -237,9 +237,11 @@ class FailureLog:
             return
         status, code, message = failure
         where = " (in the stream, after 200)" if outcome.in_stream else ""
-        line = f"{scope.get('method', '?')} {scope.get('path', '?')} {status} {code}{where}"
+        path = redact(str(scope.get("path", "?")), secrets)
+        line = f"{scope.get('method', '?')} {path} {status} {code}{where}"
         level = logging.ERROR if status >= 500 else logging.WARNING
-        logger.log(level, "%s", redact(f"{line}: {message}", secrets))
+        # Redacted apart: "invalid_api_key: incorrect ..." would read as a key and its value.
+        logger.log(level, "%s: %s", line, redact(message, secrets))
 
 
 def _phrase(status: int) -> str:
