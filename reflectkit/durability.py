@@ -23,19 +23,30 @@ warning, and a checkpoint cannot make the process import anything else.
 
 Savers from ``aiosqlite`` and ``psycopg`` are bound to the event loop that opened them: open
 the checkpointer in the loop that runs the graph, and close it there.
+
+SQLite files are created owner-only (they hold prompts and drafts as they were). A file SQLite
+finds damaged raises :class:`~reflectkit.errors.ConfigurationError` naming it and saying to move
+it aside, on open or at the first read or write that meets the damage; a file that looks, before
+SQLite opens it, as if it lost data (:func:`_lost_data`) makes each thread that then finds no
+state give a :class:`CheckpointLossWarning` and a log warning. See docs/durability.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import os
 import re
 import sqlite3
-from collections.abc import Iterable
-from contextlib import AsyncExitStack
+import struct
+import time
+import warnings
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -49,16 +60,32 @@ from reflectkit.sqlite import BUSY_TIMEOUT, connect, user_data_dir
 from reflectkit.tags import ParseStatus
 from reflectkit.usage import Usage
 
+if TYPE_CHECKING:
+    import aiosqlite
+    from langchain_core.runnables import RunnableConfig
+    from langgraph.checkpoint.base import (
+        ChannelVersions,
+        Checkpoint,
+        CheckpointMetadata,
+        CheckpointTuple,
+        DeltaChannelHistory,
+    )
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
 __all__ = [
     "ENV_VAR",
+    "NEW_FILE_SECONDS",
     "POSTGRES_INSTALL",
     "STATE_TYPES",
+    "CheckpointLossWarning",
     "Checkpointer",
     "CheckpointerSetting",
     "default_path",
     "open_checkpointer",
     "serializer",
 ]
+
+logger = logging.getLogger(__name__)
 
 ENV_VAR = "REFLECTKIT_CHECKPOINTS"
 """Where the default checkpointer saves: a file path, or a ``postgresql://`` URL."""
@@ -83,6 +110,21 @@ CheckpointerSetting = bool | str | os.PathLike[str] | BaseCheckpointSaver[Any] |
 
 CONNECT_TIMEOUT = 10
 """Seconds to wait for a Postgres server, unless the URL sets ``connect_timeout``."""
+
+NEW_FILE_SECONDS = 60.0
+"""An empty checkpoint file younger than this may be one another process is creating; an older
+one has lost its data (a SQLite file reflectkit has opened is never empty)."""
+
+_DAMAGE_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+_WAL_MAGIC = (0x377F0682, 0x377F0683)  # checksums of little-endian / big-endian 32-bit words
+_WAL_VERSION = 3007000
+
+
+class CheckpointLossWarning(UserWarning):
+    """A durable run found no saved state for its thread in a checkpoint file that looks like it
+    lost data (see docs/durability.md): if the run was meant to resume, its completed steps are
+    being made, and paid for, again."""
+
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _POSTGRES_SCHEMES = ("postgresql", "postgres")
@@ -151,6 +193,10 @@ class Checkpointer:
 
     kind: Literal["sqlite", "postgres", "custom"]
     location: str
+    lost_data: str | None = None
+    """Why the SQLite file looked, when it was last opened, as if it had lost data (it was empty
+    but not new, or its write-ahead log was damaged or left without its database), else None.
+    A thread that then has no saved state gives a :class:`CheckpointLossWarning`."""
 
     def __init__(self, setting: CheckpointerSetting = None, *, allowed_types: Iterable[type] = ()):
         self._allowed = tuple(allowed_types)
@@ -274,19 +320,24 @@ class Checkpointer:
         where = f"checkpoint file {path}"
         try:
             if path != ":memory:":
-                # The shared SQLite plumbing creates the directory, refuses a file that is not
-                # a database, and switches to WAL with retries: the saver's own switch fails at
-                # once when two processes open a new file together.
+                # Looked at before SQLite touches the file: opening it rolls a damaged WAL back
+                # and writes a header into an empty file, and the evidence is gone.
+                self.lost_data = await asyncio.to_thread(_lost_data, path, time.time())
+                # The shared SQLite plumbing creates the directory (and the file, owner-only),
+                # refuses a file that is not a database, and switches to WAL with retries: the
+                # saver's own switch fails at once when two processes open a new file together.
                 await asyncio.to_thread(_prepare_file, path)
             conn = await aiosqlite.connect(path, timeout=BUSY_TIMEOUT)
         except (sqlite3.Error, OSError) as error:
-            raise ConfigurationError(f"{where}: {_one_line(error)}") from None
+            raise _open_error(where, error) from None
         stack.push_async_callback(conn.close)
-        saver = AsyncSqliteSaver(conn, serde=serializer(self._allowed))
+        saver = _guarded(AsyncSqliteSaver)(conn, serializer(self._allowed), path, self.lost_data)
+        if self.lost_data is not None:
+            logger.warning("%s looks like it lost data: %s", where, self.lost_data)
         try:
             await saver.setup()
         except sqlite3.Error as error:
-            raise ConfigurationError(f"{where}: {_one_line(error)}") from None
+            raise _open_error(where, error) from None
         return saver
 
     async def _open_postgres(self, stack: AsyncExitStack) -> BaseCheckpointSaver[Any]:
@@ -323,6 +374,221 @@ class Checkpointer:
 
 def _prepare_file(path: str) -> None:
     connect(path).close()
+
+
+def _is_damage(error: BaseException) -> bool:
+    """Whether SQLite said the file is damaged (corrupt, or not a database at all)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in _DAMAGE_CODES
+
+
+def _damaged(path: str, error: BaseException) -> ConfigurationError:
+    return ConfigurationError(
+        f"checkpoint file {path} is damaged ({_one_line(error)}): move it aside, with its -wal "
+        "and -shm files if any (runs then start a new file there, and `sqlite3 FILE .recover` "
+        "may save what is left of the old one), or choose another checkpointer path"
+    )
+
+
+def _open_error(where: str, error: BaseException) -> ConfigurationError:
+    """The ConfigurationError for a failure to open; a damaged file says what to do."""
+    if _is_damage(error):
+        return ConfigurationError(
+            f"{where}: {_one_line(error)} (a damaged checkpoint file, or not one at all): move "
+            "it aside, with its -wal and -shm files if any, or choose another checkpointer path"
+        )
+    return ConfigurationError(f"{where}: {_one_line(error)}")
+
+
+def _lost_data(path: str, now: float) -> str | None:
+    """Why the SQLite file at ``path`` looks as if it lost data, or None. Read-only: called
+    before SQLite opens the file (which would tidy the evidence away).
+
+    * an empty file older than :data:`NEW_FILE_SECONDS` (a file SQLite has opened in WAL mode
+      is never empty: a young one may be another process's, being created);
+    * a write-ahead log (``-wal``) with frames, next to a database that is missing or empty;
+    * a write-ahead log whose header is not one SQLite wrote, or in whose first
+      :data:`_WAL_CHECKED` bytes a frame fails its checksum while a committed frame follows it
+      (SQLite ignores a log from its first bad frame on: the steps saved there are gone).
+    """
+    wal = f"{path}-wal"
+    try:
+        found = os.stat(path)
+        size: int | None = found.st_size
+        age = now - found.st_mtime
+    except FileNotFoundError:
+        size, age = None, 0.0
+    try:
+        wal_size = os.stat(wal).st_size
+    except FileNotFoundError:
+        wal_size = 0
+    if wal_size and not size:
+        state = "missing" if size is None else "empty"
+        return f"its write-ahead log {wal} holds data but the database file is {state}"
+    if size == 0 and age > NEW_FILE_SECONDS:
+        return f"it is empty, and {age:.0f} s old (a checkpoint file in use is never empty)"
+    if wal_size:
+        try:
+            with open(wal, "rb") as log:
+                damage = _wal_damage(log)
+        except OSError:
+            damage = None  # unreadable here: SQLite will say what it thinks on open
+        if damage is not None:
+            return f"its write-ahead log {wal} is damaged ({damage})"
+    return None
+
+
+_WAL_CHECKED = 128 << 10
+"""How much of a write-ahead log :func:`_lost_data` checksums (5 to 15 ms of Python); the
+frames' headers are read to its end."""
+
+
+def _wal_sums(data: bytes, big_endian: bool, sums: tuple[int, int]) -> tuple[int, int]:
+    """SQLite's WAL checksum of ``data`` (a multiple of 8 bytes), continuing from ``sums``."""
+    words = struct.unpack(f"{'>' if big_endian else '<'}{len(data) // 4}I", data)
+    s0, s1 = sums
+    for first, second in zip(words[::2], words[1::2], strict=True):
+        s0 = (s0 + first + s1) & 0xFFFFFFFF
+        s1 = (s1 + second + s0) & 0xFFFFFFFF
+    return s0, s1
+
+
+def _wal_damage(log: BinaryIO) -> str | None:
+    """What is wrong with the write-ahead log ``log``, or None when it looks as SQLite left it.
+
+    Its header must be SQLite's (magic number, format, page size, checksum). Then frames are
+    checked in order while they belong to this log (their salt is the header's; older frames
+    after them are left over from before the log was restarted, as SQLite leaves them): a
+    frame that fails its checksum ends the log for SQLite, which is damage if a committed frame
+    of this log comes after it. A torn last transaction (a crash mid-write) has no commit after
+    it, and is what SQLite is meant to roll back."""
+    header = log.read(32)
+    if len(header) < 32:
+        return "its header is cut short"
+    magic, version, page_size = struct.unpack(">III", header[:12])
+    if magic not in _WAL_MAGIC or version != _WAL_VERSION:
+        return "its header is not SQLite's"
+    page_size = 65536 if page_size == 1 else page_size
+    big_endian = bool(magic & 1)
+    if not 512 <= page_size <= 65536 or page_size & (page_size - 1):
+        return "its header is not SQLite's"
+    sums = _wal_sums(header[:24], big_endian, (0, 0))
+    if sums != struct.unpack(">II", header[24:32]):
+        return "its header fails its checksum"
+    salt, frame_size, checked = header[16:24], 24 + page_size, 0
+    while checked < _WAL_CHECKED and len(frame := log.read(frame_size)) == frame_size:
+        checked += frame_size
+        if frame[8:16] != salt:
+            return None  # the end of this log: what follows is older
+        sums = _wal_sums(frame[:8] + frame[24:], big_endian, sums)
+        if sums != struct.unpack(">II", frame[16:24]):
+            while len(later := log.read(frame_size)) >= 24:
+                if later[8:16] == salt and later[4:8] != bytes(4):  # a commit of this log
+                    return "a frame fails its checksum and committed frames follow it"
+            return None
+    return None
+
+
+@contextmanager
+def _guarding(path: str) -> Iterator[None]:
+    """Turn SQLite's word that the file is damaged into a ConfigurationError saying what to do."""
+    try:
+        yield
+    except sqlite3.DatabaseError as error:
+        if not _is_damage(error):
+            raise
+        raise _damaged(path, error) from None
+
+
+def _warn_missing(path: str, lost_data: str, thread: object) -> None:
+    message = (
+        f"thread {thread!r} has no saved state in checkpoint file {path}, which looks like it "
+        f"lost data ({lost_data}): if the run was to resume, it starts over and its completed "
+        "steps are paid for again"
+    )
+    logger.warning("%s", message)
+    warnings.warn(message, CheckpointLossWarning, stacklevel=3)
+
+
+@functools.cache
+def _guarded(
+    base: type[AsyncSqliteSaver],
+) -> Callable[[aiosqlite.Connection, JsonPlusSerializer, str, str | None], AsyncSqliteSaver]:
+    """LangGraph's SQLite saver, made to say which file is damaged and what to do about it, and
+    to warn once per thread that has no state in a file that looked as if it lost data. Made on
+    first use: langgraph-checkpoint-sqlite is imported only when a SQLite file is opened."""
+
+    class GuardedSqliteSaver(base):  # type: ignore[valid-type,misc]
+        def __init__(
+            self,
+            conn: aiosqlite.Connection,
+            serde: JsonPlusSerializer,
+            path: str,
+            lost_data: str | None,
+        ) -> None:
+            super().__init__(conn, serde=serde)
+            self.reflectkit_path, self.reflectkit_lost_data = path, lost_data
+            self.reflectkit_warned: set[str] = set()
+
+        async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+            with _guarding(self.reflectkit_path):
+                found: CheckpointTuple | None = await super().aget_tuple(config)
+            thread = (config.get("configurable") or {}).get("thread_id")
+            lost, warned = self.reflectkit_lost_data, self.reflectkit_warned
+            missing = found is None and thread is not None and str(thread) not in warned
+            if missing and lost is not None:
+                warned.add(str(thread))
+                _warn_missing(self.reflectkit_path, lost, thread)
+            return found
+
+        async def alist(
+            self,
+            config: RunnableConfig | None,
+            *,
+            filter: dict[str, Any] | None = None,
+            before: RunnableConfig | None = None,
+            limit: int | None = None,
+        ) -> AsyncIterator[CheckpointTuple]:
+            with _guarding(self.reflectkit_path):
+                async for item in super().alist(config, filter=filter, before=before, limit=limit):
+                    yield item
+
+        async def aput(
+            self,
+            config: RunnableConfig,
+            checkpoint: Checkpoint,
+            metadata: CheckpointMetadata,
+            new_versions: ChannelVersions,
+        ) -> RunnableConfig:
+            with _guarding(self.reflectkit_path):
+                saved: RunnableConfig = await super().aput(
+                    config, checkpoint, metadata, new_versions
+                )
+                return saved
+
+        async def aput_writes(
+            self,
+            config: RunnableConfig,
+            writes: Sequence[tuple[str, Any]],
+            task_id: str,
+            task_path: str = "",
+        ) -> None:
+            with _guarding(self.reflectkit_path):
+                await super().aput_writes(config, writes, task_id, task_path)
+
+        async def adelete_thread(self, thread_id: str) -> None:
+            with _guarding(self.reflectkit_path):
+                await super().adelete_thread(thread_id)
+
+        async def aget_delta_channel_history(
+            self, *, config: RunnableConfig, channels: Sequence[str]
+        ) -> Mapping[str, DeltaChannelHistory]:
+            with _guarding(self.reflectkit_path):
+                found: Mapping[str, DeltaChannelHistory]
+                found = await super().aget_delta_channel_history(config=config, channels=channels)
+                return found
+
+    return GuardedSqliteSaver
 
 
 def open_checkpointer(

@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import re
+import shutil
 import socket
 import sys
+import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,14 +35,16 @@ import reflectkit as rk
 from reflectkit.critics.verdict import Verdict
 from reflectkit.durability import (
     ENV_VAR,
+    NEW_FILE_SECONDS,
     POSTGRES_INSTALL,
+    CheckpointLossWarning,
     default_path,
     open_checkpointer,
     serializer,
 )
 from reflectkit.result import Draft, Iteration, ReflectionResult, StopReason
 from reflectkit.tags import ParseStatus
-from reflectkit.testing import ScriptedLLM
+from reflectkit.testing import FunctionLLM, Request, ScriptedLLM, fail
 from reflectkit.usage import Usage
 from tests.conftest import QUESTION, verdict
 
@@ -437,3 +444,185 @@ async def test_a_wrong_postgres_password_is_not_shown(postgres_url: str) -> None
     assert wrong not in message
     assert wrong not in repr(caught)
     assert caught.__cause__ is None
+
+
+# Damaged and emptied checkpoint files. A run is "killed" after its generate and critique steps
+# by copying its checkpoint file and write-ahead log while the run is under way (what a SIGKILL
+# leaves on disk: the steps saved in the log, not yet in the file), then the copy is damaged
+# and resumed. Resumed, the run revises the first draft (2 iterations, 4 calls in all); started
+# over, it writes a new first draft and passes it (1 iteration, 2 calls: the first 2 paid twice).
+
+
+def _killed_after_two_steps(tmp_path: Path) -> Path:
+    """A checkpoint file (with its -wal) as a run killed during its third call leaves it."""
+    live, crash = tmp_path / "live", tmp_path / "crash"
+    crash.mkdir()
+    replies = iter(["<output>5</output>", verdict(False, "wrong")])
+
+    def reply(request: Request) -> str:
+        for step in replies:
+            return step
+        for file in live.iterdir():  # the third call: copy the files as they are now
+            shutil.copy(file, crash / file.name)
+        raise fail(503, "killed")
+
+    with pytest.raises(rk.RunError):
+        rk.reflect(
+            QUESTION,
+            model=FunctionLLM(reply).model,
+            thread_id="t-1",
+            checkpointer=live / "c.sqlite3",
+            run_log=False,
+            retry=rk.RetryPolicy(max_attempts=1),
+        )
+    (crash / "c.sqlite3-shm").unlink(missing_ok=True)  # rebuilt from the log on open
+    assert (crash / "c.sqlite3-wal").stat().st_size > 32
+    return crash / "c.sqlite3"
+
+
+def _resume(path: Path) -> tuple[rk.ReflectionResult, ScriptedLLM]:
+    model = ScriptedLLM(["<output>4</output>", verdict(True)] * 2)
+    result = rk.reflect(
+        QUESTION, model=model.model, thread_id="t-1", checkpointer=path, run_log=False
+    )
+    return result, model
+
+
+def test_a_killed_runs_files_resume_without_a_warning(tmp_path: Path) -> None:
+    """The control: the copy is a sound checkpoint, and its log passes the checks."""
+    path = _killed_after_two_steps(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result, model = _resume(path)
+    assert len(model.requests) == 2
+    assert [i.draft.output for i in result.iterations] == ["5", "4"]
+    assert result.usage.calls == 4
+
+
+def _garble_wal_header(path: Path) -> None:
+    wal = Path(f"{path}-wal")
+    data = bytearray(wal.read_bytes())
+    data[:32] = bytes(range(32))
+    wal.write_bytes(bytes(data))
+
+
+def _garble_first_frame(path: Path) -> None:
+    """Bytes in the first frame's page change: SQLite drops it and every frame after it."""
+    wal = Path(f"{path}-wal")
+    data = bytearray(wal.read_bytes())
+    data[32 + 24 + 100 : 32 + 24 + 116] = b"\xff" * 16
+    wal.write_bytes(bytes(data))
+
+
+def _empty_the_file(path: Path) -> None:
+    path.write_bytes(b"")
+    Path(f"{path}-wal").unlink()
+    old = time.time() - NEW_FILE_SECONDS - 5
+    os.utime(path, (old, old))
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (_garble_wal_header, "write-ahead log .* is damaged \\(its header is not SQLite's\\)"),
+        (_garble_first_frame, "a frame fails its checksum and committed frames follow it"),
+        (lambda path: path.unlink(), "holds data but the database file is missing"),
+        (lambda path: path.write_bytes(b""), "holds data but the database file is empty"),
+        (_empty_the_file, "it is empty, and \\d+ s old"),
+    ],
+    ids=["wal-header", "wal-frame", "wal-without-db", "wal-with-empty-db", "old-empty-file"],
+)
+def test_a_thread_lost_with_its_data_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: Any, reason: str
+) -> None:
+    path = _killed_after_two_steps(tmp_path)
+    damage(path)
+    caplog.set_level(logging.WARNING, logger="reflectkit.durability")
+    with pytest.warns(CheckpointLossWarning, match=f"thread 't-1' has no saved state .*{reason}"):
+        result, _ = _resume(path)
+    assert [i.draft.output for i in result.iterations] == ["4"]  # started over: the warning's
+    assert result.usage.calls == 2  # reason
+    logged = [r.getMessage() for r in caplog.records if r.name == "reflectkit.durability"]
+    assert any(re.search(f"looks like it lost data.*{reason}", m) for m in logged)
+    assert any(re.search(f"thread 't-1' has no saved state.*{reason}", m) for m in logged)
+
+
+def test_a_torn_last_transaction_is_not_damage(tmp_path: Path) -> None:
+    """A crash mid-write leaves the log's last frames bad with no commit after them: SQLite rolls
+    that transaction back by design, and the steps before it resume."""
+    path = _killed_after_two_steps(tmp_path)
+    wal = Path(f"{path}-wal")
+    data = bytearray(wal.read_bytes())
+    data[-16:] = b"\xff" * 16  # the last frame: the commit of the last step saved
+    wal.write_bytes(bytes(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result, _ = _resume(path)
+    assert result.iterations[0].draft.output == "5"  # resumed
+    assert result.output == "4"
+
+
+def test_a_new_empty_file_and_a_new_thread_are_not_warned_about(tmp_path: Path) -> None:
+    """An empty file may be one another process is creating this moment, and a thread in a
+    sound file with no state is simply new."""
+    path = tmp_path / "c.sqlite3"
+    path.write_bytes(b"")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result, _ = _resume(path)
+        again, _ = _resume(path)
+    assert result.output == again.output == "4"
+
+
+async def test_lost_data_is_told_on_the_checkpointer(tmp_path: Path) -> None:
+    path = _killed_after_two_steps(tmp_path)
+    _garble_wal_header(path)
+    checkpointer = open_checkpointer(path)
+    async with checkpointer:
+        pass
+    assert checkpointer.lost_data is not None
+    assert "its header is not SQLite's" in checkpointer.lost_data
+    async with checkpointer:  # opened again: SQLite has tidied the log away
+        pass
+    assert checkpointer.lost_data is None
+
+
+@pytest.mark.parametrize("pages", ["one", "all"])
+def test_a_corrupted_page_is_a_configuration_error_naming_the_file(
+    tmp_path: Path, pages: str
+) -> None:
+    path = tmp_path / "c.sqlite3"
+    with pytest.raises(rk.RunError):
+        rk.reflect(
+            QUESTION,
+            model=ScriptedLLM(["<output>5</output>"]).model,
+            thread_id="t-1",
+            checkpointer=path,
+            run_log=False,
+        )
+    data = bytearray(path.read_bytes())
+    page = 4096
+    damaged = range(page, len(data), page) if pages == "all" else [len(data) - page]
+    for offset in damaged:
+        data[offset : offset + page] = bytes(range(256)) * (page // 256)
+    path.write_bytes(bytes(data))
+    model = ScriptedLLM(["<output>4</output>", verdict(True)])
+    with pytest.raises(rk.ConfigurationError) as caught:
+        rk.reflect(QUESTION, model=model.model, thread_id="t-1", checkpointer=path, run_log=False)
+    message = str(caught.value)
+    assert message.startswith(f"checkpoint file {path} is damaged (")
+    assert "move it aside" in message
+    assert caught.value.__cause__ is None
+    assert model.requests == []  # found before anything was paid for
+
+
+async def test_a_file_with_a_damaged_header_says_to_move_it_aside(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    async with open_checkpointer(path):
+        pass
+    data = bytearray(path.read_bytes())
+    data[:16] = b"not sqlite here!"
+    path.write_bytes(bytes(data))
+    with pytest.raises(rk.ConfigurationError, match=r"not a database .* move it aside"):
+        await open_checkpointer(path).open()
+    assert path.read_bytes() == bytes(data)  # refused, never written over
