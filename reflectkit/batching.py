@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from reflectkit.api import Prompt, Reflector
 from reflectkit.errors import ConfigurationError, InputError, RunError
-from reflectkit.jsonl import canonical_sha256, cut_partial_line
+from reflectkit.jsonl import canonical_sha256, cut_partial_line, dumps_line
 from reflectkit.messages import to_conversation
 from reflectkit.result import ReflectionResult
 from reflectkit.runner import run_sync
@@ -133,14 +133,14 @@ def read_batch_file(path: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
     """The records of a batch's JSONL file by index; a later line for an index replaces an
     earlier one. A line cut short by a crash (the last one) is skipped."""
     records: dict[int, dict[str, Any]] = {}
-    with open(path, encoding="utf-8") as file:
-        for number, line in enumerate(file, start=1):
-            if not line.strip():
+    with open(path, "rb") as file:
+        for number, raw in enumerate(file, start=1):
+            if not raw.strip():
                 continue
-            try:
-                record = json.loads(line)
+            try:  # a line of bytes that are not UTF-8 is not a record; the others still are
+                record = json.loads(raw.decode("utf-8"))
                 index = int(record["index"])
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, IndexError, OverflowError, RecursionError):
                 logger.warning("%s:%d is not a batch record; skipped", path, number)
                 continue
             records[index] = record
@@ -169,7 +169,8 @@ def _resumed_items(prompts: Sequence[Prompt], path: Path) -> dict[int, BatchItem
                 "%s: the result of item %d cannot be read; running it again", path, index
             )
             continue
-        seconds = float(record.get("seconds") or 0.0)
+        seconds = record.get("seconds")
+        seconds = float(seconds) if isinstance(seconds, (int, float)) else 0.0
         done[index] = BatchItem(index, prompts[index], result, None, seconds, resumed=True)
     if changed:
         logger.warning(
@@ -212,7 +213,12 @@ def _progress_bar(total: int, initial: int, progress: bool | str) -> Any:
 
 
 class _Writer:
-    """Appends one flushed JSON line per finished item."""
+    """Appends one flushed JSON line per finished item.
+
+    Any text goes: a lone surrogate (half an emoji) in a prompt or a reply is written escaped
+    and reads back the same (:func:`~reflectkit.jsonl.dumps_line`). An item that cannot be
+    written at all (a prompt holding a circular structure) is written as a failure naming why,
+    so it runs again on resume; the batch goes on either way."""
 
     def __init__(self, file: IO[str] | None) -> None:
         self.file = file
@@ -220,8 +226,33 @@ class _Writer:
     def write(self, item: BatchItem) -> None:
         if self.file is None:
             return
-        self.file.write(json.dumps(item.to_dict(), ensure_ascii=False) + "\n")
+        try:
+            line = dumps_line(item.to_dict())
+        except Exception as error:  # one item's data must not stop the batch
+            logger.warning("batch item %d could not be written: %s", item.index, error)
+            line = dumps_line(_unwritable(item, error))
+        self.file.write(line + "\n")
         self.file.flush()
+
+
+def _unwritable(item: BatchItem, error: Exception) -> dict[str, Any]:
+    """The record of an item whose own record could not be made: a failure, so resume runs it
+    again, with what can still be said of it."""
+    try:
+        digest: str | None = prompt_hash(item.prompt)
+    except Exception:
+        digest = None
+    reason = BatchError.from_exception(error)
+    message = f"the item could not be written to the output file: {reason.type}: {reason.message}"
+    return {
+        "index": item.index,
+        "prompt_sha256": digest,
+        "ok": False,
+        "seconds": round(item.seconds, 6),
+        "prompt": repr(item.prompt)[:_MESSAGE_CHARS],
+        "result": None,
+        "error": BatchError("OutputError", message[:_MESSAGE_CHARS]).to_dict(),
+    }
 
 
 async def _run_item(reflector: Reflector, index: int, prompt: Prompt) -> BatchItem:

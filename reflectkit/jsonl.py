@@ -1,15 +1,99 @@
 """JSON-lines files that grow as work finishes and are resumed after a crash (batch outputs,
-recycled data): the key a record is matched by, and repairing a line a crash cut short."""
+recycled data): the key a record is matched by, writing a line whatever text it holds, and
+repairing a line a crash cut short.
+
+Lone surrogates (half of an emoji's UTF-16 pair, ``"\\ud83d"``) are legal in a Python string and
+in JSON's ``\\u`` escapes, but cannot be encoded as UTF-8. They arrive from JSON that a client or
+a model wrote (a JavaScript string cut in the middle of an emoji), and fail whatever writes them
+out: a file, an HTTP body, a model call. :func:`dumps_line` keeps them, escaped, so a record reads
+back exactly as it was (a prompt's hash still matches on resume); :func:`repair_text` and
+:func:`repair_surrogates` replace them with U+FFFD (joining a split pair back into its
+character) where the text must be valid Unicode: what goes to a model, or to a client.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["canonical_sha256", "cut_partial_line"]
+__all__ = [
+    "REPLACEMENT",
+    "TextRepair",
+    "canonical_sha256",
+    "cut_partial_line",
+    "dumps_line",
+    "repair_surrogates",
+    "repair_text",
+]
+
+REPLACEMENT = "\ufffd"
+"""What a lone surrogate becomes when text is repaired: U+FFFD REPLACEMENT CHARACTER."""
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_HIGH = re.compile("[\ud800-\udbff]\\Z")
+
+
+def dumps_line(value: Any) -> str:
+    """``value`` as one line of JSON (no newline), readable UTF-8 text whatever it holds: lone
+    surrogates are written as ``\\uXXXX`` escapes, so ``json.loads`` gives the same string back,
+    and what JSON cannot hold is written as its ``repr``."""
+    text = json.dumps(value, ensure_ascii=False, default=repr)
+    if text.isascii() or not _SURROGATE.search(text):
+        return text
+    # A raw surrogate can only stand inside a JSON string, where its escape means the same.
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def repair_text(text: str) -> str:
+    """``text`` as valid Unicode: a high and a low surrogate side by side become the character
+    they encode, any other surrogate U+FFFD. Text without surrogates is returned as it is."""
+    if text.isascii() or not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def repair_surrogates(value: Any) -> Any:
+    """``value`` with :func:`repair_text` applied to every string in it, keys too, through
+    dicts, lists and tuples; anything else is left as it is. Returns ``value`` itself when
+    nothing needed repair, else a repaired copy (the original is never changed)."""
+    if isinstance(value, str):
+        return repair_text(value)
+    if isinstance(value, dict):
+        items = [(repair_surrogates(k), repair_surrogates(v)) for k, v in value.items()]
+        if all(k is k0 and v is v0 for (k, v), (k0, v0) in zip(items, value.items(), strict=True)):
+            return value
+        return dict(items)
+    if isinstance(value, (list, tuple)):
+        repaired = [repair_surrogates(item) for item in value]
+        if all(new is old for new, old in zip(repaired, value, strict=True)):
+            return value
+        return type(value)(repaired) if isinstance(value, tuple) else repaired
+    return value
+
+
+class TextRepair:
+    """:func:`repair_text` for text that arrives in pieces (a stream): a piece that ends with a
+    high surrogate keeps it back until the next piece, which may start with its pair."""
+
+    def __init__(self) -> None:
+        self._held = ""
+
+    def feed(self, piece: str) -> str:
+        """The repaired text that can be handed on now."""
+        text = self._held + piece
+        self._held = ""
+        if _HIGH.search(text):
+            text, self._held = text[:-1], text[-1]
+        return repair_text(text)
+
+    def flush(self) -> str:
+        """What was kept back, repaired (U+FFFD: its pair never came)."""
+        held, self._held = self._held, ""
+        return repair_text(held)
 
 
 def canonical_sha256(value: Any) -> str:

@@ -21,6 +21,7 @@ import asyncio
 import importlib
 import ipaddress
 import logging
+import math
 import os
 import random
 import threading
@@ -43,6 +44,7 @@ from reflectkit.errors import (
     RateLimitedError,
     UnknownModelError,
 )
+from reflectkit.jsonl import TextRepair, repair_surrogates, repair_text
 from reflectkit.provider import ProviderBackend, model_requests_allowed
 from reflectkit.provider_errors import map_error, own_error
 from reflectkit.redaction import redact
@@ -57,6 +59,7 @@ __all__ = [
     "first_choice",
     "is_loopback",
     "register_provider",
+    "token_count",
     "without_tools",
 ]
 
@@ -229,6 +232,15 @@ def delta_text(delta: Any, model: str) -> str:
     return content or ""
 
 
+def token_count(usage: Any, name: str) -> int:
+    """A token count of a reply's usage (``prompt_tokens``...); 0 when the usage or the count is
+    missing, or is not a finite number at least 0."""
+    value = getattr(usage, name, None)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0
+    return int(value) if math.isfinite(value) and value > 0 else 0
+
+
 def is_loopback(url: Any) -> bool:
     """Whether ``url`` (an API base) points at this machine."""
     if not isinstance(url, str) or not url:
@@ -321,7 +333,9 @@ class ModelClient:
             # Any call with tools makes LiteLLM import its MCP gateway, which needs the optional
             # `mcp` package; reflectkit never offers MCP tools, so it skips that path.
             kwargs["_skip_mcp_handler"] = True
-        return kwargs
+        # A lone surrogate (half an emoji) cannot be encoded for the wire: sent as U+FFFD.
+        repaired: dict[str, Any] = repair_surrogates(kwargs)
+        return repaired
 
     def _retryable(self, error: BaseException) -> bool:
         if not isinstance(error, ProviderError) or not error.retryable:
@@ -411,8 +425,8 @@ class ModelClient:
         return self._prices if isinstance(self._prices, tuple) else None
 
     def _usage(self, raw: Any) -> Usage:
-        prompt = int(getattr(raw, "prompt_tokens", 0) or 0) if raw is not None else 0
-        completion = int(getattr(raw, "completion_tokens", 0) or 0) if raw is not None else 0
+        prompt = token_count(raw, "prompt_tokens")
+        completion = token_count(raw, "completion_tokens")
         price = self._price()
         cost = prompt * price[0] + completion * price[1] if price is not None else 0.0
         return Usage(
@@ -435,13 +449,15 @@ class ModelClient:
         response = await self._call_with_retries(kwargs)
         choice, message = first_choice(response, self.model)
         reasoning = getattr(message, "reasoning_content", None)
+        calls = getattr(message, "tool_calls", None) or ()
+        # What a model wrote reaches files, logs and HTTP bodies: valid Unicode only (U+FFFD).
         return Completion(
-            text=message.content or "",
-            reasoning=reasoning if isinstance(reasoning, str) else None,
+            text=repair_text(message.content or ""),
+            reasoning=repair_text(reasoning) if isinstance(reasoning, str) else None,
             usage=self._usage(getattr(response, "usage", None)),
             model=self.model,
             finish_reason=getattr(choice, "finish_reason", None),
-            tool_calls=tuple(_tool_call(c) for c in getattr(message, "tool_calls", None) or ()),
+            tool_calls=tuple(repair_surrogates(_tool_call(c)) for c in calls),
         )
 
     async def stream(
@@ -461,15 +477,17 @@ class ModelClient:
         reasoning: list[str] = []
         usage_raw: Any = None
         finish: str | None = None
+        repair = (TextRepair(), TextRepair())  # a surrogate pair may be split between chunks
         try:
             async for chunk in response:
                 usage_raw = getattr(chunk, "usage", None) or usage_raw
                 if not chunk.choices:
                     continue
                 delta = chunk.choices[0].delta
+                thought = getattr(delta, "reasoning_content", None)
                 piece = StreamDelta(
-                    text=delta_text(delta, self.model),
-                    reasoning=getattr(delta, "reasoning_content", None) or "",
+                    text=repair[0].feed(delta_text(delta, self.model)),
+                    reasoning=repair[1].feed(thought if isinstance(thought, str) else ""),
                 )
                 finish = chunk.choices[0].finish_reason or finish
                 tool_calls.add(getattr(delta, "tool_calls", None))
@@ -481,11 +499,16 @@ class ModelClient:
             raise
         except Exception as error:
             raise own_error(error) or map_error(litellm, error, self.model, self._secrets) from None
+        last = StreamDelta(text=repair[0].flush(), reasoning=repair[1].flush())
+        if last.text or last.reasoning:
+            text.append(last.text)
+            reasoning.append(last.reasoning)
+            yield last
         yield Completion(
             text="".join(text),
             reasoning="".join(reasoning) or None,
             usage=self._usage(usage_raw),
             model=self.model,
             finish_reason=finish,
-            tool_calls=tool_calls.calls(),
+            tool_calls=tuple(repair_surrogates(call) for call in tool_calls.calls()),
         )

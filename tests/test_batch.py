@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import reflectkit.api
 from reflectkit.api import Reflector
 from reflectkit.batching import BatchItem, abatch, batch, prompt_hash, read_batch_file
 from reflectkit.config import RetryPolicy
 from reflectkit.errors import ConfigurationError, ModelRequestsBlockedError
+from reflectkit.jsonl import TextRepair, dumps_line, repair_surrogates, repair_text
 from reflectkit.testing import FunctionLLM, Request, ScriptedLLM, fail
 from tests.conftest import verdict
 
@@ -360,3 +365,116 @@ def test_reading_a_batch_file_skips_what_is_not_a_record(
 def test_prompts_must_be_iterable() -> None:
     with pytest.raises(ConfigurationError, match="iterable of prompts"):
         batch(3, progress=False)  # type: ignore[arg-type]
+
+
+# Defect: a lone surrogate (half an emoji) in a prompt or a reply raised UnicodeEncodeError out
+# of batch() when its line was written, after the items before it; each resume advanced one line
+# and crashed again. Every item is kept: the model gets U+FFFD, the file the escaped text.
+
+HALF = "\ud83d"  # the first half of 😀's UTF-16 pair, alone
+
+
+def test_lone_surrogates_in_prompts_and_replies_lose_no_item(tmp_path: Path) -> None:
+    out = tmp_path / "results.jsonl"
+
+    def answer(request: Request) -> str:
+        text = request.last_user_text
+        return f"<output>{HALF} {text}</output>" if "reply" in text else f"<output>{text}</output>"
+
+    fake = FunctionLLM(answer)
+    prompts: list[Any] = [f"q{i}" for i in range(20)]
+    prompts[5] = f"half {HALF} an emoji"
+    prompts[8] = "reply with half an emoji"
+    prompts[11] = [{"role": "user", "content": f"a pair split \ud83d\ude00 and {HALF}"}]
+    settings: dict[str, Any] = {"mode": "single", "progress": False, "run_log": False}
+    items = batch(prompts, fake.model, output=out, concurrency=3, **settings)
+    assert all(item.ok for item in items), [item.error for item in items if item.error]
+    assert items[8].output == "\ufffd reply with half an emoji"  # the model layer's repair...
+    sent = {request.last_user_text for request in fake.requests}
+    assert "half \ufffd an emoji" in sent  # ...and what the model was sent: valid Unicode
+    assert any("a pair split \U0001f600 and \ufffd" in text for text in sent)
+    raw = out.read_bytes()
+    raw.decode("utf-8")  # the file is valid UTF-8 text
+    assert len(raw.splitlines()) == 20
+    records = read_batch_file(out)
+    assert records[5]["prompt"] == prompts[5]  # read back exactly as it was
+    # JSON spells a split pair as the pair's escapes, which read back as the character itself.
+    assert records[11]["prompt"][0]["content"] == f"a pair split \U0001f600 and {HALF}"
+    calls = len(fake.requests)
+    again = batch(prompts, fake.model, output=out, resume=True, **settings)
+    assert all(item.resumed for item in again)  # the prompts' hashes still match
+    assert len(fake.requests) == calls
+    assert [item.output for item in again] == [item.output for item in items]
+
+
+def test_a_result_holding_a_lone_surrogate_is_written_and_read_back(tmp_path: Path) -> None:
+    out = tmp_path / "results.jsonl"
+    fake = echo_model()
+
+    def critic(question: str, answer: str) -> bool | str:  # code critics' text is not repaired
+        return answer == "B" or f"not quite {HALF}"
+
+    settings: dict[str, Any] = {"critic": critic, "max_iterations": 2, "progress": False}
+    items = batch(["a", "b"], fake.model, output=out, run_log=False, **settings)
+    assert items[0].result is not None
+    feedback = items[0].result.iterations[0].verdict
+    assert feedback is not None
+    assert feedback.feedback == f"not quite {HALF}"
+    records = read_batch_file(out)
+    assert records[0]["result"]["iterations"][0]["verdict"]["feedback"] == f"not quite {HALF}"
+    again = batch(["a", "b"], fake.model, output=out, resume=True, run_log=False, **settings)
+    assert [item.resumed for item in again] == [True, True]
+    assert again[0].result == items[0].result
+
+
+def test_an_item_that_cannot_be_written_is_recorded_as_a_failure(tmp_path: Path) -> None:
+    out = tmp_path / "results.jsonl"
+    looped: dict[str, Any] = {"role": "user", "content": "hi"}
+    looped["self"] = looped  # JSON cannot hold it, nor hash it
+    fake = echo_model()
+    items = batch(["a", [looped], "c"], fake.model, mode="single", output=out, progress=False)
+    assert [item.ok for item in items] == [True, False, True]
+    records = read_batch_file(out)
+    assert sorted(records) == [0, 1, 2]
+    assert records[1]["ok"] is False
+    assert records[1]["error"]["type"] == "OutputError"
+    assert "could not be written" in records[1]["error"]["message"]
+
+
+def test_reading_a_batch_file_skips_lines_that_are_not_utf8(tmp_path: Path) -> None:
+    out = tmp_path / "results.jsonl"
+    good = {"index": 0, "prompt_sha256": prompt_hash("a"), "ok": False, "result": None}
+    odd = [b"\xff\xfe not text", b'{"index": Infinity}', b'{"index": 1e999}', b"[1, 2]", b'"x"']
+    out.write_bytes(b"\n".join([*odd, json.dumps(good).encode()]) + b"\n")
+    assert sorted(read_batch_file(out)) == [0]
+    fake = echo_model()
+    (item,) = batch(["a"], fake.model, mode="single", output=out, resume=True, progress=False)
+    assert item.output == "A"
+
+
+ANY_TEXT = st.text(st.characters(exclude_categories=()), max_size=40)
+"""Text with lone surrogates too (Hypothesis leaves them out unless told)."""
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.recursive(ANY_TEXT | st.integers(), lambda inner: st.lists(inner, max_size=4)))
+def test_a_line_holds_any_text_and_reads_back_as_json_spells_it(value: Any) -> None:
+    line = dumps_line({"value": value})
+    line.encode("utf-8")  # never fails to encode
+    assert "\n" not in line
+    assert json.loads(line) == json.loads(json.dumps({"value": value}))  # the ASCII spelling
+
+
+@settings(max_examples=300, deadline=None)
+@given(ANY_TEXT, st.lists(st.integers(0, 40), max_size=5))
+def test_text_repaired_whole_or_in_pieces_is_valid_unicode(text: str, cuts: list[int]) -> None:
+    repaired = repair_text(text)
+    repaired.encode("utf-8")
+    if not any("\ud800" <= c <= "\udfff" for c in text):
+        assert repaired is text
+    bounds = [0, *sorted(set(cuts)), len(text)]
+    pieces = TextRepair()
+    streamed = "".join(pieces.feed(text[a:b]) for a, b in itertools.pairwise(bounds))
+    assert streamed + pieces.flush() == repaired
+    nested = repair_surrogates({text: [text, (text,)]})
+    assert nested == {repaired: [repaired, (repaired,)]}

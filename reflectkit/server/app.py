@@ -23,6 +23,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from reflectkit.errors import ReflectkitError
+from reflectkit.jsonl import repair_surrogates
 from reflectkit.server.failures import (
     FailureLog,
     Outcome,
@@ -48,7 +49,18 @@ __all__ = ["create_app"]
 Events = AsyncGenerator[Delta | Answer | object]
 
 
-class _ErrorResponse(JSONResponse):
+class _JSONResponse(JSONResponse):
+    """A JSON response whatever text it holds: a lone surrogate (half an emoji) that reached it
+    is sent as U+FFFD instead of failing to encode (a 500)."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return super().render(repair_surrogates(content))
+
+
+class _ErrorResponse(_JSONResponse):
     """An OpenAI error response that tells the request's :class:`Outcome` why it was sent, for
     the failure's log line."""
 
@@ -327,7 +339,7 @@ class _Proxy:
             if answer is None:
                 outcome_of(http.scope).client_left("before its answer; its run was cancelled")
                 return Response(status_code=499)  # nobody reads it: the connection is gone
-            return JSONResponse(completion_body(request.model, answer))
+            return _JSONResponse(completion_body(request.model, answer))
         except APIError as error:
             return _error_response(error)
         except ReflectkitError as error:
@@ -410,7 +422,7 @@ class _Proxy:
         except APIError as error:
             return _error_response(error)
         data = [_model_entry(name) for name in self.settings.listed_models()]
-        return JSONResponse({"object": "list", "data": data})
+        return _JSONResponse({"object": "list", "data": data})
 
     async def model(self, http: Request) -> Response:
         try:
@@ -421,7 +433,7 @@ class _Proxy:
         if name not in self.settings.listed_models():
             message = f"the model {name!r} does not exist here"
             return _error_response(APIError(404, message, param="model", code="model_not_found"))
-        return JSONResponse(_model_entry(name))
+        return _JSONResponse(_model_entry(name))
 
 
 async def _client_left(http: Request) -> None:

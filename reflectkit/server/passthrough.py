@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from reflectkit.errors import ProviderError
-from reflectkit.llm import ModelClient, delta_text, first_choice
+from reflectkit.jsonl import TextRepair, repair_surrogates, repair_text
+from reflectkit.llm import ModelClient, delta_text, first_choice, token_count
 from reflectkit.provider_errors import map_error
 from reflectkit.server.protocol import Answer, Delta, Usage
 
@@ -64,9 +65,7 @@ def _tool_call(call: Any, index: int | None = None) -> dict[str, Any]:
 def _usage(raw: Any) -> Usage:
     if raw is None:
         return Usage()
-    return Usage(
-        int(getattr(raw, "prompt_tokens", 0) or 0), int(getattr(raw, "completion_tokens", 0) or 0)
-    )
+    return Usage(token_count(raw, "prompt_tokens"), token_count(raw, "completion_tokens"))
 
 
 def _reasoning(holder: Any) -> str:
@@ -79,10 +78,12 @@ def answer_of(response: Any, include_reasoning: bool, model: str) -> Answer:
     that is not text) is a ProviderServerError, which the client gets as a 502."""
     choice, message = first_choice(response, model)
     calls = [_tool_call(call) for call in (getattr(message, "tool_calls", None) or [])]
+    content = message.content
+    # What the upstream wrote goes to the client as valid Unicode: a lone surrogate is U+FFFD.
     return Answer(
-        content=message.content,
-        reasoning=(_reasoning(message) or None) if include_reasoning else None,
-        tool_calls=calls or None,
+        content=repair_text(content) if content is not None else None,
+        reasoning=(repair_text(_reasoning(message)) or None) if include_reasoning else None,
+        tool_calls=repair_surrogates(calls) or None,
         finish_reason=choice.finish_reason or "stop",
         usage=_usage(getattr(response, "usage", None)),
     )
@@ -94,6 +95,7 @@ async def stream_of(
     """A streamed reply as deltas, then an :class:`Answer` with its finish reason and usage."""
     finish: str | None = None
     usage: Any = None
+    content, reasoning = TextRepair(), TextRepair()  # a surrogate pair split between chunks
     async for chunk in client.chunks(response):
         usage = getattr(chunk, "usage", None) or usage
         if not chunk.choices:
@@ -105,10 +107,14 @@ async def stream_of(
             continue
         calls = getattr(delta, "tool_calls", None) or []
         piece = Delta(
-            content=delta_text(delta, client.model),
-            reasoning=_reasoning(delta) if include_reasoning else "",
-            tool_calls=[_tool_call(call, i) for i, call in enumerate(calls)] or None,
+            content=content.feed(delta_text(delta, client.model)),
+            reasoning=reasoning.feed(_reasoning(delta)) if include_reasoning else "",
+            tool_calls=repair_surrogates([_tool_call(call, i) for i, call in enumerate(calls)])
+            or None,
         )
         if piece.content or piece.reasoning or piece.tool_calls:
             yield piece
+    rest = Delta(content=content.flush(), reasoning=reasoning.flush())
+    if rest.content or rest.reasoning:
+        yield rest
     yield Answer(content=None, finish_reason=finish or "stop", usage=_usage(usage))

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from reflectkit.jsonl import repair_surrogates
+
 __all__ = [
     "FORWARDED_PARAMS",
     "APIError",
@@ -162,6 +164,8 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise _invalid("the request body is not valid JSON", None, "invalid_json") from None
+    # JSON may spell half an emoji ("\\ud83d"): it goes on as U+FFFD, which any wire can carry.
+    body = repair_surrogates(body)
     if not isinstance(body, dict):
         raise _invalid("the request body must be a JSON object", None, "invalid_json")
     unknown = sorted(
