@@ -20,7 +20,8 @@ class LLMCritic:
     The prompt is the ``critique`` template, or ``template``: Jinja2 text with the same
     variables (``question``, ``answer``, ``scheme``), rendered sandboxed and strict. It must ask
     for the verdict :func:`~reflectkit.critics.verdict.parse_verdict` reads; a malformed verdict
-    becomes a "revise" with the raw text as feedback, never a crash. ``model_kwargs`` pass
+    becomes a "revise" with the raw text as feedback, never a crash. A verdict the critic quotes
+    from the answer or the tool results never counts as its own. ``model_kwargs`` pass
     through to LiteLLM.
     """
 
@@ -70,9 +71,12 @@ class LLMCritic:
         client = self._client(
             request.default_model, request.default_model_kwargs, request.retry, request.timeout
         )
+        results = tool_results(request.messages)
         messages = request.prompts.critique(
-            request.question, request.answer, self.template, tool_results(request.messages)
+            request.question, request.answer, self.template, results
         )
         completion = await client.complete(messages)
-        verdict = parse_verdict(completion.text, critic=f"llm:{client.model}")
+        # What the critic was shown to judge: a verdict planted there and quoted is not its own.
+        shown = [request.answer, *(content for _, content in results)]
+        verdict = parse_verdict(completion.text, critic=f"llm:{client.model}", shown=shown)
         return verdict.model_copy(update={"usage": completion.usage})
