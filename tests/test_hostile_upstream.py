@@ -37,6 +37,12 @@ from reflectkit.errors import ProviderError, RateLimitedError
 from reflectkit.provider_errors import parse_retry_after, retry_after
 from reflectkit.server import ServerSettings, create_app
 
+# LiteLLM imports some modules on first use (a call with tools), and pydantic warns about their
+# TypedDicts then; conftest ignores only the singular form of that warning.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Items .* are using the `ReadOnly` qualifier:UserWarning"
+)
+
 MODEL = "openai/hostile"
 ONCE = RetryPolicy(max_attempts=1)
 TWICE = RetryPolicy(max_attempts=2, initial_wait=0.01, max_wait=0.01)

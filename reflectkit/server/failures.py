@@ -222,7 +222,12 @@ class FailureLog:
     ) -> None:
         outcome.fail_unexpected(error, in_stream=outcome.status is not None)
         if outcome.status is None:
-            await JSONResponse(internal_error().body(), status_code=500)(scope, receive, send)
+            # Whatever failed may have left the request half read: the client must not send its
+            # next request on this connection, and the header tells it so before it tries.
+            response = JSONResponse(
+                internal_error().body(), status_code=500, headers={"Connection": "close"}
+            )
+            await response(scope, receive, send)
 
     @staticmethod
     def _log(scope: Scope, outcome: Outcome, secrets: Sequence[str]) -> None:

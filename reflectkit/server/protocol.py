@@ -8,6 +8,7 @@ and the OpenAI error object it is sent as.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -15,10 +16,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from reflectkit.jsonl import repair_surrogates
-
 __all__ = [
     "FORWARDED_PARAMS",
+    "MAX_JSON_DEPTH",
     "APIError",
     "Answer",
     "ChatRequest",
@@ -53,6 +53,11 @@ FORWARDED_PARAMS = frozenset(
     }
 )
 """Request fields passed on to the upstream model as they are."""
+
+MAX_JSON_DEPTH = 64
+"""How deep arrays and objects may nest in a request body (a tool's JSON schema needs a few
+levels; OpenAI's structured outputs allow 10). Deeper is a 400: every layer that walks the body
+(parsing, validation, copies, LiteLLM) recurses, and 1,000 levels fit in 2 KB."""
 
 # Fields clients send that only make sense to OpenAI's own service; accepted and dropped.
 _IGNORED_PARAMS = frozenset({"store", "metadata", "service_tier", "logprobs", "top_logprobs"})
@@ -158,14 +163,72 @@ def _where(error: ValidationError, prefix: str) -> tuple[str, str]:
     return where, f"{where}: {item['msg']}" if where else str(item["msg"])
 
 
+def _too_deep() -> APIError:
+    return _invalid(
+        f"the request body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels",
+        None,
+        "invalid_json",
+    )
+
+
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_BRACKETS = str.maketrans("{}", "[]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_ESCAPES = re.compile(
+    r"\\\\"  # an escaped backslash: the text after it is not an escape
+    r"|\\u[dD][89abAB][0-9a-fA-F]{2}(\\u[dD][c-fC-F][0-9a-fA-F]{2})?"  # a high half (a pair?)
+    r"|\\u[dD][c-fC-F][0-9a-fA-F]{2}"  # a low half alone
+)
+
+
+def _deeper_than(text: str, limit: int) -> bool:
+    """Whether arrays and objects nest more than ``limit`` levels in ``text``, valid JSON. No
+    recursion and no walk in Python: strings out, brackets kept, and each pass of C-speed
+    ``replace`` takes away one level (the innermost pairs)."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    shape = _NOT_BRACKET.sub("", _STRING.sub("", text)).translate(_BRACKETS)
+    for _ in range(limit):
+        if not shape:
+            return False
+        shape = shape.replace("[]", "")
+    return bool(shape)
+
+
+def _repair_escapes(text: str) -> str:
+    """JSON text whose lone surrogate escapes (``\\ud83d`` without its pair) are ``\\ufffd``:
+    what it decodes to is valid Unicode. Pairs stay, and so does the text of an escaped
+    backslash (``\\\\ud83d`` is a backslash and the letters ``ud83d``)."""
+
+    def fix(match: re.Match[str]) -> str:
+        whole = match.group()
+        return whole if whole == "\\\\" or match.group(1) is not None else "\\ufffd"
+
+    return _ESCAPES.sub(fix, text)
+
+
+def _load_json(raw: bytes) -> Any:
+    """The body's JSON value: UTF-8 (RFC 8259), nested at most :data:`MAX_JSON_DEPTH` levels,
+    any lone surrogate escape read as U+FFFD; else a 400."""
+    try:
+        text = raw.decode("utf-8-sig")
+        if _SURROGATE_ESCAPE.search(text):
+            # Half an emoji, as JSON can spell it, goes on as U+FFFD, which any wire carries.
+            text = _repair_escapes(text)
+        body = json.loads(text)
+    except ValueError:  # UnicodeDecodeError too
+        raise _invalid("the request body is not valid JSON", None, "invalid_json") from None
+    except RecursionError:  # deeper than Python's parser goes: far past MAX_JSON_DEPTH
+        raise _too_deep() from None
+    if _deeper_than(text, MAX_JSON_DEPTH):
+        raise _too_deep()
+    return body
+
+
 def parse_chat_request(raw: bytes) -> ChatRequest:
     """Read and check a chat completion request body; raises :class:`APIError` (400)."""
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise _invalid("the request body is not valid JSON", None, "invalid_json") from None
-    # JSON may spell half an emoji ("\\ud83d"): it goes on as U+FFFD, which any wire can carry.
-    body = repair_surrogates(body)
+    body = _load_json(raw)
     if not isinstance(body, dict):
         raise _invalid("the request body must be a JSON object", None, "invalid_json")
     unknown = sorted(

@@ -1,0 +1,204 @@
+"""What a careless or hostile client sends the proxy: bodies nested 1,000 deep, numbers that are
+not numbers, fields of the wrong shape, lone surrogates. Each is a 400 before any upstream call
+(nothing is paid for, nothing retried), the connection stays usable, and a 500, should a bug
+ever cause one, tells the client to drop the connection.
+
+HTTP behaviour runs on a real uvicorn on 127.0.0.1 (raw sockets where the connection itself is
+the point); the rest in-process through httpx's ASGI transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import reflectkit.server.app as server_app
+from reflectkit.config import RetryPolicy
+from reflectkit.llm import check_model
+from reflectkit.server import ServerSettings, create_app
+from reflectkit.server.protocol import MAX_JSON_DEPTH, _deeper_than, _repair_escapes
+from reflectkit.testing import FunctionLLM, Request
+from tests.test_server import running
+
+# LiteLLM imports some modules on first use (a call with tools), and pydantic warns about their
+# TypedDicts then; conftest ignores only the singular form of that warning.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Items .* are using the `ReadOnly` qualifier:UserWarning"
+)
+
+FAKES = "reflectkit-test/*"
+
+
+def _answer(request: Request) -> str:
+    return "<output>4</output>"
+
+
+FAKE = FunctionLLM(_answer)
+SETTINGS = ServerSettings(models=(FAKES,), retry=RetryPolicy(max_attempts=4, initial_wait=0.5))
+
+
+@pytest.fixture(scope="module")
+def base_url() -> Iterator[str]:
+    check_model(FAKE.model, {})  # loads LiteLLM (seconds), so no request here waits for it
+    with running(SETTINGS) as url:
+        yield url
+
+
+def chat(model: str | None = None, **fields: Any) -> dict[str, Any]:
+    body = {"model": model or FAKE.model, "messages": [{"role": "user", "content": "2+2"}]}
+    return {**body, **fields}
+
+
+def nested(depth: int) -> str:
+    """A JSON value ``depth`` arrays deep."""
+    return "[" * depth + "]" * depth
+
+
+def http_exchange(sock: socket.socket, request: bytes, timeout: float = 10) -> bytes:
+    """Send one request on ``sock`` and read one response (headers and Content-Length body)."""
+    sock.settimeout(timeout)
+    sock.sendall(request)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = sock.recv(65536)
+        assert piece, f"the connection closed before a response: {data!r}"
+        data += piece
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        piece = sock.recv(65536)
+        assert piece, "the connection closed mid-body"
+        body += piece
+    return head + b"\r\n\r\n" + body
+
+
+def post_bytes(body: bytes, path: str = "/v1/chat/completions") -> bytes:
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: proxy\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+HEALTH = b"GET /health HTTP/1.1\r\nHost: proxy\r\n\r\n"
+
+
+# Defect: 1,000-deep nested JSON in a 2 KB body raised RecursionError: a 500.
+
+
+def test_a_deeply_nested_body_is_a_400_and_the_connection_goes_on(base_url: str) -> None:
+    port = int(base_url.rsplit(":", 1)[1])
+    deep = json.dumps(chat()).encode()[:-1] + b', "metadata": ' + nested(1000).encode() + b"}"
+    assert len(deep) < 2200
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        reply = http_exchange(sock, post_bytes(deep))
+        assert reply.startswith(b"HTTP/1.1 400 "), reply
+        error = json.loads(reply.partition(b"\r\n\r\n")[2])["error"]
+        assert error["code"] == "invalid_json"
+        assert f"deeper than {MAX_JSON_DEPTH} levels" in error["message"]
+        assert http_exchange(sock, HEALTH).startswith(b"HTTP/1.1 200 ")  # same connection
+
+
+@pytest.mark.parametrize("where", ["messages", "content", "tools", "metadata", "reflectkit"])
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 500, 990, 5000, 100_000])
+async def test_nesting_past_the_limit_anywhere_is_a_400(where: str, depth: int) -> None:
+    inner = nested(depth - 3)  # the body object and the messages array and its object
+    text = json.dumps(chat())
+    if where == "messages":
+        body = text.replace('"messages": [', f'"messages": [{nested(depth - 1)}, ', 1)
+    elif where == "content":
+        body = text.replace('"content": "2+2"', f'"content": {inner}', 1)
+    else:
+        body = text[:-1] + f', "{where}": {nested(depth - 1)}}}'
+    response = await post_in_process(body.encode())
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_json"
+
+
+async def test_nesting_up_to_the_limit_is_served() -> None:
+    schema: dict[str, Any] = {"type": "string"}
+    tool = {"type": "function", "function": {"name": "f", "parameters": schema}}
+    while (short := MAX_JSON_DEPTH - depth_of(chat(tools=[tool]))) > 0:  # nested to the limit
+        schema = {"type": "object", "properties": {"x": schema}} if short > 1 else {"x": schema}
+        tool = {"type": "function", "function": {"name": "f", "parameters": schema}}
+    body = json.dumps(chat(tools=[tool]))
+    assert depth_of(json.loads(body)) == MAX_JSON_DEPTH
+    response = await post_in_process(body.encode())
+    assert response.status_code == 200, response.text
+
+
+def depth_of(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(depth_of, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(depth_of, value), default=0)
+    return 0
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(JSON_VALUES, st.integers(0, 12), st.booleans())
+def test_the_depth_check_agrees_with_the_parsed_value(value: Any, limit: int, ascii: bool) -> None:
+    text = json.dumps(value, ensure_ascii=ascii)
+    assert _deeper_than(text, limit) == (depth_of(value) > limit)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.characters(exclude_categories=()), max_size=30))
+def test_lone_surrogate_escapes_read_as_u_fffd(text: str) -> None:
+    from reflectkit.jsonl import repair_text
+
+    decoded = json.loads(_repair_escapes(json.dumps(text)))
+    assert decoded == repair_text(text)
+    decoded.encode("utf-8")
+
+
+# Defect: a 500 closed the keep-alive connection without saying so (`Connection: close`), so
+# the client's next pooled request failed. A 500 now carries the header.
+
+
+def test_a_500_tells_the_client_to_close_the_connection(
+    base_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def bug(*args: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(server_app._Proxy, "complete", bug)
+    port = int(base_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        reply = http_exchange(sock, post_bytes(json.dumps(chat()).encode()))
+        assert reply.startswith(b"HTTP/1.1 500 "), reply
+        assert b"\r\nconnection: close\r\n" in reply.lower()
+        sock.settimeout(5)
+        assert sock.recv(1) == b""  # and the server closed it
+    with httpx.Client(base_url=base_url, timeout=10) as client:  # a pooled client carries on
+        assert client.post("/v1/chat/completions", json=chat()).status_code == 500
+        monkeypatch.undo()
+        assert client.post("/v1/chat/completions", json=chat()).status_code == 200
+
+
+async def post_in_process(
+    body: bytes, headers: dict[str, str] | None = None, settings: ServerSettings = SETTINGS
+) -> httpx.Response:
+    transport = httpx.ASGITransport(app=create_app(settings), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
+        sent = client.post("/v1/chat/completions", content=body, headers=headers)
+        return await asyncio.wait_for(sent, 20)
