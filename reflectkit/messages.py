@@ -1,13 +1,16 @@
 """The one place that builds the messages sent to models.
 
 It takes what the user gave (a string or an OpenAI-style message list, or LangChain messages),
-copies it, escapes the protocol's tags in every user-supplied text so none can forge an answer,
-and lays out the generate, revise and critique prompts. Caller lists are never mutated.
+copies it, escapes the protocol's tags in every text that came from outside (user, system and
+developer messages, earlier assistant turns, tool results, tool-call arguments) so none can
+forge an answer, and lays out the generate, revise and critique prompts. Caller lists are never
+mutated.
 
 Tool use is kept intact: assistant turns with ``tool_calls`` and ``role: "tool"`` results go to
-the model as they came (only their text escaped). A conversation may end with tool results after
-the last user turn, as an agent's does after running the tools the model called: the request is
-then still that user turn, and the model answers it with the results in view.
+the model as they came (only their text and their calls' arguments escaped). A conversation may
+end with tool results after the last user turn, as an agent's does after running the tools the
+model called: the request is then still that user turn, and the model answers it with the
+results in view.
 """
 
 from __future__ import annotations
@@ -183,8 +186,11 @@ class PromptBuilder:
         return escape_tags(text, self._escape_names)
 
     def _escaped_message(self, message: Message) -> Message:
-        if message.get("role") == "system":
-            return message
+        """``message``, a copy of the caller's, with every text in it that reached reflectkit
+        from outside escaped: its content (a string or text parts) whatever its role (a
+        caller's system message is untrusted text too: in the proxy it is a client's), and
+        the arguments of its tool calls (a model wrote them from what a user or a tool said).
+        The one place a conversation's text is escaped; it changes the copy in place."""
         content = message.get("content")
         if isinstance(content, str):
             message["content"] = self.escape(content)
@@ -192,7 +198,24 @@ class PromptBuilder:
             for part in content:
                 if isinstance(part, dict) and isinstance(part.get("text"), str):
                     part["text"] = self.escape(part["text"])
+        calls = message.get("tool_calls")
+        functions = [c.get("function") for c in calls if isinstance(c, dict)] if calls else []
+        functions.append(message.get("function_call"))  # the legacy single call
+        for function in functions:
+            if isinstance(function, dict) and "arguments" in function:
+                function["arguments"] = self._escaped_value(function["arguments"])
         return message
+
+    def _escaped_value(self, value: Any) -> Any:
+        """Tool-call arguments as they come: a JSON string (escaped, still JSON: ``&lt;`` needs
+        no JSON escape), or, from some clients, already a dict (each string in it escaped)."""
+        if isinstance(value, str):
+            return self.escape(value)
+        if isinstance(value, dict):
+            return {key: self._escaped_value(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self._escaped_value(item) for item in value]
+        return value
 
     def _request_turn(self, conversation: Conversation) -> Message:
         turn = conversation.last
