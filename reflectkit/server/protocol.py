@@ -8,6 +8,7 @@ and the OpenAI error object it is sent as.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 import uuid
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from reflectkit.server.checks import MAX_MODEL_CHARS, Invalid, check_messages, check_params
 
 __all__ = [
     "FORWARDED_PARAMS",
@@ -61,7 +64,6 @@ levels; OpenAI's structured outputs allow 10). Deeper is a 400: every layer that
 
 # Fields clients send that only make sense to OpenAI's own service; accepted and dropped.
 _IGNORED_PARAMS = frozenset({"store", "metadata", "service_tier", "logprobs", "top_logprobs"})
-_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 
 class APIError(Exception):
@@ -139,24 +141,6 @@ def _invalid(message: str, param: str | None, code: str | None = None) -> APIErr
     return APIError(400, message, param=param, code=code)
 
 
-def _check_messages(messages: Any) -> list[Message]:
-    if not isinstance(messages, list) or not messages:
-        raise _invalid("'messages' must be a non-empty array of message objects", "messages")
-    for index, message in enumerate(messages):
-        where = f"messages[{index}]"
-        if not isinstance(message, dict):
-            raise _invalid(f"{where} must be an object", where)
-        role = message.get("role")
-        if role not in _ROLES:
-            raise _invalid(f"{where}.role must be one of {sorted(_ROLES)}", f"{where}.role")
-        content = message.get("content")
-        if content is not None and not isinstance(content, (str, list)):
-            raise _invalid(f"{where}.content must be a string or an array", f"{where}.content")
-        if content is None and not message.get("tool_calls"):
-            raise _invalid(f"{where} has no content", f"{where}.content")
-    return messages
-
-
 def _where(error: ValidationError, prefix: str) -> tuple[str, str]:
     item = error.errors()[0]
     where = ".".join(str(p) for p in (prefix, *item["loc"]) if p != "")
@@ -208,6 +192,22 @@ def _repair_escapes(text: str) -> str:
     return _ESCAPES.sub(fix, text)
 
 
+class _NotFinite(ValueError):
+    pass
+
+
+def _not_a_number(name: str) -> Any:
+    """Python's parser reads NaN and Infinity, which are not JSON: every number must be finite."""
+    raise _NotFinite(f"the request body has {name}, which is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999
+        raise _NotFinite(f"the request body has the number {text[:40]}, too large to be finite")
+    return value
+
+
 def _load_json(raw: bytes) -> Any:
     """The body's JSON value: UTF-8 (RFC 8259), nested at most :data:`MAX_JSON_DEPTH` levels,
     any lone surrogate escape read as U+FFFD; else a 400."""
@@ -216,7 +216,9 @@ def _load_json(raw: bytes) -> Any:
         if _SURROGATE_ESCAPE.search(text):
             # Half an emoji, as JSON can spell it, goes on as U+FFFD, which any wire carries.
             text = _repair_escapes(text)
-        body = json.loads(text)
+        body = json.loads(text, parse_constant=_not_a_number, parse_float=_finite)
+    except _NotFinite as error:
+        raise _invalid(str(error), None, "invalid_json") from None
     except ValueError:  # UnicodeDecodeError too
         raise _invalid("the request body is not valid JSON", None, "invalid_json") from None
     except RecursionError:  # deeper than Python's parser goes: far past MAX_JSON_DEPTH
@@ -240,10 +242,16 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
         raise _invalid("'model' must be a non-empty string", "model")
-    messages = _check_messages(body.get("messages"))
+    if len(model) > MAX_MODEL_CHARS:
+        raise _invalid(f"'model' is longer than {MAX_MODEL_CHARS} characters", "model")
     if body.get("n", 1) != 1:
         raise _invalid("only n=1 is supported", "n")
     params = {k: v for k, v in body.items() if k in FORWARDED_PARAMS and v is not None}
+    try:
+        messages = check_messages(body.get("messages"))
+        check_params(params)
+    except Invalid as error:
+        raise _invalid(error.message, error.param) from None
     fields = {k: body[k] for k in ("stream", "stream_options", "reflectkit") if body.get(k)}
     for name in ("reflectkit", "stream_options"):
         if name in fields and not isinstance(fields[name], dict):
