@@ -17,6 +17,7 @@ It prints the median decode tokens/s and first-token latency of each, and the ra
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import threading
 import time
@@ -25,6 +26,11 @@ from collections.abc import Iterator
 from reflectkit import local_engine
 from reflectkit.local import BACKEND, model_path
 from reflectkit.provider import ProviderChunk
+
+# The worker waits passively (reflectkit.local_supervisor); the in-process side must too, or
+# this would measure OpenMP's wait policy rather than the process boundary. Read by OpenMP when
+# llama.cpp first loads, so it is set before anything imports it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 MESSAGES = [
     {"role": "user", "content": "Write a very long story about a dragon who learns to read."}
