@@ -31,7 +31,7 @@ import reflectkit.server.app as server_app
 from reflectkit import errors
 from reflectkit.config import RetryPolicy
 from reflectkit.errors import ConfigurationError
-from reflectkit.server import ServerSettings, create_app
+from reflectkit.server import ServerSettings, create_app, uvicorn_options
 from reflectkit.server.command import serve
 from reflectkit.testing import FunctionLLM, Reply, Request, ScriptedLLM, fail
 from tests.conftest import QUESTION, verdict
@@ -50,7 +50,9 @@ def running(settings: ServerSettings) -> Iterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", ws="none")
+    # With reflectkit serve's connection limits (header deadline, connection cap, keep-alive).
+    options = uvicorn_options(settings)
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", ws="none", **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from reflectkit.server.app import create_app
+    from reflectkit.server.limits import uvicorn_options
     from reflectkit.server.settings import API_KEY_ENV_VAR, ServerSettings
 
-__all__ = ["API_KEY_ENV_VAR", "ServerSettings", "create_app"]
+__all__ = ["API_KEY_ENV_VAR", "ServerSettings", "create_app", "uvicorn_options"]
 
 _WHERE = {
     "create_app": "reflectkit.server.app",
+    "uvicorn_options": "reflectkit.server.limits",
     "ServerSettings": "reflectkit.server.settings",
     "API_KEY_ENV_VAR": "reflectkit.server.settings",
 }
@@ -29,9 +31,10 @@ def __getattr__(name: str) -> Any:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'reflectkit.server' has no attribute {name!r}")
-    if module == "reflectkit.server.app":
+    if module in ("reflectkit.server.app", "reflectkit.server.limits"):
         try:
             importlib.import_module("starlette")
+            importlib.import_module("uvicorn")
         except ImportError:
             from reflectkit.errors import ConfigurationError
 

@@ -210,21 +210,33 @@ class _Proxy:
             )
 
     async def read_body(self, request: Request) -> bytes:
+        """The body, within the size limit (413) and the time limit (408). Both refusals leave
+        the rest of the body unread, so they close the connection."""
         limit = self.settings.max_body_bytes
+        close = {"Connection": "close"}
         too_large = APIError(
-            413, f"the request body is larger than {limit} bytes", code="request_too_large"
+            413,
+            f"the request body is larger than {limit} bytes",
+            code="request_too_large",
+            headers=close,
         )
         declared = request.headers.get("content-length")
         if declared is not None:
-            if not declared.isdigit():
+            if not (declared.isascii() and declared.isdigit()):
                 raise APIError(400, "invalid Content-Length header", code="invalid_request")
-            if int(declared) > limit:
+            if len(declared) > 18 or int(declared) > limit:
                 raise too_large
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise too_large
+        wait = self.settings.body_timeout
+        try:
+            async with asyncio.timeout(wait):
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > limit:
+                        raise too_large
+        except TimeoutError:
+            message = f"the request body did not arrive within {wait:g} s"
+            raise APIError(408, message, code="request_timeout", headers=close) from None
         return bytes(body)
 
     def route(self, request: ChatRequest) -> tuple[str, bool]:

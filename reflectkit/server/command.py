@@ -19,10 +19,6 @@ if TYPE_CHECKING:
 __all__ = ["serve"]
 
 
-KEEP_ALIVE_SECONDS = 75
-"""How long an idle client connection is kept open (uvicorn's default is 5 s)."""
-
-
 def _log_config(level: str) -> dict[str, Any]:
     """uvicorn's logging setup with reflectkit's loggers on its terminal handler and format.
 
@@ -126,6 +122,34 @@ def _log_config(level: str) -> dict[str, Any]:
     help="Seconds of silence in a stream before a keep-alive comment.",
 )
 @click.option(
+    "--header-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds a connection has to send a request's headers (else 408, closed).",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds a request has to send its body (else 408, closed).",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=512,
+    show_default=True,
+    help="Client connections open at once; more are refused with 503.",
+)
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=75.0,
+    show_default=True,
+    help="Seconds an idle keep-alive connection is kept open.",
+)
+@click.option(
     "--run-log/--no-run-log",
     default=False,
     show_default=True,
@@ -154,6 +178,10 @@ def serve(
     max_concurrent_requests: int,
     queue_timeout: float,
     keepalive_interval: float,
+    header_timeout: float,
+    body_timeout: float,
+    max_connections: int,
+    idle_timeout: float,
     run_log: bool,
     log_level: str,
 ) -> None:
@@ -181,19 +209,26 @@ def serve(
         max_concurrent_requests=max_concurrent_requests,
         queue_timeout=queue_timeout,
         keepalive_interval=keepalive_interval,
+        header_timeout=header_timeout,
+        body_timeout=body_timeout,
+        max_connections=max_connections,
+        idle_timeout=idle_timeout,
         run_log=run_log,
     )
     app = create_app(settings)
     import uvicorn
+
+    from reflectkit.server import uvicorn_options
 
     click.echo(
         f"reflectkit: serving {', '.join(settings.served_models)} on "
         f"http://{host}:{port}/v1 ({'API key required' if settings.api_key else 'no API key'})",
         err=True,
     )
-    # Keep idle connections longer than clients do (httpx, under the OpenAI SDK, drops them
-    # after 5 s): with uvicorn's default of 5 s too, a client may send on a connection at the
-    # moment the server closes it, and the request fails with a read error.
+    # uvicorn_options: deadlines for request heads, a cap on connections, and idle connections
+    # kept longer than clients keep them (httpx, under the OpenAI SDK, drops them after 5 s:
+    # with uvicorn's default of 5 s too, a client may send on a connection at the moment the
+    # server closes it, and the request fails with a read error).
     uvicorn.run(
         app,
         host=host,
@@ -202,7 +237,7 @@ def serve(
         log_level=log_level,
         server_header=False,
         lifespan="off",
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        **uvicorn_options(settings),
     )
 
 

@@ -52,6 +52,12 @@ class ServerSettings(StrictModel):
     seconds a request waits for a free slot before it is refused with 429. A stream silent for
     ``keepalive_interval`` seconds (a loop's critique) gets an SSE comment line. ``run_log``:
     record reflected runs in the run log (False, the default; True; or a path).
+
+    Connections (see :mod:`reflectkit.server.limits`): a request head must arrive within
+    ``header_timeout`` seconds and its body within ``body_timeout`` seconds (408 otherwise); at
+    most ``max_connections`` are open at once (more get a 503); an idle one is closed after
+    ``idle_timeout`` seconds. ``body_timeout`` is the app's; the others are uvicorn's, applied
+    by ``reflectkit serve`` or by :func:`reflectkit.server.uvicorn_options` under your own.
     """
 
     host: str = "127.0.0.1"
@@ -71,6 +77,10 @@ class ServerSettings(StrictModel):
     max_concurrent_requests: int = Field(default=64, ge=1)
     queue_timeout: float = Field(default=10.0, ge=0)
     keepalive_interval: float = Field(default=15.0, gt=0)
+    header_timeout: float = Field(default=10.0, gt=0)
+    body_timeout: float = Field(default=30.0, gt=0)
+    max_connections: int = Field(default=512, ge=1)
+    idle_timeout: float = Field(default=75.0, gt=0)
     run_log: bool | str = False
 
     @field_validator("api_key")
