@@ -7,7 +7,8 @@ Models follow it loosely, so the parser is built to never raise on model text an
 
 One state machine does all the work: :func:`parse` feeds the whole text to a
 :class:`StreamParser` at once, so a streamed reply and the same reply parsed whole always agree
-(a property test holds them to it for any chunking).
+(a property test holds them to it for any chunking). It runs in time linear in the text: every
+character is looked at a bounded number of times.
 
 The grammar of a tag is ``<`` + up to three spaces + optional ``/`` + up to three spaces + a
 scheme name in any letter case + up to three spaces + ``>``. Nesting is resolved like this:
@@ -20,8 +21,9 @@ scheme name in any letter case + up to three spaces + ``>``. Nesting is resolved
   :data:`THINK_TAGS`), that text is the answer.
 
 Each block's text is stripped at both ends; several output blocks are joined by a blank line and
-several runs of outside text by a newline. The answer of a reply with no output block is its
-outside text; :attr:`Parsed.status` says which case applied.
+several runs of outside text by a newline.
+The answer of a reply with no output block is its outside text; :attr:`Parsed.status` says which
+case applied.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ __all__ = [
 _MAX_SPACES = 3
 _MAX_NAME = 32
 _FORBIDDEN_IN_NAME = re.compile(r"[\s<>/&]")
+# A tag's parts: spaces, "/", spaces, name, spaces, ">". One more space or name character than
+# allowed is enough to say "not a tag", so each part stops there (bounded work per "<").
+_SHAPE = re.compile(r"<(\s{0,4})(/?)(\s{0,4})([^\s<>/]{0,33})(\s{0,4})(>?)")
 
 
 @dataclass(frozen=True)
@@ -146,14 +151,6 @@ class OutsideDelta(TagDelta):
     """Text outside every block (the answer only if no output block ever comes)."""
 
 
-_DELTA_TYPES: dict[_Channel, type[TagDelta]] = {
-    _Channel.THINKING: ThinkingDelta,
-    _Channel.REFLECTION: ReflectionDelta,
-    _Channel.OUTPUT: OutputDelta,
-    _Channel.OUTSIDE: OutsideDelta,
-}
-
-
 @dataclass(frozen=True)
 class Parsed:
     """A reply split into its parts. ``output`` is what a user should see as the answer."""
@@ -181,47 +178,51 @@ class _TagMatcher:
 
     def __init__(self, names: dict[str, _Channel]) -> None:
         self._names = {name.casefold(): channel for name, channel in names.items()}
+        # Where a tag may start: "<" then a space, "/", any non-ASCII character, or an ASCII
+        # letter a name starts with (in either case). Finding the next one is C code, so text
+        # full of other "<"s ("a<b", HTML) goes by at the speed of str.find.
+        firsts = {name[0] for name in self._names if name[0].isascii()}
+        ascii_firsts = "".join(sorted(firsts | {c.upper() for c in firsts}))
+        self.candidates = re.compile(
+            r"<(?=[\s/]|[^\x00-\x7f]|[" + re.escape(ascii_firsts) + "])"
+            if ascii_firsts
+            else r"<(?=[\s/]|[^\x00-\x7f])"
+        )
 
-    def _spaces(self, s: str, k: int) -> int:
-        start = k
-        while k < len(s) and s[k].isspace():
-            k += 1
-            if k - start > _MAX_SPACES:
-                return -1
-        return k
+    def find(self, s: str, p: int) -> int:
+        """The next "<" at or after ``p`` that may start a tag (or a "<" ending ``s``), or -1."""
+        found = self.candidates.search(s, p)
+        if found is not None:
+            return found.start()
+        return len(s) - 1 if s.endswith("<") and len(s) - 1 >= p else -1
 
     def match(self, s: str, j: int) -> tuple[_Match, int, bool, _Channel | None]:
         """Match a tag starting at ``s[j] == '<'``: (result, end, is_closing, channel)."""
-        no = (_Match.NONE, j + 1, False, None)
-        partial = (_Match.PARTIAL, j, False, None)
+        shape = _SHAPE.match(s, j)
+        assert shape is not None  # every part of the pattern is optional
+        spaces = (shape.end(1) - shape.start(1), shape.end(3) - shape.start(3))
+        if max(spaces) > _MAX_SPACES:
+            return (_Match.NONE, j + 1, False, None)
+        word = shape.group(4)
+        if len(word) > _MAX_NAME:
+            return (_Match.NONE, j + 1, False, None)
+        key = word.casefold()
         n = len(s)
-        k = self._spaces(s, j + 1)
-        if k < 0:
-            return no
-        closing = k < n and s[k] == "/"
-        if closing:
-            k = self._spaces(s, k + 1)
-            if k < 0:
-                return no
-        start = k
-        while k < n and k - start <= _MAX_NAME and not s[k].isspace() and s[k] not in "<>/":
-            k += 1
-        word = s[start:k].casefold()
-        if k == n:
-            if any(name.startswith(word) for name in self._names):
-                return partial
-            return no
-        channel = self._names.get(word)
-        if channel is None:
-            return no
-        k = self._spaces(s, k)
-        if k < 0:
-            return no
-        if k == n:
-            return partial
-        if s[k] != ">":
-            return no
-        return (_Match.TAG, k + 1, closing, channel)
+        if shape.end(4) == n:
+            if any(name.startswith(key) for name in self._names):
+                return (_Match.PARTIAL, j, False, None)
+            return (_Match.NONE, j + 1, False, None)
+        channel = self._names.get(key)
+        if channel is None or shape.end(5) - shape.start(5) > _MAX_SPACES:
+            return (_Match.NONE, j + 1, False, None)
+        if shape.end(5) == n:
+            return (_Match.PARTIAL, j, False, None)
+        if not shape.group(6):
+            return (_Match.NONE, j + 1, False, None)
+        return (_Match.TAG, shape.end(), bool(shape.group(2)), channel)
+
+
+# --- Streaming --------------------------------------------------------------------------------
 
 
 class _Block:
@@ -230,44 +231,81 @@ class _Block:
     def __init__(self, separator: str) -> None:
         self.parts: list[str] = []
         self._separator = separator
-        self._started = False
+        self.started = False
         self._separate = False
-        self._pending = ""
+        self._pending: list[str] = []  # whitespace that waits for more text (list: linear time)
 
     def new_segment(self) -> None:
-        self._pending = ""
-        self._separate = self._started
+        self._pending = []
+        self._separate = self.started
 
     def add(self, text: str) -> str:
         """Take text, return what can be emitted now (trailing whitespace waits)."""
-        if not self._started:
+        if not self.started:
             text = text.lstrip()
             if not text:
                 return ""
         body = text.rstrip()
         if not body:
-            self._pending += text
+            self._pending.append(text)
             return ""
-        emit = self._pending + body
+        emit = "".join(self._pending) + body if self._pending else body
         if self._separate:
             emit = self._separator + emit.lstrip()
             self._separate = False
-        self._pending = text[len(body) :]
-        self._started = True
+        tail = text[len(body) :]
+        self._pending = [tail] if tail else []
+        self.started = True
         self.parts.append(emit)
         return emit
 
     @property
     def text(self) -> str:
-        return "".join(self.parts)
+        if len(self.parts) > 1:
+            self.parts[:] = ["".join(self.parts)]
+        return self.parts[0] if self.parts else ""
+
+
+class _Events:
+    """The deltas of one feed; runs of text of one kind are joined once, at the end."""
+
+    def __init__(self) -> None:
+        self._runs: list[tuple[type[TagDelta], int, list[str]] | TagDelta] = []
+
+    def text(self, kind: type[TagDelta], index: int, text: str) -> None:
+        last = self._runs[-1] if self._runs else None
+        if isinstance(last, tuple) and last[:2] == (kind, index):
+            last[2].append(text)
+        else:
+            self._runs.append((kind, index, [text]))
+
+    def add(self, delta: TagDelta) -> None:
+        self._runs.append(delta)
+
+    def done(self) -> list[TagDelta]:
+        deltas: list[TagDelta] = []
+        for run in self._runs:
+            if not isinstance(run, tuple):
+                deltas.append(run)
+            else:
+                deltas.append(run[0]("".join(run[2]), run[1]))
+        return deltas
+
+
+_DELTA_TYPES: dict[_Channel, type[TagDelta]] = {
+    _Channel.THINKING: ThinkingDelta,
+    _Channel.REFLECTION: ReflectionDelta,
+    _Channel.OUTPUT: OutputDelta,
+    _Channel.OUTSIDE: OutsideDelta,
+}
 
 
 class StreamParser:
     """Parse a reply chunk by chunk, emitting typed deltas as soon as they are certain.
 
-    Only text that may still turn out to be the start of a tag (``<out`` before ``put>``) and
-    whitespace at the end of a block are held back. :meth:`close` flushes what was held and
-    makes :attr:`result` final; it equals :func:`parse` on the whole text, however it was split.
+    Held back: text that may still turn out to be the start of a tag (``<out`` before ``put>``)
+    and whitespace at the end of a block. :meth:`close` flushes what was held and makes
+    :attr:`result` final; it equals :func:`parse` on the whole text, however it was split.
     """
 
     def __init__(self, scheme: TagScheme = REFLECTION_TAGS) -> None:
@@ -289,6 +327,7 @@ class StreamParser:
         self._saw_output = False
         self._closed = False
         self._open_at_end = False
+        self._events = _Events()
 
     def feed(self, chunk: str) -> list[TagDelta]:
         """Add a chunk of the reply; return the deltas it made certain."""
@@ -301,10 +340,10 @@ class StreamParser:
         """End the reply: flush held-back text and fix :attr:`result`."""
         if self._closed:
             return []
-        events = self._scan(final=True)
+        self._scan(final=True, flush=False)
         self._open_at_end = bool(self._stack)
         self._closed = True
-        return events
+        return self._flush()
 
     @property
     def open_tags(self) -> list[str]:
@@ -338,60 +377,51 @@ class StreamParser:
             status = ParseStatus.COMPLETE
         return Parsed(output, thinking, reflections, outside, status)
 
-    def _scan(self, final: bool) -> list[TagDelta]:
-        events: list[TagDelta] = []
-        s = self._buffer
-        i, n = 0, len(s)
-        while i < n:
-            j = s.find("<", i)
-            if j < 0:
-                self._text(s[i:], events)
-                i = n
-                break
-            if j > i:
-                self._text(s[i:j], events)
-                i = j
-            kind, end, closing, channel = self._matcher.match(s, j)
-            if kind is _Match.TAG and channel is not None:
-                self._tag(channel, closing)
-                i = end
-            elif kind is _Match.PARTIAL and not final:
-                break
-            else:
-                self._text("<", events)
-                i = j + 1
-        self._buffer = s[i:]
-        return events
+    def _flush(self) -> list[TagDelta]:
+        events, self._events = self._events, _Events()
+        return events.done()
 
-    def _current(self) -> tuple[_Channel, _Block]:
-        """The channel text goes to now, as its deltas are typed, and the block it fills."""
+    def _scan(self, final: bool, flush: bool = True) -> list[TagDelta]:
+        s = self._buffer
+        n = len(s)
+        i = p = 0  # text from i is not handled yet; the next "<" is searched from p
+        while (j := self._matcher.find(s, p)) >= 0:
+            kind, end, closing, channel = self._matcher.match(s, j)
+            if kind is _Match.PARTIAL and not final:
+                break
+            if kind is not _Match.TAG or channel is None:
+                p = j + 1
+                continue
+            if j > i:
+                self._text(s[i:j])
+            self._tag(channel, closing)
+            i = p = end
+        else:
+            j = n
+        if j > i:
+            self._text(s[i:j])
+        self._buffer = s[j:]
+        return self._flush() if flush else []
+
+    def _text(self, text: str) -> None:
         channel = self._stack[-1] if self._stack else _Channel.OUTSIDE
         if channel is _Channel.THINKING:
-            return channel, self._thinking[-1]
-        if channel is _Channel.REFLECTION:
-            return channel, self._reflections[-1]
-        if channel is _Channel.OUTPUT:
-            return channel, self._output
-        if self._outside_is_answer:
-            return _Channel.OUTPUT, self._outside
-        return channel, self._outside
-
-    def _text(self, text: str, events: list[TagDelta]) -> None:
-        channel, block = self._current()
+            block, index = self._thinking[-1], len(self._thinking) - 1
+        elif channel is _Channel.REFLECTION:
+            block, index = self._reflections[-1], len(self._reflections) - 1
+        elif channel is _Channel.OUTPUT:
+            block, index = self._output, 0
+        else:
+            block, index = self._outside, 0
         emitted = block.add(text)
         if not emitted:
             return
-        index = 0
-        if channel is _Channel.THINKING:
-            index = len(self._thinking) - 1
-        elif channel is _Channel.REFLECTION:
-            index = len(self._reflections) - 1
-        delta_type = _DELTA_TYPES[channel]
-        last = events[-1] if events else None
-        if type(last) is delta_type and last.index == index:
-            events[-1] = delta_type(last.text + emitted, index)
+        if channel is not _Channel.OUTSIDE:
+            self._events.text(_DELTA_TYPES[channel], index, emitted)
+        elif self._outside_is_answer:
+            self._events.text(OutputDelta, 0, emitted)
         else:
-            events.append(delta_type(emitted, index))
+            self._events.text(OutsideDelta, 0, emitted)
 
     def _tag(self, channel: _Channel, closing: bool) -> None:
         self._saw_tag = True
@@ -428,9 +458,9 @@ def parse(text: str, scheme: TagScheme = REFLECTION_TAGS) -> Parsed:
 def escape_tags(text: str, names: tuple[str, ...] | TagScheme) -> str:
     """Neutralise every tag of ``names`` in ``text`` so no parser or model reads it as a tag.
 
-    The ``<`` of each tag the parser would recognise becomes ``&lt;``. Used on user text and
-    drafts before they go into a prompt, so a question that contains ``<output>…</output>`` can
-    never forge the final answer.
+    The ``<`` of each tag the parser would recognise becomes ``&lt;`` (mentions too: escaping
+    more than needed is harmless). Used on user text and drafts before they go into a prompt, so
+    a question that contains ``<output>…</output>`` can never forge the final answer.
     """
     tag_names = names.names if isinstance(names, TagScheme) else names
     if "<" not in text or not tag_names:
@@ -438,7 +468,7 @@ def escape_tags(text: str, names: tuple[str, ...] | TagScheme) -> str:
     matcher = _TagMatcher(dict.fromkeys(tag_names, _Channel.OUTSIDE))
     pieces: list[str] = []
     i = 0
-    while (j := text.find("<", i)) >= 0:
+    while (j := matcher.find(text, i)) >= 0:
         pieces.append(text[i:j])
         kind, end, _, _ = matcher.match(text, j)
         if kind is _Match.TAG:
