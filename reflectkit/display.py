@@ -27,7 +27,7 @@ import jinja2
 from reflectkit.errors import ConfigurationError, InputError
 from reflectkit.events import DraftDelta, ResultEvent, StepEvent, StepStarted, TrialEvent
 from reflectkit.prompts import builtin_template_dir
-from reflectkit.tags import OutputDelta, ReflectionDelta, TagDelta, ThinkingDelta
+from reflectkit.tags import OutputDelta, OutputReset, ReflectionDelta, TagDelta, ThinkingDelta
 
 if TYPE_CHECKING:
     from reflectkit.events import ReflectEvent
@@ -133,6 +133,8 @@ class LiveView:
             self._started(event)
         elif isinstance(event, DraftDelta):
             self._draft_text(self._draft(event.iteration), event.delta)
+        elif isinstance(event, OutputReset):
+            self._answer = ""  # the model replaced its answer: show the new one alone
         elif isinstance(event, OutputDelta):
             self._answer += event.text
         elif isinstance(event, StepEvent):
@@ -168,7 +170,9 @@ class LiveView:
 
     @staticmethod
     def _draft_text(draft: _Draft, delta: TagDelta) -> None:
-        if isinstance(delta, OutputDelta):
+        if isinstance(delta, OutputReset):
+            draft.answer = ""
+        elif isinstance(delta, OutputDelta):
             draft.answer += delta.text
         elif isinstance(delta, (ThinkingDelta, ReflectionDelta)):
             draft.thinking += delta.text

@@ -20,8 +20,13 @@ scheme name in any letter case + up to three spaces + ``>``. Nesting is resolved
 * text outside every block is kept as ``outside``; when the scheme has no output tag (as
   :data:`THINK_TAGS`), that text is the answer.
 
-Each block's text is stripped at both ends; several output blocks are joined by a blank line and
-several runs of outside text by a newline.
+**Several output blocks.** A thinking or reflection block written after an output block means the
+model reconsidered: the next output block starts a new answer, which replaces the earlier one as
+soon as it has any text (an empty one replaces nothing). Output blocks with no reasoning between
+them are parts of one answer, joined by a blank line. :attr:`Parsed.outputs` keeps every block,
+:attr:`Parsed.superseded` says how many of them were replaced.
+
+Each block's text is stripped at both ends; several runs of outside text are joined by a newline.
 The answer of a reply with no output block is its outside text; :attr:`Parsed.status` says which
 case applied.
 """
@@ -38,6 +43,7 @@ __all__ = [
     "REFLECTION_TAGS",
     "THINK_TAGS",
     "OutputDelta",
+    "OutputReset",
     "OutsideDelta",
     "ParseStatus",
     "Parsed",
@@ -143,7 +149,22 @@ class ReflectionDelta(TagDelta):
 
 @dataclass(frozen=True)
 class OutputDelta(TagDelta):
-    """Text of the answer."""
+    """Text of the answer: the texts of the output deltas after the last :class:`OutputReset`
+    join to the answer of the output blocks."""
+
+
+@dataclass(frozen=True)
+class OutputReset(OutputDelta):
+    """The answer streamed so far is withdrawn; the output deltas after this one are the answer.
+
+    Sent when the model reconsidered (a thinking or reflection block) and wrote a new output
+    block. ``withdrawn`` is the text taken back. ``text`` is a blank line: what a consumer that
+    cannot take text back (a chat client, a terminal) appends, so the new answer starts a
+    paragraph of its own; a consumer that can (a live view) clears its answer instead.
+    """
+
+    text: str = "\n\n"
+    withdrawn: str = ""
 
 
 @dataclass(frozen=True)
@@ -160,6 +181,11 @@ class Parsed:
     reflections: list[str] = field(default_factory=list)
     outside: str = ""
     status: ParseStatus = ParseStatus.COMPLETE
+    outputs: list[str] = field(default_factory=list)
+    """Every output block's text, in order, including replaced and empty ones."""
+    superseded: int = 0
+    """How many of :attr:`outputs` (from the first) a later answer replaced; the answer is the
+    rest, joined by a blank line."""
 
     @property
     def followed_format(self) -> bool:
@@ -306,6 +332,10 @@ class StreamParser:
     Held back: text that may still turn out to be the start of a tag (``<out`` before ``put>``)
     and whitespace at the end of a block. :meth:`close` flushes what was held and makes
     :attr:`result` final; it equals :func:`parse` on the whole text, however it was split.
+
+    The answer streams as :class:`OutputDelta`: the output block's text as it is written. When
+    an output block replaces text already streamed as the answer, an :class:`OutputReset` comes
+    first.
     """
 
     def __init__(self, scheme: TagScheme = REFLECTION_TAGS) -> None:
@@ -320,7 +350,11 @@ class StreamParser:
         self._stack: list[_Channel] = []
         self._thinking: list[_Block] = []
         self._reflections: list[_Block] = []
-        self._output = _Block("\n\n")
+        self._outputs: list[_Block] = []
+        self._answer_start = 0  # the first output block of the current answer
+        self._candidate: int | None = None  # a new answer's first block, until it has text
+        self._reconsidered = False  # thinking or reflection opened since the last output block
+        self._answer_has_text = False
         self._outside = _Block("\n")
         self._outside_is_answer = scheme.output is None
         self._saw_tag = False
@@ -359,10 +393,11 @@ class StreamParser:
     def result(self) -> Parsed:
         """The reply parsed so far; final once :meth:`close` has been called."""
         outside = self._outside.text
+        outputs = [b.text for b in self._outputs]
         if self._outside_is_answer:
             output, outside = outside, ""
         elif self._saw_output:
-            output = self._output.text
+            output = "\n\n".join(t for t in outputs[self._answer_start :] if t)
         else:
             output = outside
         thinking = [b.text for b in self._thinking]
@@ -375,7 +410,7 @@ class StreamParser:
             status = ParseStatus.UNCLOSED
         else:
             status = ParseStatus.COMPLETE
-        return Parsed(output, thinking, reflections, outside, status)
+        return Parsed(output, thinking, reflections, outside, status, outputs, self._answer_start)
 
     def _flush(self) -> list[TagDelta]:
         events, self._events = self._events, _Events()
@@ -405,12 +440,13 @@ class StreamParser:
 
     def _text(self, text: str) -> None:
         channel = self._stack[-1] if self._stack else _Channel.OUTSIDE
+        if channel is _Channel.OUTPUT:
+            self._output_text(text)
+            return
         if channel is _Channel.THINKING:
             block, index = self._thinking[-1], len(self._thinking) - 1
         elif channel is _Channel.REFLECTION:
             block, index = self._reflections[-1], len(self._reflections) - 1
-        elif channel is _Channel.OUTPUT:
-            block, index = self._output, 0
         else:
             block, index = self._outside, 0
         emitted = block.add(text)
@@ -422,6 +458,27 @@ class StreamParser:
             self._events.text(OutputDelta, 0, emitted)
         else:
             self._events.text(OutsideDelta, 0, emitted)
+
+    def _output_text(self, text: str) -> None:
+        block = self._outputs[-1]
+        first = not block.started
+        emitted = block.add(text)
+        if not emitted:
+            return
+        if first:
+            if self._candidate is not None:  # a new answer has text: it replaces the last
+                withdrawn = self._answer(self._answer_start, self._candidate)
+                self._answer_start, self._candidate = self._candidate, None
+                self._answer_has_text = False
+                if withdrawn:
+                    self._events.add(OutputReset(withdrawn=withdrawn))
+            if self._answer_has_text:
+                emitted = "\n\n" + emitted
+            self._answer_has_text = True
+        self._events.text(OutputDelta, 0, emitted)
+
+    def _answer(self, start: int, stop: int) -> str:
+        return "\n\n".join(t for b in self._outputs[start:stop] if (t := b.text))
 
     def _tag(self, channel: _Channel, closing: bool) -> None:
         self._saw_tag = True
@@ -442,9 +499,14 @@ class StreamParser:
             self._thinking.append(_Block(""))
         elif channel is _Channel.REFLECTION:
             self._reflections.append(_Block(""))
-        else:
-            self._saw_output = True
-            self._output.new_segment()
+        if channel is not _Channel.OUTPUT:
+            self._reconsidered = bool(self._outputs)
+            return
+        self._saw_output = True
+        if self._reconsidered:
+            self._candidate = len(self._outputs)
+            self._reconsidered = False
+        self._outputs.append(_Block(""))
 
 
 def parse(text: str, scheme: TagScheme = REFLECTION_TAGS) -> Parsed:

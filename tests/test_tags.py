@@ -10,6 +10,7 @@ from reflectkit import (
     REFLECTION_TAGS,
     THINK_TAGS,
     ConfigurationError,
+    Parsed,
     ParseStatus,
     StreamParser,
     TagScheme,
@@ -17,6 +18,7 @@ from reflectkit import (
 )
 from reflectkit.tags import (
     OutputDelta,
+    OutputReset,
     OutsideDelta,
     ReflectionDelta,
     TagDelta,
@@ -218,7 +220,19 @@ def _joined(events: list[TagDelta], kind: type[TagDelta], index: int | None = No
     )
 
 
-@settings(max_examples=400, deadline=None)
+def _answer(events: list[TagDelta]) -> str:
+    """The answer a consumer that takes back withdrawn text shows at the end."""
+    answer = ""
+    for event in events:
+        if isinstance(event, OutputReset):
+            assert event.withdrawn == answer  # it withdraws exactly what was shown
+            answer = ""
+        elif isinstance(event, OutputDelta):
+            answer += event.text
+    return answer
+
+
+@settings(max_examples=600, deadline=None)
 @given(
     text=_TEXT,
     cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=12),
@@ -234,12 +248,16 @@ def test_stream_equals_parse_for_any_text_and_any_chunking(
         assert _joined(events, ThinkingDelta, i) == block
     for i, block in enumerate(whole.reflections):
         assert _joined(events, ReflectionDelta, i) == block
+    # The answer as streamed, with withdrawn text taken back, is the answer parsed whole.
     if whole.status in (ParseStatus.MISSING_OUTPUT, ParseStatus.UNTAGGED, ParseStatus.EMPTY):
-        assert _joined(events, OutsideDelta) + _joined(events, OutputDelta) == whole.output
+        assert _joined(events, OutsideDelta) + _answer(events) == whole.output
     else:
-        assert _joined(events, OutputDelta) == whole.output
+        assert _answer(events) == whole.output
     if scheme.output is not None:
         assert _joined(events, OutsideDelta) == whole.outside
+    # Every output block is kept; the answer is the blocks not superseded.
+    if whole.status in (ParseStatus.COMPLETE, ParseStatus.UNCLOSED) and scheme.output:
+        assert whole.output == "\n\n".join(o for o in whole.outputs[whole.superseded :] if o)
 
 
 @settings(max_examples=300, deadline=None)
@@ -255,3 +273,60 @@ def test_escape_leaves_other_angle_brackets_alone() -> None:
     assert escape_tags("a < b <b>x</b> <output>", REFLECTION_TAGS) == "a < b <b>x</b> &lt;output>"
     assert escape_tags("no tags", ()) == "no tags"
     assert escape_tags("<draft>", ("draft",)) == "&lt;draft>"
+
+
+# --- Several output blocks: a reconsidered answer replaces the earlier one ------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "output", "outputs", "superseded"),
+    [
+        # The audit's case: an answer, a reflection that corrects it, the corrected answer.
+        (
+            "<output>3</output>\n<reflection>12 - 5 is 7, not 6: the answer is 4.</reflection>\n"
+            "<output>4</output>",
+            "4",
+            ["3", "4"],
+            1,
+        ),
+        ("<output>3</output><thinking>recount</thinking><output>4</output>", "4", ["3", "4"], 1),
+        # A reflection opened inside an open output block closes it and corrects it too.
+        ("<output>3 <reflection>no</reflection><output>4</output>", "4", ["3", "4"], 1),
+        ("<output>3</output><reflection>no</reflection><output>4", "4", ["3", "4"], 1),
+        # No reasoning between: parts of one answer.
+        ("<output>A</output>\n<output>B</output>", "A\n\nB", ["A", "B"], 0),
+        # An empty new block replaces nothing.
+        ("<output>3</output><reflection>hm</reflection><output> </output>", "3", ["3", ""], 0),
+        # A correction without a new answer leaves the answer as it was.
+        ("<output>3</output><reflection>is that right? yes</reflection>", "3", ["3"], 0),
+        (
+            "<output>A</output><output>B</output><reflection>r</reflection>"
+            "<output>C</output>x<output>D</output><thinking>t</thinking><output></output>",
+            "C\n\nD",
+            ["A", "B", "C", "D", ""],
+            2,
+        ),
+    ],
+)
+def test_an_output_after_reconsidering_replaces_the_earlier_answer(
+    text: str, output: str, outputs: list[str], superseded: int
+) -> None:
+    parsed = parse(text)
+    assert (parsed.output, parsed.outputs, parsed.superseded) == (output, outputs, superseded)
+    assert parsed.output == "\n\n".join(o for o in parsed.outputs[parsed.superseded :] if o)
+
+
+def test_a_stream_withdraws_a_replaced_answer_with_a_reset() -> None:
+    text = "<output>3</output><reflection>no: 4</reflection><output>4</output>"
+    parser, events = _stream(text, list(range(0, len(text), 5)), REFLECTION_TAGS)
+    answer = [e for e in events if isinstance(e, OutputDelta)]
+    assert answer == [OutputDelta("3"), OutputReset(withdrawn="3"), OutputDelta("4")]
+    assert _answer(events) == parser.result.output == "4"
+    # A consumer that cannot take text back (a chat client) shows the correction as a new
+    # paragraph: the reset's text is a blank line.
+    assert "".join(e.text for e in answer) == "3\n\n4"
+
+
+def test_parsed_stays_backwards_compatible() -> None:
+    parsed = Parsed("4", ["t"], [], "", ParseStatus.COMPLETE)
+    assert (parsed.outputs, parsed.superseded) == ([], 0)

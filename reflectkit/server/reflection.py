@@ -2,7 +2,11 @@
 turned into OpenAI deltas.
 
 What a client sees (docs/server.md has the full story): in a single pass, the answer streams as
-the model writes it; in a loop, the answer arrives in one piece once the critic is done. With
+the model writes it; in a loop, the answer arrives in one piece once the critic is done. The
+answer is the parser's (:mod:`reflectkit.tags`): when a single pass replaces an answer it has
+already streamed (a reflection, then a new output block), an OpenAI stream cannot take text
+back, so the new answer follows after a blank line (an ``OutputReset``'s text); a whole reply
+carries the new answer alone. With
 ``include_reasoning``, reasoning goes to ``reasoning_content``: a single pass's thinking and
 reflections as they are written; a loop's drafts (thinking and answer, each headed
 ``Draft N:``) and each critique's verdict and feedback.
@@ -23,7 +27,7 @@ from reflectkit.events import DraftDelta, ReflectEvent, ResultEvent, StepEvent, 
 from reflectkit.result import ReflectionResult
 from reflectkit.server.protocol import Answer, ChatRequest, Delta, Usage
 from reflectkit.server.settings import ServerSettings
-from reflectkit.tags import OutputDelta, ReflectionDelta, TagDelta, ThinkingDelta
+from reflectkit.tags import OutputDelta, OutputReset, ReflectionDelta, TagDelta, ThinkingDelta
 
 __all__ = ["PROGRESS", "Reflectors", "reflect_complete", "reflect_stream"]
 
@@ -130,6 +134,9 @@ class _Translator:
             self.last_kind = None  # a new draft (or a critique, which writes no parts)
             return None
         if isinstance(event, DraftDelta):
+            if isinstance(event.delta, OutputReset):
+                self.last_kind = OutputReset  # the draft's next answer text starts "Answer: "
+                return None
             header = ""
             if self.last_kind is None:
                 separator = "\n\n" if self.reasoned else ""
