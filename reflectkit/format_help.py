@@ -248,6 +248,7 @@ class DraftWriter:
         if continued:
             parser = StreamParser(self.scheme)
             parser.feed(draft.text)
+            parser.close()  # the blocks still open at the end, as parsing the draft saw them
             messages = self.builder.continuation(request, draft.text, parser.open_tags)
             prefix = f"<{output}>"
             overrides["stop"] = [f"</{output}>"]

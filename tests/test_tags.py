@@ -197,6 +197,23 @@ _FRAGMENTS = st.sampled_from(
         "&lt;",
         "<   output>",
         "<    output>",
+        # What makes a tag a mention (or keeps the stream guessing).
+        " tags",
+        " tag.",
+        " block",
+        "the ",
+        " in ",
+        "with ",
+        "`",
+        '"',
+        "\u201c",
+        "\u201d",
+        "...",
+        " and ",
+        ", ",
+        ".",
+        " then",
+        " an",
     ]
 )
 _TEXT = st.lists(st.one_of(_FRAGMENTS, st.text(max_size=8)), max_size=30).map("".join)
