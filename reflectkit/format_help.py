@@ -45,6 +45,8 @@ from reflectkit.messages import Conversation, Layout, Message, PromptBuilder
 from reflectkit.result import Draft
 from reflectkit.tags import (
     THINK_TAGS,
+    OutputDelta,
+    OutputReset,
     ParseStatus,
     StreamParser,
     TagDelta,
@@ -167,6 +169,45 @@ class ReplyStream:
         return routed + self.tags.close()
 
 
+class _ShownAnswer:
+    """Passes a draft's deltas on and keeps what the consumer was shown of the answer, so that
+    the stream ends on the draft's answer whatever came between (a repair, a withdrawn answer).
+
+    With ``hold_provisional`` (a repair may follow), outside text that the parser streams as a
+    provisional answer is not passed on: a reply without an output block gets repaired, and its
+    answer is known only then."""
+
+    def __init__(self, sink: DeltaSink, hold_provisional: bool) -> None:
+        self.sink = sink
+        self.hold_provisional = hold_provisional
+        self.shown: list[str] = []
+
+    def __call__(self, delta: TagDelta) -> None:
+        if isinstance(delta, OutputReset):
+            if not self.shown:
+                return  # what it withdraws was held back
+            delta = OutputReset(withdrawn="".join(self.shown))
+            self.shown = []
+        elif isinstance(delta, OutputDelta):
+            if delta.provisional and self.hold_provisional:
+                return
+            self.shown.append(delta.text)
+        self.sink(delta)
+
+    def settle(self, answer: str) -> None:
+        """End on ``answer``: withdraw what was shown if it differs, and send the rest."""
+        shown = "".join(self.shown)
+        if shown == answer:
+            return
+        if answer.startswith(shown):
+            self.sink(OutputDelta(answer[len(shown) :]))
+        else:
+            self.sink(OutputReset(withdrawn=shown))
+            if answer:
+                self.sink(OutputDelta(answer))
+        self.shown = [answer]
+
+
 class DraftWriter:
     """Makes one draft: the call, the prefill put back in front, parsing, and repair."""
 
@@ -220,18 +261,27 @@ class DraftWriter:
         """Call the model on ``messages`` and return the draft and what it cost.
 
         With ``on_delta`` the reply is streamed and every tag delta (of the reply, then of the
-        repair if one is made) is handed to it as soon as it is certain. ``overrides`` replace
-        call parameters for this draft (not for its repair).
+        repair if one is made) is handed to it as soon as it is certain; the output deltas after
+        the last :class:`~reflectkit.tags.OutputReset` join to the draft's answer. ``overrides``
+        replace call parameters for this draft (not for its repair).
         """
         prefill = self.plan.layout.prefill if self.plan else None
         if self.plan is not None and self.plan.grammar is not None:
             overrides = {"grammar": self.plan.grammar, **(overrides or {})}
+        shown = None
+        if on_delta is not None:
+            repairs = self.plan is not None and self.plan.repair
+            on_delta = shown = _ShownAnswer(on_delta, hold_provisional=repairs)
         completion = await self._call(messages, overrides or None, prefill or "", on_delta)
         draft = self.parse(completion, prefill)
-        if self.plan is None or not self.plan.repair or usable(draft) or draft.tool_calls:
-            return draft, completion.usage
-        repaired, spent = await self._repair(draft, messages, conversation, self.plan, on_delta)
-        return repaired, completion.usage + spent
+        spent = completion.usage
+        plan = self.plan
+        if plan is not None and plan.repair and not usable(draft) and not draft.tool_calls:
+            draft, repair_spent = await self._repair(draft, messages, conversation, plan, on_delta)
+            spent = spent + repair_spent
+        if shown is not None:
+            shown.settle(draft.output)
+        return draft, spent
 
     async def _repair(
         self,

@@ -58,6 +58,7 @@ from reflectkit.errors import ConfigurationError
 
 __all__ = [
     "LOOKAHEAD",
+    "PROVISIONAL_AFTER",
     "REFLECTION_TAGS",
     "THINK_TAGS",
     "OutputDelta",
@@ -83,6 +84,10 @@ _SHAPE = re.compile(r"<(\s{0,4})(/?)(\s{0,4})([^\s<>/]{0,33})(\s{0,4})(>?)")
 
 LOOKAHEAD = 200
 """The most characters after a tag the parser reads to tell a mention from a use."""
+
+PROVISIONAL_AFTER = 200
+"""Characters of outside text after which a stream, still without an output block, starts
+emitting that text as the (provisional) answer; shorter outside text comes at the end."""
 
 
 @dataclass(frozen=True)
@@ -170,18 +175,25 @@ class ReflectionDelta(TagDelta):
 
 @dataclass(frozen=True)
 class OutputDelta(TagDelta):
-    """Text of the answer: the texts of the output deltas after the last :class:`OutputReset`
-    join to the answer of the output blocks."""
+    """Text of the answer.
+
+    The texts of the output deltas after the last :class:`OutputReset` join to the answer,
+    ``result.output``. ``provisional`` marks outside text streamed as the answer because no
+    output block has come: it is the answer only if none comes (see :data:`PROVISIONAL_AFTER`).
+    """
+
+    provisional: bool = False
 
 
 @dataclass(frozen=True)
 class OutputReset(OutputDelta):
     """The answer streamed so far is withdrawn; the output deltas after this one are the answer.
 
-    Sent when the model reconsidered (a thinking or reflection block) and wrote a new output
-    block. ``withdrawn`` is the text taken back. ``text`` is a blank line: what a consumer that
-    cannot take text back (a chat client, a terminal) appends, so the new answer starts a
-    paragraph of its own; a consumer that can (a live view) clears its answer instead.
+    Sent when an output block replaces provisional outside text, and when the model reconsidered
+    (a thinking or reflection block) and wrote a new output block. ``withdrawn`` is the text taken
+    back. ``text`` is a blank line: what a consumer that cannot take text back (a chat client, a
+    terminal) appends, so the new answer starts a paragraph of its own; a consumer that can
+    (a live view) clears its answer instead.
     """
 
     text: str = "\n\n"
@@ -511,14 +523,14 @@ class _Events:
     """The deltas of one feed; runs of text of one kind are joined once, at the end."""
 
     def __init__(self) -> None:
-        self._runs: list[tuple[type[TagDelta], int, list[str]] | TagDelta] = []
+        self._runs: list[tuple[type[TagDelta], int, bool, list[str]] | TagDelta] = []
 
-    def text(self, kind: type[TagDelta], index: int, text: str) -> None:
+    def text(self, kind: type[TagDelta], index: int, text: str, provisional: bool = False) -> None:
         last = self._runs[-1] if self._runs else None
-        if isinstance(last, tuple) and last[:2] == (kind, index):
-            last[2].append(text)
+        if isinstance(last, tuple) and last[:3] == (kind, index, provisional):
+            last[3].append(text)
         else:
-            self._runs.append((kind, index, [text]))
+            self._runs.append((kind, index, provisional, [text]))
 
     def add(self, delta: TagDelta) -> None:
         self._runs.append(delta)
@@ -528,8 +540,10 @@ class _Events:
         for run in self._runs:
             if not isinstance(run, tuple):
                 deltas.append(run)
+            elif run[0] is OutputDelta:
+                deltas.append(OutputDelta("".join(run[3]), run[1], run[2]))
             else:
-                deltas.append(run[0]("".join(run[2]), run[1]))
+                deltas.append(run[0]("".join(run[3]), run[1]))
         return deltas
 
 
@@ -550,9 +564,12 @@ class StreamParser:
     was held and makes :attr:`result` final; it equals :func:`parse` on the whole text, however
     it was split.
 
-    The answer streams as :class:`OutputDelta`: the output block's text as it is written. When
-    an output block replaces text already streamed as the answer, an :class:`OutputReset` comes
-    first.
+    The answer streams as :class:`OutputDelta`: the output block's text as it is written; and,
+    while no output block has come, the outside text, marked ``provisional`` (from the first
+    :data:`PROVISIONAL_AFTER` characters on, or at :meth:`close` when shorter). When an output
+    block replaces text already streamed as the answer, an :class:`OutputReset` comes first. So
+    the output deltas after the last reset always join to ``result.output``, and the outside
+    deltas to ``result.outside``.
     """
 
     def __init__(self, scheme: TagScheme = REFLECTION_TAGS) -> None:
@@ -576,6 +593,8 @@ class StreamParser:
         self._answer_has_text = False
         self._outside = _Block("\n")
         self._outside_is_answer = scheme.output is None
+        self._outside_chars = 0
+        self._provisional_live = False  # outside text is streaming as the provisional answer
         self._saw_tag = False
         self._saw_output = False
         self._closed = False
@@ -594,6 +613,10 @@ class StreamParser:
         if self._closed:
             return []
         self._scan(final=True, flush=False)
+        if not self._outside_is_answer and not self._saw_output and not self._provisional_live:
+            text = self._outside.text
+            if text:
+                self._events.text(OutputDelta, 0, text, provisional=True)
         self._open_at_end = bool(self._stack)
         self._closed = True
         return self._flush()
@@ -686,6 +709,18 @@ class StreamParser:
             self._events.text(OutputDelta, 0, emitted)
         else:
             self._events.text(OutsideDelta, 0, emitted)
+            if not self._saw_output:
+                self._provisional(emitted)
+
+    def _provisional(self, emitted: str) -> None:
+        """Outside text while no output block has come: the answer if none comes."""
+        if self._provisional_live:
+            self._events.text(OutputDelta, 0, emitted, provisional=True)
+            return
+        self._outside_chars += len(emitted)
+        if self._outside_chars >= PROVISIONAL_AFTER:
+            self._provisional_live = True
+            self._events.text(OutputDelta, 0, self._outside.text, provisional=True)
 
     def _output_text(self, text: str) -> None:
         block = self._outputs[-1]
@@ -730,6 +765,8 @@ class StreamParser:
         if channel is not _Channel.OUTPUT:
             self._reconsidered = bool(self._outputs)
             return
+        if not self._saw_output and self._provisional_live:
+            self._events.add(OutputReset(withdrawn=self._outside.text))
         self._saw_output = True
         if self._reconsidered:
             self._candidate = len(self._outputs)

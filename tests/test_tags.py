@@ -17,6 +17,7 @@ from reflectkit import (
     parse,
 )
 from reflectkit.tags import (
+    PROVISIONAL_AFTER,
     OutputDelta,
     OutputReset,
     OutsideDelta,
@@ -266,15 +267,17 @@ def test_stream_equals_parse_for_any_text_and_any_chunking(
     for i, block in enumerate(whole.reflections):
         assert _joined(events, ReflectionDelta, i) == block
     # The answer as streamed, with withdrawn text taken back, is the answer parsed whole.
-    if whole.status in (ParseStatus.MISSING_OUTPUT, ParseStatus.UNTAGGED, ParseStatus.EMPTY):
-        assert _joined(events, OutsideDelta) + _answer(events) == whole.output
-    else:
-        assert _answer(events) == whole.output
-    if scheme.output is not None:
-        assert _joined(events, OutsideDelta) == whole.outside
+    assert _answer(events) == whole.output
+    assert _joined(events, OutsideDelta) == whole.outside
+    if scheme.output is None:
+        assert not any(isinstance(e, OutsideDelta) for e in events)
     # Every output block is kept; the answer is the blocks not superseded.
     if whole.status in (ParseStatus.COMPLETE, ParseStatus.UNCLOSED) and scheme.output:
         assert whole.output == "\n\n".join(o for o in whole.outputs[whole.superseded :] if o)
+    # Provisional text is outside text standing in for a missing output block, nothing else.
+    provisional = "".join(e.text for e in events if isinstance(e, OutputDelta) and e.provisional)
+    if not whole.outputs:
+        assert provisional == (whole.outside if scheme.output else "")
 
 
 @settings(max_examples=300, deadline=None)
@@ -347,3 +350,57 @@ def test_a_stream_withdraws_a_replaced_answer_with_a_reset() -> None:
 def test_parsed_stays_backwards_compatible() -> None:
     parsed = Parsed("4", ["t"], [], "", ParseStatus.COMPLETE)
     assert (parsed.outputs, parsed.superseded) == ([], 0)
+    assert OutputDelta("4") == OutputDelta("4", 0, provisional=False)
+
+
+# --- Untagged replies, streamed: outside text is the provisional answer ----------------------
+
+
+def test_a_short_untagged_reply_is_the_answer_when_the_stream_ends() -> None:
+    parser = StreamParser()
+    assert parser.feed("Just ") == [OutsideDelta("Just")]
+    assert parser.feed("4.") == [OutsideDelta(" 4.")]
+    # Short outside text may still be a preamble ("Sure! <thinking>..."): it becomes the answer
+    # once nothing else can, at the end.
+    assert parser.close() == [OutputDelta("Just 4.", provisional=True)]
+    assert parser.result.output == "Just 4."
+
+
+def test_a_long_untagged_reply_streams_as_the_answer_while_it_is_written() -> None:
+    sentence = "Paris is the capital of France, and it has been for a very long time. "
+    parser = StreamParser()
+    answer = ""
+    written = 0
+    for _ in range(6):
+        for event in parser.feed(sentence):
+            if isinstance(event, OutputDelta):
+                assert event.provisional
+                answer += event.text
+        written += len(sentence)
+        if written >= PROVISIONAL_AFTER + len(sentence):
+            assert answer  # live, before the end
+    parser.close()
+    assert answer == parser.result.output == (sentence * 6).strip()
+
+
+def test_an_output_block_after_streamed_outside_text_resets_the_answer() -> None:
+    preamble = "Sure! " + "I will think about this carefully before answering. " * 5
+    parser, events = _stream(preamble + "<output>4</output>", [64, 128, 200, 260], REFLECTION_TAGS)
+    answer = [e for e in events if isinstance(e, OutputDelta)]
+    assert isinstance(answer[-2], OutputReset)
+    assert answer[-2].withdrawn == preamble.strip()
+    assert answer[-1] == OutputDelta("4")
+    assert parser.result.output == "4"
+
+
+def test_a_short_preamble_never_shows_as_the_answer() -> None:
+    text = "Sure! Let me think.\n<thinking>2 + 2</thinking>\n<output>4</output>\nHope it helps!"
+    parser, events = _stream(text, list(range(0, len(text), 3)), REFLECTION_TAGS)
+    assert [e for e in events if isinstance(e, OutputDelta)] == [OutputDelta("4")]
+    assert parser.result.outside == "Sure! Let me think.\nHope it helps!"
+
+
+def test_text_after_the_thinking_with_no_output_block_is_the_answer_at_the_end() -> None:
+    parser, events = _stream("<thinking>t</thinking>The answer is 4.", [5, 20], REFLECTION_TAGS)
+    assert events[-1] == OutputDelta("The answer is 4.", provisional=True)
+    assert parser.result.status is ParseStatus.MISSING_OUTPUT

@@ -1,9 +1,11 @@
-"""The parser's rules as runs stream them: the answer a live consumer ends on is the run's answer,
-also when the model corrects itself."""
+"""The parser's rules as runs stream them: the answer a live consumer ends on is the run's answer
+(self-corrections, untagged replies, repairs)."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import pytest
 
 import reflectkit as rk
 from reflectkit.display import LiveView
@@ -64,3 +66,42 @@ async def test_the_proxy_streams_the_correction_and_answers_whole_with_the_corre
     # An OpenAI stream cannot take "3" back: the correction follows as a new paragraph.
     assert content == "3\n\n4"
     assert (await reflector.arun(messages)).output == "4"
+
+
+@pytest.mark.parametrize("reply", ["Just 4, plainly.", "<thinking>7 - 3</thinking>It is 4."])
+async def test_an_untagged_single_pass_streams_its_answer(reply: str) -> None:
+    # Before, a reply without an output block streamed no answer at all: only OutsideDelta,
+    # which a single pass does not pass on, so a streaming client got empty content.
+    fake = ScriptedLLM([reply], chunk_size=3)
+    reflector = rk.Reflector(fake.model, mode="single", format_help="off")
+    events = [e async for e in reflector.astream("q")]
+    assert _answer(events) == events[-1].result.output == parse(reply).output
+
+
+async def test_a_long_untagged_single_pass_streams_while_it_is_written() -> None:
+    reply = "Paris is the capital of France. " * 40
+    fake = ScriptedLLM([reply], chunk_size=16)
+    reflector = rk.Reflector(fake.model, mode="single", format_help="off")
+    events = [e async for e in reflector.astream("q")]
+    deltas = [e for e in events if isinstance(e, rk.OutputDelta)]
+    assert len(deltas) > 10  # live, not one piece at the end
+    assert all(d.provisional for d in deltas)
+    assert "".join(d.text for d in deltas) == events[-1].result.output == reply.strip()
+
+
+async def test_a_reply_that_gets_repaired_streams_only_the_repaired_answer() -> None:
+    reply = "I think the number is seven, so the answer is four. " * 6  # long: past provisional
+    fake = ScriptedLLM([reply, "<output>4</output>"], chunk_size=8)
+    events = [e async for e in rk.Reflector(fake.model, mode="single").astream("q")]
+    result = events[-1].result
+    assert result.iterations[-1].draft.repaired
+    assert [e.text for e in events if isinstance(e, rk.OutputDelta)] == ["4"]
+    assert result.output == "4"
+
+
+async def test_a_failed_repair_still_ends_the_stream_on_the_answer() -> None:
+    fake = ScriptedLLM(["Just 4.", "still no tags"], chunk_size=3)
+    events = [e async for e in rk.Reflector(fake.model, mode="single").astream("q")]
+    result = events[-1].result
+    assert not result.iterations[-1].draft.repaired
+    assert _answer(events) == result.output == "Just 4."
