@@ -33,6 +33,7 @@ of the reply as written, whether it was repaired, and the repair's raw reply.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,7 @@ from reflectkit.llm import Completion, ModelClient
 from reflectkit.messages import Conversation, Layout, Message, PromptBuilder
 from reflectkit.result import Draft
 from reflectkit.tags import (
+    PARSE_IN_THREAD_CHARS,
     THINK_TAGS,
     OutputDelta,
     OutputReset,
@@ -52,6 +54,7 @@ from reflectkit.tags import (
     TagDelta,
     TagScheme,
     ThinkingDelta,
+    aparse,
     parse,
 )
 from reflectkit.usage import Usage
@@ -244,7 +247,11 @@ class DraftWriter:
                 continue
             if piece.reasoning:
                 on_delta(ThinkingDelta(piece.reasoning))
-            for delta in parser.feed(piece.text):
+            if len(piece.text) > PARSE_IN_THREAD_CHARS:  # one huge piece: off the event loop
+                deltas = await asyncio.to_thread(parser.feed, piece.text)
+            else:
+                deltas = parser.feed(piece.text)
+            for delta in deltas:
                 on_delta(delta)
         for delta in parser.close():
             on_delta(delta)
@@ -263,7 +270,8 @@ class DraftWriter:
         With ``on_delta`` the reply is streamed and every tag delta (of the reply, then of the
         repair if one is made) is handed to it as soon as it is certain; the output deltas after
         the last :class:`~reflectkit.tags.OutputReset` join to the draft's answer. ``overrides``
-        replace call parameters for this draft (not for its repair).
+        replace call parameters for this draft (not for its repair). A long reply (over
+        :data:`~reflectkit.tags.PARSE_IN_THREAD_CHARS`) is parsed in a worker thread.
         """
         prefill = self.plan.layout.prefill if self.plan else None
         if self.plan is not None and self.plan.grammar is not None:
@@ -273,7 +281,10 @@ class DraftWriter:
             repairs = self.plan is not None and self.plan.repair
             on_delta = shown = _ShownAnswer(on_delta, hold_provisional=repairs)
         completion = await self._call(messages, overrides or None, prefill or "", on_delta)
-        draft = self.parse(completion, prefill)
+        if len(completion.text) > PARSE_IN_THREAD_CHARS:
+            draft = await asyncio.to_thread(self.parse, completion, prefill)
+        else:
+            draft = self.parse(completion, prefill)
         spent = completion.usage
         plan = self.plan
         if plan is not None and plan.repair and not usable(draft) and not draft.tool_calls:
@@ -297,7 +308,10 @@ class DraftWriter:
         continued = plan.layout.prefill is not None and request[-1].get("role") == "assistant"
         if continued:
             parser = StreamParser(self.scheme)
-            parser.feed(draft.text)
+            if len(draft.text) > PARSE_IN_THREAD_CHARS:
+                await asyncio.to_thread(parser.feed, draft.text)
+            else:
+                parser.feed(draft.text)
             parser.close()  # the blocks still open at the end, as parsing the draft saw them
             messages = self.builder.continuation(request, draft.text, parser.open_tags)
             prefix = f"<{output}>"
@@ -313,7 +327,7 @@ class DraftWriter:
         text = prefix + completion.text
         if prefix and f"</{output}" not in text:
             text += f"</{output}>"  # the stop sequence ate the closing tag
-        fixed = parse(text, self.scheme)
+        fixed = await aparse(text, self.scheme)
         update: dict[str, Any] = {"repair_text": completion.text}
         if fixed.status in (ParseStatus.COMPLETE, ParseStatus.UNCLOSED) and fixed.output.strip():
             update |= {"output": fixed.output, "repaired": True}

@@ -50,6 +50,7 @@ case applied.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
@@ -58,6 +59,7 @@ from reflectkit.errors import ConfigurationError
 
 __all__ = [
     "LOOKAHEAD",
+    "PARSE_IN_THREAD_CHARS",
     "PROVISIONAL_AFTER",
     "REFLECTION_TAGS",
     "THINK_TAGS",
@@ -71,6 +73,7 @@ __all__ = [
     "TagDelta",
     "TagScheme",
     "ThinkingDelta",
+    "aparse",
     "escape_tags",
     "parse",
 ]
@@ -88,6 +91,10 @@ LOOKAHEAD = 200
 PROVISIONAL_AFTER = 200
 """Characters of outside text after which a stream, still without an output block, starts
 emitting that text as the (provisional) answer; shorter outside text comes at the end."""
+
+PARSE_IN_THREAD_CHARS = 256 * 1024
+"""Replies longer than this are parsed in a worker thread by :func:`aparse` (and by the loop's
+nodes), so a long parse never holds up the event loop; shorter ones are parsed inline."""
 
 
 @dataclass(frozen=True)
@@ -780,6 +787,14 @@ def parse(text: str, scheme: TagScheme = REFLECTION_TAGS) -> Parsed:
     parser.feed(text)
     parser.close()
     return parser.result
+
+
+async def aparse(text: str, scheme: TagScheme = REFLECTION_TAGS) -> Parsed:
+    """:func:`parse` for async code: a text longer than :data:`PARSE_IN_THREAD_CHARS` is parsed
+    in a worker thread, so the event loop goes on serving others meanwhile."""
+    if len(text) > PARSE_IN_THREAD_CHARS:
+        return await asyncio.to_thread(parse, text, scheme)
+    return parse(text, scheme)
 
 
 def escape_tags(text: str, names: tuple[str, ...] | TagScheme) -> str:

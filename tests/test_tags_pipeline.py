@@ -1,8 +1,10 @@
 """The parser's rules as runs stream them: the answer a live consumer ends on is the run's answer
-(self-corrections, untagged replies, repairs)."""
+(self-corrections, untagged replies, repairs), and long replies are parsed off the event loop."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -12,7 +14,7 @@ from reflectkit.display import LiveView
 from reflectkit.events import ResultEvent
 from reflectkit.server.protocol import Delta
 from reflectkit.server.reflection import reflect_stream
-from reflectkit.tags import OutputReset, parse
+from reflectkit.tags import PARSE_IN_THREAD_CHARS, OutputReset, parse
 from reflectkit.testing import ScriptedLLM
 
 CORRECTED = (
@@ -105,3 +107,69 @@ async def test_a_failed_repair_still_ends_the_stream_on_the_answer() -> None:
     result = events[-1].result
     assert not result.iterations[-1].draft.repaired
     assert _answer(events) == result.output == "Just 4."
+
+
+# --- Long replies are parsed off the event loop --------------------------------------------
+
+
+def _long_reply() -> str:
+    row = '<tr><td class="n">{n}</td><td><a href="/item/{n}">item {n} &lt; next</a></td></tr>\n'
+    rows = "".join(row.format(n=n) for n in range(70_000))  # about 5 MB of HTML, "<" everywhere
+    return f"Here is the table.\n<output>\n<table>\n{rows}</table>\n</output>"
+
+
+async def _max_gap_while(work: Any) -> float:
+    """The longest the event loop went without running a 1 ms ticker while ``work`` ran."""
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def tick() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    ticker = asyncio.create_task(tick())
+    await asyncio.sleep(0.01)
+    try:
+        await work
+    finally:
+        done.set()
+        await ticker
+    return max(gaps)
+
+
+async def test_a_5_mb_reply_does_not_block_the_event_loop() -> None:
+    reply = _long_reply()
+    assert len(reply) > 4_500_000
+    start = time.perf_counter()
+    parse(reply)
+    parse_seconds = time.perf_counter() - start  # what a parse on the loop would block it for
+    fake = ScriptedLLM(["<output>warm</output>", reply])
+    reflector = rk.Reflector(fake.model, mode="single", format_help="off", run_log=False)
+    await reflector.arun("Warm up")  # LiteLLM's first call sets itself up on the loop
+    gap = await _max_gap_while(reflector.arun("Make a table"))
+    # The parse runs in a worker thread: the loop keeps ticking (the GIL switches every 5 ms).
+    # What is left is LiteLLM's and the fake's own handling of a 5 MB reply, far below a parse.
+    assert gap < parse_seconds / 3, (gap, parse_seconds)
+
+
+async def test_short_replies_are_parsed_inline() -> None:
+    calls: list[str] = []
+    original = asyncio.to_thread
+
+    async def spy(function: Any, /, *args: Any, **kwargs: Any) -> Any:
+        calls.append(getattr(function, "__name__", repr(function)))
+        return await original(function, *args, **kwargs)
+
+    long = "<output>" + "x" * PARSE_IN_THREAD_CHARS + "</output>"
+    fake = ScriptedLLM(["<output>4</output>", long])
+    reflector = rk.Reflector(fake.model, mode="single", format_help="off", run_log=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(asyncio, "to_thread", spy)
+        await reflector.arun("q")
+        assert "parse" not in calls
+        await reflector.arun("q")
+        assert "parse" in calls
