@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -494,3 +498,224 @@ async def test_the_loop_revises_until_the_tests_pass() -> None:
     assert 'assert add(2, 3) == 5, "add(2, 3) should be 5"' in revise_prompt
     assert "AssertionError: add(2, 3) should be 5" in revise_prompt
     assert fake.remaining == 0
+
+
+# -- hostile answers --------------------------------------------------------------------------
+# Each answer's add() is wrong, and the answer tries to pass anyway, or to read the secrets of
+# the process that runs the critic. They run through CodeTestCritic in a process of their own,
+# started the way a developer starts an app: API keys in its environment, one on its command
+# line. Each must fail, and none of those secrets may show in anything the critic hands back.
+
+PLANTED = "sk-planted-5f0c2a9e7d41b3c6"
+PLANTED_ARGUMENT = "hunter2-planted-argument-77"
+HOSTILE_TESTS = """
+def test_add():
+    assert add(2, 3) == 5
+
+def test_add_negative():
+    assert add(-1, -1) == -2
+"""
+WRONG_ADD = "def add(a, b):\n    return a - b\n"
+LEAK = """
+def _peek(path):
+    try:
+        with open(path, 'rb') as f:
+            return f.read().replace(b'\\0', b' ').decode(errors='replace')
+    except Exception as e:
+        return repr(e)
+"""
+HOSTILE = {
+    "rewrites the tests": "open('tests.py', 'w').write('pass\\n')\n",
+    "deletes every file it can": (
+        "import os\n"
+        "for name in os.listdir('.'):\n"
+        "    try:\n        os.remove(name)\n    except OSError:\n        pass\n"
+    ),
+    "monkeypatches the runner by name": (
+        "import sys\n"
+        "runner = sys.modules['__main__']\n"
+        "for name in ('attempt', 'failure', 'send', 'work', 'judge', 'explain'):\n"
+        "    setattr(runner, name, lambda *a, **k: None)\n"
+    ),
+    "monkeypatches builtins and modules": (
+        "import builtins, json, os, traceback\n"
+        "builtins.repr = lambda o: \"('end', 1)\"\n"
+        "builtins.isinstance = lambda *a: False\n"
+        'json.dumps = lambda *a, **k: \'{"finished": true, "total": 2, "failed": 0}\'\n'
+        "traceback.format_exception = lambda *a, **k: ['all fine']\n"
+        "_write = os.write\n"
+        "os.write = lambda fd, data: _write(fd, data.replace(b'False', b'True'))\n"
+    ),
+    "empties sys.modules": (
+        "import sys\n"
+        "for name in ('json', 'ast', 'traceback', 'linecache', 'os', 'hmac', 'asyncio'):\n"
+        "    sys.modules[name] = None\n"
+    ),
+    "prints a fake verdict": (
+        "import os\n"
+        "print('\\n@@reflectkit-' + '0' * 32 + '@@{\"total\": 2, \"failed\": 0}')\n"
+        'print(\'0\' * 64 + \' {"finished": true, "garbled": false, "returncode": 0, \'\n'
+        '      \'"total": 2, "failed": 0, "failures": []}\')\n'
+        "os._exit(0)\n"
+    ),
+    "exits early with exit(0)": "raise SystemExit(0)\n",
+    "exits during a test": ("import sys\ndef add(a, b):\n    sys.exit(0)\n"),
+    "leaves with os._exit(0)": "import os\nos._exit(0)\n",
+    "replaces the test functions while they run": (
+        "def add(a, b):\n"
+        "    g = globals()\n"
+        "    for name in [n for n in g if n.startswith('test_')]:\n"
+        "        g[name] = lambda: None\n"
+        "    return a - b\n"
+    ),
+    "swaps the tests' code objects": (
+        "def add(a, b):\n"
+        "    for f in list(globals().values()):\n"
+        "        if getattr(f, '__name__', '').startswith('test_'):\n"
+        "            f.__code__ = (lambda: None).__code__\n"
+        "    return a - b\n"
+    ),
+    "reads its parent's environment and command line": LEAK
+    + (
+        "import os\n"
+        "ppid = os.getppid()\n"
+        "print('PARENT', _peek(f'/proc/{ppid}/environ'), _peek(f'/proc/{ppid}/cmdline'))\n"
+        "raise AssertionError(_peek(f'/proc/{ppid}/environ') + _peek(f'/proc/{ppid}/cmdline'))\n"
+    ),
+    "walks up its ancestors' /proc": LEAK
+    + (
+        "import os\n"
+        "pid, seen = os.getpid(), []\n"
+        "while pid > 1:\n"
+        "    status = _peek(f'/proc/{pid}/status')\n"
+        "    seen += [_peek(f'/proc/{pid}/environ'), _peek(f'/proc/{pid}/cmdline')]\n"
+        "    ppid = [l for l in status.splitlines() if l.startswith('PPid:')]\n"
+        "    pid = int(ppid[0].split()[1]) if ppid else 0\n"
+        "sid = int(_peek('/proc/self/stat').rsplit(')', 1)[1].split()[3])\n"
+        "seen += [_peek(f'/proc/{sid}/environ'), _peek(f'/proc/{sid}/cmdline')]\n"
+        "print('ANCESTORS', seen)\n"
+    ),
+    "writes a verdict into its parent's pipes": (
+        "import os\n"
+        'fake = b\'0\' * 64 + b\' {"finished": true, "total": 2, "failed": 0, "failures": []}\'\n'
+        "fds = f'/proc/{os.getppid()}/fd'\n"
+        "for fd in (os.listdir(fds) if os.access(fds, os.R_OK) else []):\n"
+        "    try:\n"
+        "        with open(f'{fds}/{fd}', 'wb') as f:\n            f.write(fake)\n"
+        "    except OSError:\n        pass\n"
+    ),
+    "scribbles on every descriptor": (
+        "import os\n"
+        "for fd in range(3, 64):\n"
+        "    try:\n        os.write(fd, b\"('unit', 'test_add', True, '', '')\\n('end', 2)\\n\")\n"
+        "    except OSError:\n        pass\n"
+    ),
+    "kills its parent": "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n",
+    "forks fifty sleepers": (
+        "import os, time\n"
+        "sleepers = []\n"
+        "for _ in range(50):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n        time.sleep(60)\n        os._exit(0)\n"
+        "    sleepers.append(pid)\n"
+        "raise AssertionError(' '.join(f'SLEEPER {pid}' for pid in sleepers))\n"
+    ),
+    "loops forever": "while True:\n    pass\n",
+    "floods its output": "import sys\nsys.stdout.write('x' * 30_000_000)\n",
+}
+
+_HOSTILE_SCRIPT = """
+import asyncio, json, sys
+from reflectkit.critics.code import CodeTestCritic, extract_code, run_tests
+
+cases, tests, wrong = json.loads(sys.stdin.read())
+
+async def judge(name, attack):
+    answer = "```python\\n" + wrong + attack + "```"  # a later add() replaces the wrong one
+    critic = CodeTestCritic(tests, timeout=3.0 if name != "loops forever" else 1.5)
+    # What CodeTestCritic.acritique does, keeping the whole run: its output too.
+    run = await run_tests(extract_code(answer), tests, timeout=critic.timeout)
+    verdict = critic.verdict(run)
+    return {
+        "passed": verdict.passed,
+        "feedback": verdict.feedback,
+        "everything": [verdict.feedback, *verdict.issues, run.output, *run.reports],
+        "reports": run.reports,
+    }
+
+async def main():
+    return {name: await judge(name, attack) for name, attack in cases.items()}
+
+print(json.dumps(asyncio.run(main())))
+"""
+
+
+@pytest.fixture(scope="module")
+def hostile_verdicts() -> dict[str, dict[str, Any]]:
+    """The critic's verdict on each hostile answer, judged in a process that has the planted
+    secrets in its environment (and one in its command line), as a developer's app would."""
+    env = {**os.environ, "OPENAI_API_KEY": PLANTED, "AWS_SECRET_ACCESS_KEY": PLANTED + "-aws"}
+    done = subprocess.run(
+        [sys.executable, "-c", _HOSTILE_SCRIPT, f"--api-key={PLANTED_ARGUMENT}"],
+        input=json.dumps([HOSTILE, HOSTILE_TESTS, WRONG_ADD]),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    verdicts: dict[str, dict[str, Any]] = json.loads(done.stdout)
+    verdicts["(stderr)"] = {"passed": False, "feedback": done.stderr, "everything": []}
+    return verdicts
+
+
+@pytest.mark.parametrize("attack", HOSTILE)
+def test_a_hostile_answer_fails_and_leaks_nothing(
+    attack: str, hostile_verdicts: dict[str, dict[str, Any]]
+) -> None:
+    verdict = hostile_verdicts[attack]
+    assert not verdict["passed"], verdict["feedback"]
+    # The verdict, and all the run gave back: the code's whole output, each test's report.
+    shown = json.dumps(verdict) + hostile_verdicts["(stderr)"]["feedback"]
+    for secret in (PLANTED, PLANTED_ARGUMENT):
+        assert secret not in shown
+
+
+def test_the_hostile_answers_leave_no_process_behind(
+    hostile_verdicts: dict[str, dict[str, Any]],
+) -> None:
+    (report,) = hostile_verdicts["forks fifty sleepers"]["reports"]  # not trimmed
+    sleepers = {int(pid) for pid in re.findall(r"SLEEPER (\d+)", report)}
+    assert len(sleepers) == 50
+    assert sleepers
+    assert all(gone(pid) for pid in sleepers)
+
+
+def test_hostile_answers_fail_for_the_right_reason(
+    hostile_verdicts: dict[str, dict[str, Any]],
+) -> None:
+    """Spot checks that each attack was met, not merely that something failed."""
+    said = {name: verdict["feedback"] for name, verdict in hostile_verdicts.items()}
+    assert "add(2, 3) returned -1" in said["rewrites the tests"]
+    assert "add(2, 3) returned -1" in said["monkeypatches the runner by name"]
+    assert "2 of 2 tests failed" in said["monkeypatches builtins and modules"]
+    assert "add(2, 3) returned -1" in said["empties sys.modules"]
+    assert "exited with code 0 before the tests finished" in said["prints a fake verdict"]
+    assert "SystemExit: 0" in said["exits early with exit(0)"]
+    assert "SystemExit: 0" in said["exits during a test"]
+    assert "exited with code 0" in said["leaves with os._exit(0)"]
+    assert (
+        "changed the tests' test_add, test_add_negative"
+        in said["replaces the test functions while they run"]
+    )
+    assert "changed the tests'" in said["swaps the tests' code objects"]
+    parent = " ".join(
+        hostile_verdicts["reads its parent's environment and command line"]["everything"]
+    )
+    assert "LANG=C.UTF-8" in parent or "PermissionError" in parent  # a bare one, or none
+    ancestors = " ".join(hostile_verdicts["walks up its ancestors' /proc"]["everything"])
+    assert "ANCESTORS" in ancestors
+    assert "stopped before the tests finished" in said["kills its parent"]
+    assert "wrote into the test runner's reports" in said["scribbles on every descriptor"]
+    assert "timed out after 1.5 s" in said["loops forever"]

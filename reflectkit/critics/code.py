@@ -5,23 +5,34 @@ verifiable reason to revise, and passing tests end the loop. The critic takes th
 answer (:func:`extract_code`), runs it with the tests in a fresh Python process
 (:func:`run_tests`), and hands the failing tests' tracebacks, trimmed, to the revise step.
 
-What the process isolation does:
+What the process isolation does (docs/code-critic.md has the whole list, and what each hostile
+answer in the test suite tried):
 
+- the program, the code and the tests reach a fresh ``python -s -P -B -`` on its stdin: no file,
+  nothing in a command line; the tests are compiled before the code runs, and only functions
+  compiled from them are tests (one the code replaces or changes while they run fails);
+- three processes (see code_runner.py): a launcher that exits at once, a supervisor that never
+  runs the code and decides the verdict, and a worker that runs the code and the tests with a
+  sealed harness. The verdict reaches reflectkit on the supervisor's own pipe, signed with a key
+  the worker never had: printing one, exiting early or killing the supervisor fails the run;
+- their environment is built from nothing (``PATH``, ``LANG``, ``HOME``, ``TMPDIR`` and a few
+  ``PYTHON*`` settings), and reflectkit's process is not among the worker's ancestors, so its
+  API keys are neither passed on nor in ``/proc/<ppid>/environ``;
+- before any of the code runs, the worker caps address space (``memory_mb``), CPU time, file
+  size (10 MB), open files (64) and, on Linux, new processes, and turns core dumps off;
 - the code runs in a new scratch directory (its cwd, ``HOME`` and ``TMPDIR``), deleted afterwards;
-- its environment is built from nothing (``PATH``, ``LANG``, ``HOME``, ``TMPDIR`` and a few
-  ``PYTHON*`` settings): no variable is inherited, so API keys never reach it;
-- before any of the code runs, the runner caps address space (``memory_mb``), CPU time, file size
-  (10 MB), open files (64) and, on Linux, new processes, and turns core dumps off;
-- it runs in its own session, and the whole process group is killed when the run ends or times
-  out, so the processes it started die with it;
+- everything runs in its own session, and the whole process group is killed when the verdict is
+  in or the time is up, so the processes the code started die with it;
 - its output is read through a 1 MB window, so a flood of output cannot exhaust memory.
 
 What it does NOT do: this is not a security sandbox. The code runs as you. It can read every file
-you can read (SSH keys, ``~/.aws``, ``.env`` files), write or delete every file you can write,
-inside the scratch directory or not, open network connections, and make any system call: there is
-no syscall filtering. The limits are per process, root is exempt from the process cap, and a
-process that starts its own session escapes the group kill. For untrusted code, use a container
-or a VM.
+you can read (SSH keys, ``~/.aws``, ``.env`` files) and, through ``/proc``, the environment of
+any process of yours (reflectkit's too, if it looks for it), write or delete every file you can
+write, open network connections, and make any system call: there is no syscall filtering. The
+limits are per process, root is exempt from the process cap, and a process that starts its own
+session escapes the group kill. Code set on cheating can still fake a pass from inside the
+worker (through the garbage collector, frames or ``ctypes``, or by writing the runner's reports
+itself). For untrusted code, use a container or a VM.
 """
 
 from __future__ import annotations
@@ -30,6 +41,8 @@ import ast
 import asyncio
 import contextlib
 import functools
+import hashlib
+import hmac
 import json
 import logging
 import math
@@ -59,6 +72,7 @@ _OUTPUT_BYTES = 1 << 20  # the read window: the first and last 512 KB of the out
 _OUTPUT_CHARS = 20_000  # what TestRun.output keeps of it
 _FILE_MB = 10
 _GRACE = 1.0  # seconds to finish reading once the process group is dead
+_VERDICT_BYTES = 4 << 20  # the supervisor's verdict: 40 failures of a few KB each, at most
 _MEMORY_SIGNS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "out of memory")
 _PYTHON_TAGS = {"python", "py", "python3", "py3"}
 _FENCE = re.compile(
@@ -202,27 +216,77 @@ async def _wait_exit(process: Process, reader: asyncio.Task[None], until: float)
             await asyncio.wait({reader}, timeout=min(0.05, left))
 
 
-async def _execute(argv: list[str], scratch: str, limit: float) -> tuple[int | None, str]:
-    """Run the child in its own session and kill its group when it ends or after ``limit``
-    seconds. Returns its return code (None if it was killed for time) and its output."""
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        cwd=scratch,
-        env=_environment(scratch),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
+async def _read_pipe(fd: int, limit: int) -> bytes:
+    """Everything written to the pipe ``fd`` until its writers close it (at most ``limit``
+    bytes); the read end is closed here."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
     )
+    try:
+        data = bytearray()
+        while len(data) < limit and (chunk := await reader.read(1 << 16)):
+            data += chunk
+        return bytes(data)
+    finally:
+        transport.close()
+
+
+async def _execute(
+    payload: dict[str, Any], scratch: str, limit: float, key: bytes
+) -> tuple[bool, bytes, str]:
+    """Run the runner (code_runner.py, given on stdin with ``payload``) in its own session and
+    kill its process group when its supervisor has given its verdict, or after ``limit``
+    seconds. Returns whether it finished in time, the verdict as written (empty when there is
+    none) and the output. ``key`` goes to the supervisor on a pipe of its own (see the runner's
+    docstring): the verdict must be signed with it."""
+    key_read, key_write = os.pipe()
+    verdict_read, verdict_write = os.pipe()
+    try:
+        os.write(key_write, key)  # 32 bytes: the pipe holds them until the supervisor reads
+    finally:
+        os.close(key_write)
+    payload = {**payload, "key_fd": key_read, "verdict_fd": verdict_write}
+    program = f"{_runner_source()}\nmain({json.dumps(payload)!r})\n".encode()
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-s",
+            "-P",
+            "-B",
+            "-",  # the program comes on stdin: no file, nothing in the command line
+            cwd=scratch,
+            env=_environment(scratch),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            pass_fds=(key_read, verdict_write),
+        )
+    except BaseException:
+        os.close(verdict_read)
+        raise
+    finally:
+        os.close(key_read)
+        os.close(verdict_write)
     capture = _Capture(_OUTPUT_BYTES)
     reader = asyncio.create_task(capture.drain(process.stdout))
+    verdict = asyncio.create_task(_read_pipe(verdict_read, _VERDICT_BYTES))
     loop = asyncio.get_running_loop()
-    returncode = None
+    in_time = False
     try:
-        await _wait_exit(process, reader, loop.time() + limit)
-        returncode = process.returncode
+        assert process.stdin is not None
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            process.stdin.write(program)
+            await process.stdin.drain()
+            process.stdin.close()
+        given, _ = await asyncio.wait({verdict}, timeout=limit)
+        in_time = bool(given)
     finally:
-        _kill_group(process.pid)
+        _kill_group(process.pid)  # the session's group: the launcher's id, though it is gone
+        if not verdict.done():
+            verdict.cancel()
         await _wait_exit(process, reader, loop.time() + _GRACE)
         done, _ = await asyncio.wait({reader}, timeout=_GRACE)
         if not done:  # a process that left the group still holds the pipe: stop listening
@@ -231,7 +295,8 @@ async def _execute(argv: list[str], scratch: str, limit: float) -> tuple[int | N
             transport = getattr(process, "_transport", None)  # no public way to close the pipe
             if transport is not None:
                 transport.close()
-    return returncode, capture.text()
+    written = verdict.result() if in_time and not verdict.cancelled() else b""
+    return in_time, written, capture.text()
 
 
 def _crash(returncode: int | None, output: str, timeout: float, memory_mb: int, cpu: int) -> str:
@@ -248,23 +313,20 @@ def _crash(returncode: int | None, output: str, timeout: float, memory_mb: int, 
     return f"The code exited with code {returncode} before the tests finished."
 
 
-def _summary(text: str, token: str) -> tuple[str, dict[str, Any] | None]:
-    """Split the runner's summary (after the last ``token``) off the output."""
-    at = text.rfind(token)
-    line, _, rest = text[at + len(token) :].partition("\n")
+def _verdict(written: bytes, key: bytes) -> dict[str, Any] | None:
+    """The supervisor's verdict, if it is one: signed with ``key`` and well formed."""
+    mac, _, body = written.partition(b" ")
+    expected = hmac.new(key, body, hashlib.sha256).hexdigest().encode()
+    if not written:
+        return None
+    if not hmac.compare_digest(mac, expected):
+        logger.warning("code tests: a verdict not signed by the test runner was refused")
+        return None
     try:
-        summary = json.loads(line) if at >= 0 else None
+        verdict = json.loads(body)
     except ValueError:
-        summary = None
-    if not isinstance(summary, dict):
-        return text, None
-    return text[:at].removesuffix("\n") + rest, summary
-
-
-def _prepare(scratch: str, files: dict[str, str]) -> None:
-    for name, text in files.items():
-        with open(os.path.join(scratch, name), "w", encoding="utf-8") as file:
-            file.write(text)
+        return None
+    return verdict if isinstance(verdict, dict) else None
 
 
 async def run_tests(
@@ -283,42 +345,52 @@ async def run_tests(
     """
     _check_arguments(timeout, memory_mb, cpu_seconds)
     cpu = math.ceil(cpu_seconds if cpu_seconds is not None else timeout + 1)
-    config = {"entry_point": entry_point, "memory_mb": memory_mb, "cpu_seconds": cpu}
-    token = f"@@reflectkit-{secrets.token_hex(16)}@@"
+    payload = {
+        "code": code,
+        "tests": tests,
+        "entry_point": entry_point,
+        "memory_mb": memory_mb,
+        "cpu_seconds": cpu,
+        "file_mb": _FILE_MB,
+    }
+    key = secrets.token_bytes(32)
     started = time.perf_counter()
     scratch = tempfile.TemporaryDirectory(prefix="reflectkit-code-", ignore_cleanup_errors=True)
     try:
-        files = {
-            "solution.py": code,
-            "tests.py": tests,
-            "_runner.py": _runner_source(),
-            ".token": token,
-        }
-        _prepare(scratch.name, files)
-        runner = os.path.join(scratch.name, "_runner.py")
-        config_json = json.dumps({**config, "file_mb": _FILE_MB})
-        argv = [sys.executable, "-s", "-P", "-B", runner, config_json]
-        returncode, raw = await _execute(argv, scratch.name, timeout)
+        in_time, written, output = await _execute(payload, scratch.name, timeout, key)
     finally:
         await asyncio.to_thread(scratch.cleanup)
-    output, summary = _summary(raw, token)
-    if summary is None:
-        reason = _crash(returncode, output, timeout, memory_mb, cpu)
+    verdict = _verdict(written, key) if in_time else None
+    returncode = verdict.get("returncode") if verdict is not None else None
+    returncode = returncode if isinstance(returncode, int) else None
+    if verdict is None or not verdict.get("finished"):
+        if not in_time:
+            reason = _crash(None, output, timeout, memory_mb, cpu)
+        elif verdict is None:
+            reason = "The test runner was stopped before the tests finished (by the code?)."
+        elif verdict.get("garbled"):
+            reason = "The code wrote into the test runner's reports: the tests cannot be judged."
+        else:
+            reason = _crash(
+                returncode if returncode is not None else 1, output, timeout, memory_mb, cpu
+            )
         shown = f"\n\nOutput:\n{_clip(output.strip(), 2000)}" if output.strip() else ""
         failures, reports, total, failed = [reason], [reason + shown], 0, 1
+        passed = False
     else:
-        items = [f for f in summary.get("failures", []) if isinstance(f, dict)]
+        items = [f for f in verdict.get("failures", []) if isinstance(f, dict)]
         failures = [str(f.get("line", "")) for f in items]
         reports = [str(f.get("report", "")) for f in items]
-        total, failed = int(summary.get("total", 0)), int(summary.get("failed", len(items)))
+        total, failed = int(verdict.get("total", 0)), int(verdict.get("failed", len(items)))
+        passed = not failed and total > 0
     seconds = time.perf_counter() - started
     logger.debug("code tests: %d of %d failed, %.2f s", failed, total, seconds)
     return TestRun(
-        passed=summary is not None and not failed,
+        passed=passed,
         total=total,
         failed=failed,
         output=_clip(output, _OUTPUT_CHARS),
-        timed_out=summary is None and returncode is None,
+        timed_out=not in_time,
         returncode=returncode,
         failures=failures,
         reports=reports,
