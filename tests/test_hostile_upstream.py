@@ -65,6 +65,13 @@ def completion(content: Any = "<output>4</output>", **message: Any) -> Canned:
     return reply({"choices": [{**choice, "finish_reason": "stop"}]})
 
 
+def completion_fields(
+    content: Any = "<output>4</output>", finish_reason: Any = "stop", **message: Any
+) -> dict[str, Any]:
+    choice = {"index": 0, "message": {"role": "assistant", "content": content, **message}}
+    return {"choices": [{**choice, "finish_reason": finish_reason}]}
+
+
 def reply(fields: dict[str, Any], status: int = 200, **headers: str) -> Canned:
     """A JSON reply: OpenAI's envelope (id, object, created, model, usage) and ``fields``."""
     usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
@@ -312,6 +319,21 @@ MALFORMED = [
     pytest.param(Canned(body=b""), id="empty-body"),
     pytest.param(Canned(body=json.dumps(ENVELOPE).encode()), id="no-choices-key"),
 ]
+ODD_REPLIES = [  # readable, with something odd beside the answer
+    pytest.param(
+        reply({**completion_fields(), "usage": {"prompt_tokens": "many"}}), id="text-usage"
+    ),
+    pytest.param(
+        reply({**completion_fields(), "usage": {"prompt_tokens": -5}}), id="negative-usage"
+    ),
+    pytest.param(
+        reply({**completion_fields(), "usage": {"prompt_tokens": 1e300}}), id="huge-usage"
+    ),
+    pytest.param(reply({**completion_fields(), "usage": "none"}), id="string-usage"),
+    pytest.param(reply(completion_fields(finish_reason=7)), id="int-finish-reason"),
+    pytest.param(reply(completion_fields(reasoning_content=5)), id="int-reasoning"),
+    pytest.param(completion(None, tool_calls=[{"id": 1, "function": "f"}]), id="odd-tool-call"),
+]
 # LiteLLM warns (pydantic) on some of these shapes before it fails them; filterwarnings=error
 # would turn its warning into a different exception than users get.
 IGNORE_LITELLM_WARNINGS = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -388,7 +410,7 @@ def test_a_malformed_stream_is_a_provider_error_or_an_answer(
 
 @IGNORE_LITELLM_WARNINGS
 @pytest.mark.parametrize("body", REQUESTS)
-@pytest.mark.parametrize("answer", MALFORMED + MALFORMED_STREAMS)
+@pytest.mark.parametrize("answer", MALFORMED + MALFORMED_STREAMS + ODD_REPLIES)
 async def test_the_proxy_answers_anything_an_upstream_sends_with_200_or_502(
     upstream: HostileUpstream, answer: Canned, body: dict[str, Any]
 ) -> None:
@@ -452,3 +474,17 @@ async def test_the_proxy_passes_a_lone_surrogate_on_as_u_fffd(
     )
     (sent,) = upstream.requests
     assert "2+2 \ufffd" in json.dumps(json.loads(sent.decode("utf-8")), ensure_ascii=False)
+
+
+@IGNORE_LITELLM_WARNINGS
+@pytest.mark.parametrize("answer", ODD_REPLIES)
+def test_an_odd_but_readable_reply_is_an_answer_or_a_provider_error(
+    upstream: HostileUpstream, answer: Canned
+) -> None:
+    upstream.script(answer)
+    try:
+        result = rk.reflect("2+2", **kwargs(upstream))
+    except ProviderError:
+        return
+    assert isinstance(result.output, str)
+    assert result.usage.prompt_tokens >= 0
