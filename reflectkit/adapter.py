@@ -14,7 +14,7 @@ calls from in-process backends take LiteLLM's real path too, streaming included.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,7 +135,10 @@ class _Serving:
             raise self._error(model, failure) from None
         return _fill(self.litellm, kw["model_response"], model, messages, reply)
 
-    async def acompletion(self, model: str, messages: list[Message], *args: Any, **kw: Any) -> Any:
+    def acompletion(self, model: str, messages: list[Message], *args: Any, **kw: Any) -> Any:
+        return _Deferred(lambda: self._acompletion(model, messages, kw))
+
+    async def _acompletion(self, model: str, messages: list[Message], kw: dict[str, Any]) -> Any:
         params = kw.get("optional_params") or {}
         try:
             reply = await self.backend.acomplete(model, messages, params)
@@ -161,6 +164,38 @@ class _Serving:
                 yield _chunk(piece)
         except ProviderFailure as failure:
             raise self._error(model, failure) from None
+
+
+class _Deferred(Coroutine[Any, Any, Any]):
+    """A coroutine made only when awaited.
+
+    LiteLLM calls a custom provider's ``acompletion`` in an executor thread and awaits what it
+    returns afterwards; a call cancelled in between (a client that leaves, a timeout) would leave
+    a real coroutine that is never awaited, and Python warns about it. This one has nothing to
+    warn about until it runs. It is a ``Coroutine``, so LiteLLM's ``iscoroutine`` check holds.
+    """
+
+    def __init__(self, make: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+        self._make = make
+        self._coroutine: Coroutine[Any, Any, Any] | None = None
+
+    def _started(self) -> Coroutine[Any, Any, Any]:
+        if self._coroutine is None:
+            self._coroutine = self._make()
+        return self._coroutine
+
+    def send(self, value: Any) -> Any:
+        return self._started().send(value)
+
+    def throw(self, *args: Any) -> Any:
+        return self._started().throw(*args)
+
+    def close(self) -> None:
+        if self._coroutine is not None:
+            self._coroutine.close()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._started().__await__()
 
 
 def adapter_class(litellm: Any) -> type:

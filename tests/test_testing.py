@@ -91,3 +91,23 @@ def test_each_fake_has_its_own_model_string() -> None:
     assert first.model != second.model
     assert first.model.startswith("reflectkit-test/")
     assert ScriptedLLM([], name="named").model == "reflectkit-test/named"
+
+
+def test_a_providers_call_never_awaited_leaves_no_warning() -> None:
+    """LiteLLM makes a provider's coroutine in an executor thread; a call cancelled before it
+    is awaited must not leave a 'coroutine was never awaited' warning (an error under pytest)."""
+    import asyncio
+    import gc
+    import warnings
+
+    from reflectkit.adapter import adapter_class
+    from reflectkit.llm import _load
+    from reflectkit.testing import BACKEND
+
+    adapter = adapter_class(_load())("unused", BACKEND)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pending = adapter.acompletion("m", [{"role": "user", "content": "hi"}])
+        assert asyncio.iscoroutine(pending)
+        del pending
+        gc.collect()
