@@ -30,6 +30,7 @@ from typing import IO, Any, Literal
 from pydantic import ValidationError
 
 from reflectkit.errors import ConfigurationError
+from reflectkit.jsonl import dumps_line
 from reflectkit.prompts import Prompts
 from reflectkit.result import Iteration, ReflectionResult
 from reflectkit.runlog import RunLog
@@ -340,6 +341,6 @@ def _write(
             skipped[reason] += 1
             continue
         record = {"messages": messages} if format == "openai" else to_sharegpt(messages)
-        stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        stream.write(dumps_line(record) + "\n")  # a lone surrogate is escaped, not fatal
         written += 1
     return ExportReport(read, written, dict(skipped))

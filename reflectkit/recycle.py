@@ -32,7 +32,7 @@ from typing import IO, Any, Literal
 
 from reflectkit.config import RetryPolicy
 from reflectkit.errors import ConfigurationError, InputError, ProviderError, RunError
-from reflectkit.jsonl import canonical_sha256, cut_partial_line
+from reflectkit.jsonl import canonical_sha256, cut_partial_line, dumps_line
 from reflectkit.llm import ModelClient
 from reflectkit.prompts import Prompts
 from reflectkit.runner import run_sync
@@ -305,7 +305,7 @@ class _Files:
         failures.unlink(missing_ok=True)
 
     def write(self, stream: IO[str], data: Mapping[str, Any]) -> None:
-        stream.write(json.dumps(data, ensure_ascii=False) + "\n")
+        stream.write(dumps_line(data) + "\n")  # a lone surrogate is escaped, not fatal
         stream.flush()
 
     def fail(self, data: Mapping[str, Any]) -> None:

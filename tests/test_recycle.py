@@ -370,3 +370,17 @@ def test_an_unreadable_input_file_fails_before_any_call(tmp_path: Path) -> None:
         with pytest.raises(rk.ConfigurationError, match="cannot read"):
             recycle(source, tmp_path / "out.jsonl", oracle=fake.model, progress=False)
     assert fake.requests == []
+
+
+def test_a_lone_surrogate_in_a_record_does_not_stop_the_run(tmp_path: Path) -> None:
+    """Half an emoji in an instruction used to raise UnicodeEncodeError out of the writer."""
+    records = [*RECORDS, {"instruction": "Describe \ud83d this.", "output": "ok"}]
+    source = tmp_path / "alpaca.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    report = recycle(source, tmp_path / "out.jsonl", oracle=FunctionLLM(oracle_reply).model,
+                     progress=False)  # fmt: skip
+    assert report.total == 4
+    assert report.written + report.failed == 4
+    lines = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == report.written
+    assert all(json.loads(line) for line in lines)
