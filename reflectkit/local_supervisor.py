@@ -81,6 +81,14 @@ def _has_amx(info: dict[str, Any]) -> bool:
     return any(f"{flag} = 1" in text for flag in ("AMX_INT8", "AMX_BF16", "AMX_TILE"))
 
 
+_TRACEBACK_LINES = ("Extension modules", "  File ", "Thread 0x", "Current thread", "Fatal Python")
+
+
+def _telling(line: str) -> bool:
+    """Whether a line of the dead worker's stderr says why (faulthandler's traceback does not)."""
+    return bool(line.strip()) and not line.startswith(_TRACEBACK_LINES)
+
+
 def crash_message(
     returncode: int, info: dict[str, Any], stderr_tail: list[str], killed_by_us: bool = False
 ) -> str:
@@ -92,7 +100,7 @@ def crash_message(
             "read the prompt); calls waiting on it failed with it. Your process is unharmed and "
             "the next call starts a new worker"
         )
-    detail = next((line for line in reversed(stderr_tail) if line.strip()), "")
+    detail = next((line for line in reversed(stderr_tail) if _telling(line)), "")
     rebuild = f"reinstall llama.cpp portably: {REINSTALL_COMMAND}"
     amx = (
         "this llama.cpp was built with AMX (-march=native), which crashes on many cloud VMs; "
@@ -131,6 +139,8 @@ def _worker_env() -> dict[str, str]:
     # idle and cut a short answer beside a busy neighbour from 12.6 s to 2.6 s on two cores
     # (benchmarks/local_threads.py). A policy the user set is kept.
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # On an abort ggml would attach gdb to print a backtrace: slow, and noise in the one line.
+    env.setdefault("GGML_NO_BACKTRACE", "1")
     # The worker must import this same reflectkit, even when the caller found it by sys.path.
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)

@@ -226,6 +226,13 @@ def test_crash_messages_say_what_happened_and_what_to_do() -> None:
         -signal.SIGABRT, plain, ["x", "GGML_ASSERT(n_tokens > 0) failed", ""]
     )
     assert "GGML_ASSERT(n_tokens > 0) failed" in abort
+    with_traceback = [
+        "GGML_ASSERT(x) failed",
+        "Fatal Python error: Aborted",
+        "  File x",
+        "Extension modules: a",
+    ]
+    assert "GGML_ASSERT(x) failed" in local_supervisor.crash_message(-6, plain, with_traceback)
     assert "exited with status 3: boom" in local_supervisor.crash_message(3, plain, ["boom"])
     stopped = local_supervisor.crash_message(-signal.SIGKILL, plain, [], killed_by_us=True)
     assert "stopped by reflectkit: a cancelled call did not stop" in stopped
