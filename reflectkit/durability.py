@@ -518,6 +518,7 @@ def _guarded(
     to warn once per thread that has no state in a file that looked as if it lost data. Made on
     first use: langgraph-checkpoint-sqlite is imported only when a SQLite file is opened."""
 
+    # The base is a value (imported on first use), which mypy cannot take as a class.
     class GuardedSqliteSaver(base):  # type: ignore[valid-type,misc]
         def __init__(
             self,

@@ -140,15 +140,6 @@ def _engine(path: Path, n_ctx: int) -> _Engine:
         return _engines[key]
 
 
-def close_all() -> None:
-    """Free the models while llama_cpp is intact (its ``__del__`` fails noisily at shutdown)."""
-    with _engines_lock:
-        for engine in _engines.values():
-            if engine.lock.acquire(timeout=1):  # left held: the model is gone
-                engine.llama.close()
-        _engines.clear()
-
-
 def _load(llama_cpp: Any, path: Path, n_ctx: int) -> _Engine:
     _route_native_log(llama_cpp)
     _recent_errors.clear()

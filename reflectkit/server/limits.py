@@ -61,6 +61,7 @@ class _GuardedH11(H11Protocol):
         self._cycle_seen: Any = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvicorn types it as asyncio.Transport, narrower than the protocol method it overrides
         super().connection_made(transport)  # type: ignore[arg-type]
         if len(self.connections) > self.max_connections:
             message = "the server has too many open connections: try again shortly"
