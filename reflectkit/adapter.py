@@ -10,19 +10,25 @@ A backend that answers with tool calls returns a :class:`ToolCallReply` (or stre
 :class:`ToolCallChunk` pieces): LiteLLM's custom-provider interface carries them both ways, whole
 on the reply's message and one call-piece per streamed chunk (its ``tool_use`` field), so tool
 calls from in-process backends take LiteLLM's real path too, streaming included.
+
+The embedded local model skips LiteLLM (importing it costs seconds, and that path needs nothing
+from it): :func:`direct_reply` and :func:`direct_chunk` dress a backend's replies in the same
+OpenAI shape LiteLLM's objects have (``choices[0].message``, ``.delta``, ``usage``), with token
+counts estimated the same way, so :mod:`reflectkit.llm` reads both paths with one code.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterator
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 
 from reflectkit.provider import ProviderBackend, ProviderChunk, ProviderFailure, ProviderReply
 
-__all__ = ["ToolCallChunk", "ToolCallReply", "adapter_class"]
+__all__ = ["ToolCallChunk", "ToolCallReply", "adapter_class", "direct_chunk", "direct_reply"]
 
 Message = dict[str, Any]
 
@@ -50,6 +56,42 @@ class ToolCallChunk(ProviderChunk):
 
 def _estimate_tokens(messages: list[Message]) -> int:
     return sum(len(str(m.get("content", ""))) // 4 + 1 for m in messages)
+
+
+def _token_counts(messages: list[Message], reply: ProviderReply) -> tuple[int, int]:
+    """The reply's token counts, estimated from the text where the backend gave none."""
+    prompt = _estimate_tokens(messages) if reply.prompt_tokens is None else reply.prompt_tokens
+    completion = reply.completion_tokens
+    return prompt, len(reply.text) // 4 + 1 if completion is None else completion
+
+
+def direct_reply(reply: ProviderReply, messages: list[Message]) -> Any:
+    """A backend's whole reply in the shape of an OpenAI chat completion (read by attribute)."""
+    prompt, completion = _token_counts(messages, reply)
+    calls = [dict(c) for c in getattr(reply, "tool_calls", ())] or None
+    message = SimpleNamespace(
+        content=reply.text, reasoning_content=reply.reasoning, tool_calls=calls
+    )
+    return SimpleNamespace(
+        choices=[SimpleNamespace(message=message, finish_reason=reply.finish_reason)],
+        usage=SimpleNamespace(prompt_tokens=prompt, completion_tokens=completion),
+    )
+
+
+def direct_chunk(piece: ProviderChunk) -> Any:
+    """A backend's streamed piece in the shape of an OpenAI stream chunk; the usage rides on the
+    piece that carries it (the last), as with ``stream_options={"include_usage": True}``."""
+    usage = None
+    if piece.prompt_tokens is not None or piece.completion_tokens is not None:
+        usage = SimpleNamespace(
+            prompt_tokens=piece.prompt_tokens or 0, completion_tokens=piece.completion_tokens or 0
+        )
+    call = getattr(piece, "tool_call", None)
+    delta = SimpleNamespace(
+        content=piece.text, reasoning_content=None, tool_calls=[call] if call else None
+    )
+    choice = SimpleNamespace(delta=delta, finish_reason=piece.finish_reason)
+    return SimpleNamespace(choices=[choice], usage=usage)
 
 
 def _as_litellm_error(litellm: Any, name: str, model: str, failure: ProviderFailure) -> Exception:
@@ -85,10 +127,7 @@ def _fill(
     if reply.reasoning is not None:
         choice.message.reasoning_content = reply.reasoning
     choice.finish_reason = reply.finish_reason
-    prompt = reply.prompt_tokens
-    prompt = _estimate_tokens(messages) if prompt is None else prompt
-    completion = reply.completion_tokens
-    completion = len(reply.text) // 4 + 1 if completion is None else completion
+    prompt, completion = _token_counts(messages, reply)
     response.usage = litellm.Usage(
         prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
     )

@@ -4,7 +4,9 @@ Everything reflectkit sends to a model goes through :class:`ModelClient`, which
 
 * imports LiteLLM lazily, with its price map read from the package (no network at import);
 * registers reflectkit's in-process providers (the test fakes, the local model) as LiteLLM custom
-  providers, so their calls take LiteLLM's real code path;
+  providers, so their calls take LiteLLM's real code path: all but the embedded model's, which
+  :class:`ModelClient` calls directly, because that path needs nothing from LiteLLM and importing
+  LiteLLM costs 2.5-3.5 s of a first answer that takes about one (see docs/local-model.md);
 * checks a model before its first call: known provider, credentials present, not blocked;
 * retries only retryable failures (429 with its Retry-After, 5xx, timeouts, connection errors)
   with backoff and a cap. LiteLLM's own ``num_retries`` is not used: it stacks two retry layers
@@ -32,7 +34,7 @@ from urllib.parse import urlparse
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from reflectkit.adapter import adapter_class
+from reflectkit.adapter import adapter_class, direct_chunk, direct_reply
 from reflectkit.config import RetryPolicy
 from reflectkit.errors import (
     ConfigurationError,
@@ -42,11 +44,12 @@ from reflectkit.errors import (
     ProviderServerError,
     ProviderTimeoutError,
     RateLimitedError,
+    ReflectkitError,
     UnknownModelError,
 )
 from reflectkit.jsonl import TextRepair, repair_surrogates, repair_text
-from reflectkit.provider import ProviderBackend, model_requests_allowed
-from reflectkit.provider_errors import map_error, own_error
+from reflectkit.provider import ProviderBackend, ProviderFailure, model_requests_allowed
+from reflectkit.provider_errors import failure_error, map_error, own_error
 from reflectkit.redaction import redact
 from reflectkit.usage import Usage
 
@@ -72,6 +75,13 @@ _BUILTIN_PROVIDERS = {
     "reflectkit-test": "reflectkit.testing:BACKEND",
     "local": "reflectkit.local:BACKEND",
 }
+
+# Built-in providers that ModelClient calls without LiteLLM (they stay registered in LiteLLM too,
+# for anyone who calls litellm with their model strings).
+_DIRECT_PROVIDERS = {"local": "reflectkit.local:BACKEND"}
+# Call arguments that are not the backend's parameters (LiteLLM keeps them out of its
+# ``optional_params`` as well).
+_CALL_ARGUMENTS = frozenset({"model", "messages", "stream", "stream_options", "timeout"})
 
 _lock = threading.Lock()
 _litellm: Any = None
@@ -254,6 +264,18 @@ def is_loopback(url: Any) -> bool:
         return False
 
 
+def _direct(model: str) -> tuple[ProviderBackend, str] | None:
+    """The built-in backend ``model`` names and the model name it takes, when that backend is
+    called without LiteLLM (see ``_DIRECT_PROVIDERS``); None for every other model."""
+    provider, slash, name = model.partition("/")
+    target = _DIRECT_PROVIDERS.get(provider) if slash else None
+    if target is None:
+        return None
+    module_name, _, attribute = target.partition(":")
+    backend: ProviderBackend = getattr(importlib.import_module(module_name), attribute)
+    return backend, name
+
+
 def _provider_of(litellm: Any, model: str, params: Mapping[str, Any]) -> str:
     try:
         _, provider, _, _ = litellm.get_llm_provider(model=model, api_base=params.get("api_base"))
@@ -264,6 +286,11 @@ def _provider_of(litellm: Any, model: str, params: Mapping[str, Any]) -> str:
 
 def check_model(model: str, params: Mapping[str, Any]) -> None:
     """Fail before any call if ``model`` cannot be used: unknown, blocked, or missing its key."""
+    direct = _direct(model)
+    if direct is not None:
+        direct[0].check(direct[1])
+        if direct[0].local:
+            return
     litellm = _load()
     provider = _provider_of(litellm, model, params)
     backend = _providers.get(provider)
@@ -283,6 +310,21 @@ def check_model(model: str, params: Mapping[str, Any]) -> None:
     keys = [k for k in missing if str(k).endswith(("_API_KEY", "_TOKEN"))]
     if keys:
         raise MissingCredentialsError(model, keys)
+
+
+async def _direct_stream(pieces: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A built-in backend's stream as OpenAI-shaped chunks; closing it closes the backend's."""
+    try:
+        async for piece in pieces:
+            yield direct_chunk(piece)
+    finally:
+        await _aclose(pieces)
+
+
+async def _aclose(iterator: AsyncIterator[Any]) -> None:
+    close = getattr(iterator, "aclose", None)
+    if close is not None:
+        await close()
 
 
 class ModelClient:
@@ -307,6 +349,7 @@ class ModelClient:
         self._checked = False
         self._prices: tuple[float, float] | object | None = _UNKNOWN
         self._secrets = [str(v) for k, v in self.params.items() if "key" in k.lower() and v]
+        self._direct = _direct(model)
 
     def check(self) -> None:
         """Run :func:`check_model` once for this client."""
@@ -373,11 +416,35 @@ class ModelClient:
             reraise=True,
         )
 
+    def _mapped(self, error: Exception) -> ReflectkitError:
+        """The reflectkit error for a failed call: a backend's ProviderFailure by its status, a
+        reflectkit error a backend raised as it is, anything else from LiteLLM by its class."""
+        if isinstance(error, ProviderFailure):
+            return failure_error(error, self.model, self._secrets)
+        own = own_error(error)
+        if own is not None:
+            return own
+        if self._direct is not None:  # a fault inside a built-in backend: no status to map
+            text = redact(str(error), self._secrets).strip().splitlines()
+            detail = text[0] if text else type(error).__name__
+            return ProviderError(f"{self.model}: {detail}", model=self.model)
+        return map_error(_load(), error, self.model, self._secrets)
+
+    async def _send(self, kwargs: dict[str, Any]) -> Any:
+        """One request: to the built-in backend directly, or through LiteLLM."""
+        if self._direct is None:
+            return await _load().acompletion(**kwargs)
+        backend, name = self._direct
+        messages = kwargs["messages"]
+        params = {k: v for k, v in kwargs.items() if k not in _CALL_ARGUMENTS}
+        if kwargs.get("stream"):
+            return _direct_stream(backend.astream(name, messages, params))
+        return direct_reply(await backend.acomplete(name, messages, params), messages)
+
     async def _call(self, kwargs: dict[str, Any]) -> Any:
-        litellm = _load()
         try:
             async with asyncio.timeout(self.timeout):
-                response = await litellm.acompletion(**kwargs)
+                response = await self._send(kwargs)
         except TimeoutError:
             raise ProviderTimeoutError(
                 f"{self.model}: no answer within {self.timeout} s", model=self.model
@@ -385,7 +452,7 @@ class ModelClient:
         except ProviderError:
             raise
         except Exception as error:
-            raise own_error(error) or map_error(litellm, error, self.model, self._secrets) from None
+            raise self._mapped(error) from None
         if not kwargs.get("stream"):
             first_choice(response, self.model)  # a malformed reply fails here, so it is retried
         return response
@@ -412,6 +479,8 @@ class ModelClient:
         LiteLLM's own ``completion_cost`` re-resolves the model on every call (hundreds of µs);
         the per-token prices it resolves to are what this multiplies out.
         """
+        if self._prices is _UNKNOWN and self._direct is not None:
+            self._prices = None  # not in LiteLLM's price map, which is not loaded for it
         if self._prices is _UNKNOWN:
             try:
                 info = _load().get_model_info(model=self.model)
@@ -469,7 +538,6 @@ class ModelClient:
         raised as it comes, since the caller has already seen part of the reply.
         """
         self.check()
-        litellm = _load()
         kwargs = self._prepared(messages, True, overrides)
         response = await self._call_with_retries(kwargs)
         tool_calls = _ToolCallAssembly()
@@ -498,7 +566,10 @@ class ModelClient:
         except ProviderError:
             raise
         except Exception as error:
-            raise own_error(error) or map_error(litellm, error, self.model, self._secrets) from None
+            raise self._mapped(error) from None
+        finally:
+            if self._direct is not None:  # a reader that stops early stops the generation now
+                await _aclose(response)
         last = StreamDelta(text=repair[0].flush(), reasoning=repair[1].flush())
         if last.text or last.reasoning:
             text.append(last.text)

@@ -24,9 +24,10 @@ from reflectkit.errors import (
     RateLimitedError,
     ReflectkitError,
 )
+from reflectkit.provider import ProviderFailure
 from reflectkit.redaction import redact
 
-__all__ = ["map_error", "own_error", "parse_retry_after", "retry_after"]
+__all__ = ["failure_error", "map_error", "own_error", "parse_retry_after", "retry_after"]
 
 
 def _related(error: BaseException) -> list[BaseException]:
@@ -111,6 +112,31 @@ def map_error(litellm: Any, error: Exception, model: str, secrets: list[str]) ->
     ):
         kind = ProviderServerError
     elif status is not None and 400 <= status < 500:
+        kind = ProviderRequestError
+    else:
+        return ProviderError(message, model=model, status_code=status, retryable=False)
+    return kind(message, model=model, status_code=status)
+
+
+def failure_error(failure: ProviderFailure, model: str, secrets: list[str]) -> ProviderError:
+    """Translate an in-process backend's :class:`~reflectkit.provider.ProviderFailure` straight
+    into reflectkit's tree, for calls that do not go through LiteLLM (the embedded model): the
+    same classes :func:`map_error` gives the LiteLLM exception the adapter would have raised."""
+    status = failure.status_code
+    detail = redact(failure.message, secrets).strip().splitlines()
+    message = f"{model}: {detail[0] if detail else f'provider failure {status}'}"
+    kind: type[ProviderError]
+    if failure.context_window:
+        kind = ContextWindowError
+    elif status == 429:
+        return RateLimitedError(message, model=model, retry_after=failure.retry_after)
+    elif status in (408, 504):  # a gateway timeout is a timeout, as LiteLLM has it
+        kind = ProviderTimeoutError
+    elif status in (401, 403):
+        kind = ProviderAuthError
+    elif status >= 500:
+        kind = ProviderServerError
+    elif 400 <= status < 500:
         kind = ProviderRequestError
     else:
         return ProviderError(message, model=model, status_code=status, retryable=False)

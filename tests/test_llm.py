@@ -11,6 +11,8 @@ import pytest
 
 import reflectkit as rk
 from reflectkit.llm import Completion, ModelClient, StreamDelta, check_model
+from reflectkit.provider import ProviderFailure
+from reflectkit.provider_errors import failure_error
 from reflectkit.testing import FunctionLLM, Reply, Request, ScriptedLLM, block_model_requests, fail
 
 NO_WAIT = rk.RetryPolicy(initial_wait=0, max_wait=0, max_attempts=4)
@@ -102,6 +104,41 @@ async def test_provider_failures_map_into_the_error_tree(
     assert caught.value.model == fake.model
     assert isinstance(caught.value, rk.RunError)
     assert len(fake.requests) == (4 if retryable else 1)
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        ProviderFailure(status, "it broke")
+        for status in (400, 401, 403, 404, 408, 409, 422, 429, 500, 502, 503, 504)
+    ]
+    + [
+        ProviderFailure(429, "slow down", retry_after=7.0),
+        ProviderFailure(400, "too long", context_window=True),
+    ],
+    ids=lambda f: f"{f.status_code}{'-window' if f.context_window else ''}{f.retry_after or ''}",
+)
+async def test_the_direct_path_maps_failures_as_litellm_would(failure: ProviderFailure) -> None:
+    """The local model's calls skip LiteLLM: its failures must land in the same classes, with
+    the same retry flag and Retry-After, as a fake's that go through LiteLLM."""
+    fake = ScriptedLLM([failure])
+    with pytest.raises(rk.ProviderError) as through_litellm:
+        await ModelClient(fake.model, retry=rk.RetryPolicy(max_attempts=1)).complete(ASK)
+    direct = failure_error(failure, fake.model, [])
+    assert type(direct) is type(through_litellm.value)
+    assert direct.status_code == failure.status_code  # LiteLLM turns some (409) into 400
+    assert direct.retryable is through_litellm.value.retryable
+    waits = [getattr(e, "retry_after", None) for e in (direct, through_litellm.value)]
+    assert waits[0] == waits[1]
+    assert str(direct).startswith(f"{fake.model}: ")
+    assert failure.message in str(direct)
+
+
+def test_the_direct_path_redacts_secrets_from_failures() -> None:
+    failure = ProviderFailure(401, "bad key sk-live-1234567890abcdef given")
+    error = failure_error(failure, "local/x", ["sk-live-1234567890abcdef"])
+    assert "sk-live-1234567890abcdef" not in str(error)
+    assert isinstance(error, rk.ProviderAuthError)
 
 
 async def test_retries_stop_at_the_cap() -> None:
