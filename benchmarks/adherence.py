@@ -2,8 +2,8 @@
 
 Runs the embedded SmolLM2-135M-Instruct (``local/smollm2-135m``, greedy, temperature 0) over the
 short questions with known answers in ``benchmarks/data/adherence.jsonl``, with several
-strategies side by side in one run, all through reflectkit's LiteLLM path and with the same token
-budget per call:
+strategies side by side in one run, all through reflectkit's model layer (which calls the local
+model directly, not through LiteLLM) and with the same token budget per call:
 
 * **plain**: the question alone, no system prompt, no tags; the whole reply is the answer.
 * **Reflection-70B prompt**: Reflection-70B's system prompt, word for word, then the parser.

@@ -20,6 +20,7 @@ import json
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import click
@@ -222,13 +223,11 @@ def run(
     checkpoints: str | None,
 ) -> None:
     """Answer PROMPT (or stdin, if PROMPT is -) after reasoning and self-correction."""
-    from reflectkit.local import prestart
-
-    prestart(model)  # the embedded model loads in its worker while LiteLLM and LangGraph import
+    model_kwargs = dict(option_value(o) for o in options)
+    _prestart(model, template_dir, mode, model_kwargs)
     from reflectkit.api import Reflector
 
     text = _read_prompt(prompt)
-    model_kwargs = dict(option_value(o) for o in options)
     reflector = Reflector(
         model,
         critic_model=critic_model,
@@ -250,6 +249,33 @@ def run(
         click.echo(result.output)
 
 
+def _prestart(
+    model: str | None, template_dir: str | None, mode: str, model_kwargs: dict[str, Any]
+) -> None:
+    """Start the embedded model's worker (if the run is on it) and have it read the prompt's
+    fixed preamble, while LangGraph imports here: a cold run then waits for the model only to
+    read the question and answer it (see docs/local-model.md, "Time to first answer")."""
+    from reflectkit.local import prestart
+
+    if not prestart(model):
+        return
+    from reflectkit.config import ReflectConfig
+    from reflectkit.format_help import generator_preamble
+    from reflectkit.local_engine import DEFAULT_N_CTX
+
+    try:
+        config = ReflectConfig(
+            model=model,
+            template_dir=Path(template_dir) if template_dir else None,
+            mode=cast("Mode", mode),
+            model_kwargs=model_kwargs,
+        )
+        n_ctx = int(model_kwargs.get("n_ctx") or DEFAULT_N_CTX)
+        prestart(model, n_ctx, generator_preamble(config))
+    except (ReflectkitError, ValueError, TypeError):  # a bad setting: the run reports it
+        return
+
+
 @cli.command()
 @click.argument("name", required=False)
 @click.option(
@@ -259,8 +285,6 @@ def run(
 )
 def templates(name: str | None, template_dir: str | None) -> None:
     """List the prompt templates, or print template NAME."""
-    from pathlib import Path
-
     from reflectkit.prompts import TEMPLATES, Prompts
 
     prompts = Prompts(Path(template_dir) if template_dir else None)

@@ -38,11 +38,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from reflectkit.capabilities import ModelProfile
+from reflectkit.capabilities import ModelProfile, profile_for
 from reflectkit.config import ReflectConfig
 from reflectkit.grammar import tag_grammar
 from reflectkit.llm import Completion, ModelClient
 from reflectkit.messages import Conversation, Layout, Message, PromptBuilder
+from reflectkit.prompts import Prompts
 from reflectkit.result import Draft
 from reflectkit.tags import (
     PARSE_IN_THREAD_CHARS,
@@ -64,6 +65,7 @@ __all__ = [
     "DraftWriter",
     "FormatPlan",
     "ReplyStream",
+    "generator_preamble",
     "plan_format_help",
     "usable",
 ]
@@ -116,6 +118,18 @@ def plan_format_help(config: ReflectConfig, profile: ModelProfile) -> FormatPlan
         repair_max_tokens=help_.repair_max_tokens,
         grammar=grammar,
     )
+
+
+def generator_preamble(config: ReflectConfig, prompts: Prompts | None = None) -> list[Message]:
+    """The messages the generator's calls for ``config`` start with, whatever the question
+    (see :meth:`PromptBuilder.preamble`); the CLI hands them to the local model's worker to read
+    while the rest of the library imports. Empty for a reasoning model, which a single pass
+    asks without the protocol (the preamble is a hint: leaving it out only costs speed)."""
+    profile = profile_for(config.resolved_model)
+    if profile.reasoning and not profile.tuned:
+        return []
+    builder = PromptBuilder(prompts or Prompts(config.template_dir), config.scheme)
+    return builder.preamble(plan_format_help(config, profile).layout)
 
 
 def usable(draft: Draft) -> bool:

@@ -22,10 +22,11 @@ Call parameters (all optional): ``temperature`` (default 0: greedy and reproduci
 ``repeat_penalty``, ``frequency_penalty``, ``presence_penalty``, ``n_ctx`` (default 2048; each size
 is loaded separately), ``n_threads`` (default: the usable cores less one to generate, all of them
 to read the prompt), ``cache_prompt`` and ``grammar`` (GBNF text that constrains what the model
-can write; one that does not parse fails the call with a 400 naming llama.cpp's reason). Each call
-evaluates its whole prompt, so its reply does not depend on earlier calls; ``cache_prompt=True``
-reuses the prefix already in llama.cpp's cache (prompts are read at ~3.5 ms a token on two
-cores), but then numerics, and so tokens, may differ.
+can write; one that does not parse fails the call with a 400 naming llama.cpp's reason). A call
+reads only the part of its prompt that llama.cpp's cache does not already hold (prompts are read
+at ~5 ms a token on two cores: a call after another with the same system prompt skips it); on CPU
+that changes no logit, so a reply never depends on earlier calls. ``cache_prompt=False`` reads
+the whole prompt anyway.
 
 Prompts use the model's chat template (the GGUF's ``tokenizer.chat_template`` through
 llama-cpp-python's Jinja formatter; ChatML if it has none). A trailing assistant message is a
@@ -136,10 +137,16 @@ def _check_installed() -> None:
         )
 
 
-def prestart(model: str | None = None, n_ctx: int = DEFAULT_N_CTX) -> bool:
+def prestart(
+    model: str | None = None,
+    n_ctx: int = DEFAULT_N_CTX,
+    prefix: list[Message] | None = None,
+) -> bool:
     """Start the worker and load ``model`` in the background, if it is a local model (None: the
-    default model), so the process's start-up work overlaps the model's. Returns whether it
-    did. Never raises: a model that cannot load is reported by its first call."""
+    default model), so the process's start-up work overlaps the model's; with ``prefix`` (the
+    messages the coming calls start with: system prompt, worked example), the worker also reads
+    them ahead, so those calls read only their own part. Returns whether it did. Never raises:
+    a model that cannot load is reported by its first call."""
     name = DEFAULT_LOCAL_MODEL if model is None else model
     if not name.startswith(f"{PROVIDER}/"):
         return False
@@ -148,7 +155,7 @@ def prestart(model: str | None = None, n_ctx: int = DEFAULT_N_CTX) -> bool:
         path = model_path(name.split("/", 1)[1])
     except LocalModelError:
         return False
-    local_supervisor.preload(path, n_ctx)
+    local_supervisor.preload(path, n_ctx, prefix)
     return True
 
 

@@ -173,9 +173,21 @@ def _load(llama_cpp: Any, path: Path, n_ctx: int) -> _Engine:
     )
 
 
-def preload(path: Path, n_ctx: int = DEFAULT_N_CTX) -> None:
-    """Load ``path`` now, so the first call does not pay for it."""
-    _engine(path, n_ctx)
+def preload(path: Path, n_ctx: int = DEFAULT_N_CTX, prefix: list[Message] | None = None) -> None:
+    """Load ``path`` now, so the first call does not pay for it; with ``prefix`` (the messages
+    the next calls will start with), also read them into llama.cpp's cache, so those calls read
+    only what follows (see :func:`generate` on prefix reuse)."""
+    engine = _engine(path, n_ctx)
+    if not prefix:
+        return
+    llama_cpp, llama = import_llama_cpp(), engine.llama
+    with engine.lock:
+        tokens = _prompt(engine, prefix)
+        if len(tokens) >= n_ctx:
+            return  # a call with this prefix fails with its own, clearer, error
+        llama.reset()
+        llama_cpp.llama_set_n_threads(llama.ctx, DECODE_THREADS, CPUS)
+        llama.eval(tokens)
 
 
 def _text(message: Message) -> str:
@@ -270,7 +282,7 @@ class Settings:
             seed=seed,
             sampling=sampling,
             threads=(threads, threads) if threads else (DECODE_THREADS, CPUS),
-            cache_prompt=bool(params.get("cache_prompt")),
+            cache_prompt=params.get("cache_prompt") is None or bool(params["cache_prompt"]),
             grammar=grammar,
         )
 
@@ -357,7 +369,11 @@ def generate(
         if settings.grammar:
             sampling["grammar"] = _grammar(llama_cpp, engine, path, settings.grammar)
         if not settings.cache_prompt:
-            llama.reset()  # evaluate the whole prompt: a reply must not depend on earlier calls
+            llama.reset()  # evaluate the whole prompt, whatever is cached
+        # Otherwise llama-cpp-python keeps the longest prefix the cache shares with this prompt
+        # and reads only the rest. On CPU that changes no logit: a token's keys and values are
+        # the same whether it was read alone, in a batch of any size, or generated (checked to
+        # the bit by tests/test_local.py), so a reply never depends on earlier calls.
         llama_cpp.llama_set_n_threads(llama.ctx, *settings.threads)
         llama.set_seed(llama_cpp.LLAMA_DEFAULT_SEED if settings.seed is None else settings.seed)
         text = _Detokenizer(settings.stops)

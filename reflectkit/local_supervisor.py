@@ -47,6 +47,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+Message = dict[str, Any]
+
 CANCEL_GRACE = 30.0
 """Seconds a cancelled request may keep running before its worker is killed. Generation stops
 at the next token, within milliseconds; only reading a long prompt on a loaded machine, or a
@@ -370,9 +372,13 @@ def start_call(
             return Call(worker, request_id)
 
 
-def preload(path: Path, n_ctx: int) -> None:
-    """Start the worker and have it load ``path`` now, so the first call does not wait."""
-    _live_worker().send({"op": "preload", "path": str(path), "n_ctx": n_ctx})
+def preload(path: Path, n_ctx: int, prefix: list[Message] | None = None) -> None:
+    """Start the worker and have it load ``path`` now, so the first call does not wait; with
+    ``prefix``, also read those messages into its cache (see ``local_engine.preload``)."""
+    job: dict[str, Any] = {"op": "preload", "path": str(path), "n_ctx": n_ctx}
+    if prefix:
+        job["prefix"] = prefix
+    _live_worker().send(job)
 
 
 def worker_pid() -> int | None:

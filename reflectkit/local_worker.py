@@ -4,7 +4,8 @@
 standard streams, one JSON object a line (ASCII, so any text, even a lone surrogate, survives):
 
 * in (stdin): ``{"op": "generate", "id", "path", "messages", "params"}``,
-  ``{"op": "cancel", "id"}``, ``{"op": "preload", "path", "n_ctx"}``;
+  ``{"op": "cancel", "id"}``, ``{"op": "preload", "path", "n_ctx", "prefix"}`` (``prefix``,
+  optional: messages to read into the cache ahead of the calls that start with them);
 * out (the original stdout): first ``{"op": "hello", "pid", "version", "system_info"}`` (or
   ``"error"`` when llama.cpp cannot be imported), then for each generate request its pieces
   ``{"id", "text"}`` and one last line: ``{"id", "text", "finish", "prompt_tokens",
@@ -136,8 +137,13 @@ def _run(job: dict[str, Any], state: _Requests, out: _Channel) -> None:
 
 def _preload(job: dict[str, Any]) -> None:
     """Load a model ahead of its first call; a failure here is reported by that call."""
+    prefix = job.get("prefix")
     with contextlib.suppress(ProviderFailure, LocalModelError, ValueError):
-        local_engine.preload(Path(job["path"]), int(job.get("n_ctx") or local_engine.DEFAULT_N_CTX))
+        local_engine.preload(
+            Path(job["path"]),
+            int(job.get("n_ctx") or local_engine.DEFAULT_N_CTX),
+            prefix if isinstance(prefix, list) else None,
+        )
 
 
 def main() -> int:

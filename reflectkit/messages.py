@@ -268,7 +268,10 @@ class PromptBuilder:
             messages.append({"role": "assistant", "content": prefill})
         return messages
 
-    def _conversation(self, conversation: Conversation, layout: Layout) -> list[Message]:
+    def preamble(self, layout: Layout) -> list[Message]:
+        """The messages every protocol call for ``layout`` starts with: the system prompt and,
+        for ``exemplar="turns"``, the worked example's exchange. The same for every question,
+        so a model that caches prompt prefixes (the local model) can read it ahead of time."""
         messages: list[Message] = [{"role": "system", "content": self.system(layout)}]
         if layout.exemplar == "turns" and not layout.tuned:
             question, answer = self.exemplar()
@@ -276,6 +279,10 @@ class PromptBuilder:
                 {"role": "user", "content": question},
                 {"role": "assistant", "content": answer},
             ]
+        return messages
+
+    def _conversation(self, conversation: Conversation, layout: Layout) -> list[Message]:
+        messages = self.preamble(layout)
         messages += [self._escaped_message(m) for m in conversation.history]
         messages.append(self._request_turn(conversation))
         messages += [self._escaped_message(m) for m in conversation.tail]

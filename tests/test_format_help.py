@@ -235,3 +235,39 @@ async def test_the_grammar_goes_only_where_it_is_asked_for(
     help_ = FormatHelp(grammar=True)
     await rk.areflect("q", model=fake.model, mode="single", format_help=help_)
     assert fake.requests[0].params["grammar"].startswith('root ::= sep "<thinking>" think')
+
+
+@pytest.mark.parametrize("exemplar_in", ["turns", "system"])
+async def test_the_generator_preamble_is_how_every_generator_call_starts(
+    small_model: str, exemplar_in: str
+) -> None:
+    """The CLI has the local model read this preamble ahead of the run: it must be exactly the
+    messages the generator's calls begin with, whatever the question."""
+    from reflectkit.config import ReflectConfig
+    from reflectkit.format_help import generator_preamble
+
+    fake = ScriptedLLM(
+        ["4</thinking><output>4</output>", "Paris</thinking><output>Paris</output>"],
+        name=f"{small_model}-preamble-{exemplar_in}",
+    )
+    help_ = FormatHelp(exemplar_in=exemplar_in)  # type: ignore[arg-type]
+    config = ReflectConfig(model=fake.model, mode="single", format_help=help_)
+    preamble = generator_preamble(config)
+
+    for question in ("What is 2+2?", "What is the capital of France?"):
+        await rk.areflect(question, model=fake.model, mode="single", format_help=help_)
+    assert len(preamble) == (3 if exemplar_in == "turns" else 1)
+    for request in fake.requests:
+        assert request.messages[: len(preamble)] == preamble
+        assert request.messages[len(preamble)]["role"] == "user"
+
+
+def test_a_reasoning_model_asked_plainly_has_no_preamble() -> None:
+    from reflectkit.config import ReflectConfig
+    from reflectkit.format_help import generator_preamble
+
+    rk.register_model("reflectkit-test/thinker-*", reasoning=True)
+    try:
+        assert generator_preamble(ReflectConfig(model="reflectkit-test/thinker-1")) == []
+    finally:
+        unregister_model("reflectkit-test/thinker-*")

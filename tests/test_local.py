@@ -48,10 +48,11 @@ def client(**params: Any) -> ModelClient:
 
 
 def litellm_module() -> Any:
-    check_model(MODEL, {})  # loads LiteLLM with reflectkit's providers registered
-    import litellm
+    """LiteLLM, loaded with reflectkit's providers registered: the local model stays callable
+    through it, though reflectkit's own calls to it skip LiteLLM."""
+    from reflectkit.llm import _load
 
-    return litellm
+    return _load()
 
 
 async def collect(stream: AsyncIterator[StreamDelta | Completion]) -> tuple[list[str], Completion]:
@@ -256,3 +257,49 @@ async def test_corrupt_gguf_fails_once_quietly(
 def test_importing_the_module_does_not_import_llama_cpp() -> None:
     code = "import sys, reflectkit.local; assert 'llama_cpp' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_reflectkit_runs_the_local_model_without_importing_litellm() -> None:
+    """LiteLLM's import costs seconds; the embedded model's path needs nothing from it."""
+    code = (
+        "import sys, reflectkit as rk\n"
+        "result = rk.reflect('What is 2+2?', max_tokens=8, run_log=False)\n"
+        "assert result.usage.calls >= 1 and result.usage.prompt_tokens > 0, result.usage\n"
+        "assert 'litellm' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+SYSTEM = (
+    "You are a careful assistant. You think before you answer and you check your own work. "
+    "Reason step by step, then give the final answer on its own line."
+)
+CHAT = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is 7 times 8?"}]
+OTHER = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Name a colour."}]
+
+
+async def test_a_cached_prompt_prefix_changes_no_reply() -> None:
+    """A call reads only what llama.cpp's cache lacks; the reply must be the one a whole read
+    gives, to the token, whatever came before: a shared system prompt, the same prompt, or a
+    preamble read ahead (the CLI's cold start), streamed or not."""
+    from reflectkit import local_supervisor
+
+    whole = await client(max_tokens=24, cache_prompt=False).complete(CHAT)
+    await client(max_tokens=6).complete(OTHER)  # leaves the shared system prompt cached
+    after_other = await client(max_tokens=24).complete(CHAT)
+    again = await client(max_tokens=24).complete(CHAT)  # the whole prompt is cached
+    local_supervisor.preload(local.model_path("smollm2-135m"), 2048, CHAT[:1])
+    after_preamble = await client(max_tokens=24).complete(CHAT)
+    _, streamed = await collect(client(max_tokens=24).stream(CHAT))
+
+    assert whole.text
+    for reply in (after_other, again, after_preamble, streamed):
+        assert reply.text == whole.text
+        assert reply.usage.prompt_tokens == whole.usage.prompt_tokens
+        assert reply.usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_prestart_reads_a_preamble_for_the_default_model_only() -> None:
+    assert local.prestart(None, prefix=CHAT[:1])
+    assert not local.prestart("openai/gpt-4o-mini", prefix=CHAT[:1])
+    assert not local.prestart("local/no-such-model")
