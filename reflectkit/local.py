@@ -22,9 +22,9 @@ Call parameters (all optional): ``temperature`` (default 0: greedy and reproduci
 ``repeat_penalty``, ``frequency_penalty``, ``presence_penalty``, ``n_ctx`` (default 2048; each size
 is loaded separately), ``n_threads`` (default: the usable cores less one to generate, all of them
 to read the prompt), ``cache_prompt`` and ``grammar`` (GBNF text that constrains what the model
-can write; one that does not parse fails the call with a 400 naming llama.cpp's reason). A call
-reads only the part of its prompt that llama.cpp's cache does not already hold (prompts are read
-at ~5 ms a token on two cores: a call after another with the same system prompt skips it); on CPU
+can write; one that does not parse fails the call with a 400 naming llama.cpp's reason). When
+all that llama.cpp's cache holds is the start of a call's prompt (a preamble read ahead by
+:func:`prestart`), the call reads only the rest (prompts are read at ~5 ms a token on two cores);
 that changes no logit, so a reply never depends on earlier calls. ``cache_prompt=False`` reads
 the whole prompt anyway.
 

@@ -343,6 +343,128 @@ def _grammar(llama_cpp: Any, engine: _Engine, path: Path, text: str) -> Any:
     return known
 
 
+def _extends_cache(llama: Any, prompt: list[int]) -> bool:
+    """Whether everything in llama.cpp's cache is a proper prefix of ``prompt``, so the call
+    can read only the rest and leave the cache as one unbroken run of cells.
+
+    Only then is the reply the one a whole read gives, to the bit: on CPU a token's keys and
+    values do not depend on how the prompt was split into batches, or on being generated, but
+    attention does depend on where the cells sit. llama-cpp-python's own reuse cuts the cache
+    back to the longest common prefix, which leaves later tokens in other cells, and that
+    changed replies (tests/test_local.py keeps one such case).
+    """
+    cached = int(llama.n_tokens)
+    if not 0 < cached < len(prompt):
+        return False
+    return [int(t) for t in llama._input_ids[:cached]] == prompt[:cached]
+
+
+class _LazyGrammar:
+    """A GBNF grammar applied as llama.cpp's own tools apply it, for greedy decoding: the
+    model's first choice is checked against the grammar alone and kept when it fits (nearly
+    every token: free text inside the tags); only when it does not is the grammar applied to
+    the whole vocabulary. llama-cpp-python's sampler chain applies it to all ~49k tokens at
+    every step, which cost ~16 ms a token on SmolLM2 (~25 ms): the same tokens, ~1.6x slower.
+
+    Used as a llama-cpp-python logits processor: each call first feeds the grammar the tokens
+    sampled since the last call, then masks the scores only if their best token is refused.
+    """
+
+    def __init__(self, llama_cpp: Any, vocab: Any, text: str, prompt_length: int) -> None:
+        import numpy as np  # llama-cpp-python's own dependency: present wherever it is
+
+        self._np = np
+        self._lib = llama_cpp
+        self._sampler = llama_cpp.llama_sampler_init_grammar(vocab, text.encode(), b"root")
+        if not self._sampler:
+            raise ProviderFailure(400, "invalid grammar")  # checked before: not expected
+        self._seen = prompt_length
+        self.dead_end = False
+        """Set when the grammar allows no token at all: the call must fail, not go on."""
+        self._one = (llama_cpp.llama_token_data * 1)()
+        self._single = llama_cpp.llama_token_data_array(
+            data=self._one, size=1, selected=-1, sorted=False
+        )
+
+    def _allows(self, token: int) -> bool:
+        self._one[0].id, self._one[0].logit, self._one[0].p = token, 0.0, 0.0
+        self._single.size, self._single.selected = 1, -1
+        self._lib.llama_sampler_apply(self._sampler, ctypes.byref(self._single))
+        return bool(self._one[0].logit != float("-inf"))
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        if self.dead_end:
+            return scores
+        for token in input_ids[self._seen :]:
+            self._lib.llama_sampler_accept(self._sampler, int(token))
+        self._seen = len(input_ids)
+        if self._allows(int(self._np.argmax(scores))):
+            return scores
+        np, lib = self._np, self._lib
+        every = np.zeros(
+            len(scores), dtype=np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)])
+        )
+        every["id"] = np.arange(len(scores), dtype=np.intc)
+        every["logit"] = scores
+        array = lib.llama_token_data_array(
+            data=every.ctypes.data_as(ctypes.POINTER(lib.llama_token_data)),
+            size=len(scores),
+            selected=-1,
+            sorted=False,
+        )
+        lib.llama_sampler_apply(self._sampler, ctypes.byref(array))
+        if not np.isfinite(every["logit"]).any():
+            # No token fits: the sampled one must not reach the grammar, where llama.cpp aborts.
+            # An exception cannot cross the sampler's C callback: the generation loop asks.
+            self.dead_end = True
+            return scores
+        return every["logit"].copy()
+
+    def close(self) -> None:
+        if self._sampler:
+            self._lib.llama_sampler_free(self._sampler)
+            self._sampler = None
+
+
+def _greedy(settings: Settings) -> bool:
+    """Whether the call decodes greedily with nothing that reshapes the scores after the
+    grammar (penalties), so checking the first choice picks what the full grammar would."""
+    neutral = {"repeat_penalty": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.0}
+    return settings.sampling.get("temp", 0.0) == 0.0 and all(
+        settings.sampling.get(name, value) == value for name, value in neutral.items()
+    )
+
+
+def _room(settings: Settings, prompt_length: int) -> int:
+    """The tokens the context leaves for the reply; ContextWindowError's 400 when none."""
+    room = settings.n_ctx - prompt_length
+    if room <= 0:
+        raise ProviderFailure(
+            400,
+            f"the prompt ({prompt_length} tokens) exceeds the available context size "
+            f"(n_ctx={settings.n_ctx}); pass a larger n_ctx",
+            context_window=True,
+        )
+    return room
+
+
+def _sampling(
+    llama_cpp: Any, engine: _Engine, path: Path, settings: Settings, prompt_length: int
+) -> tuple[dict[str, Any], _LazyGrammar | None]:
+    """Llama.generate's keyword arguments for ``settings``, and the lazy grammar among them (to
+    close after the call) when a greedy call has one. Call with the engine's lock held."""
+    sampling = dict(settings.sampling)
+    if not settings.grammar:
+        return sampling, None
+    checked = _grammar(llama_cpp, engine, path, settings.grammar)
+    if not _greedy(settings):
+        sampling["grammar"] = checked
+        return sampling, None
+    lazy = _LazyGrammar(llama_cpp, engine.vocab, settings.grammar, prompt_length)
+    sampling["logits_processor"] = llama_cpp.LogitsProcessorList([lazy])
+    return sampling, lazy
+
+
 def generate(
     path: Path, messages: list[Message], params: Params, cancel: threading.Event
 ) -> Iterator[ProviderChunk]:
@@ -357,43 +479,41 @@ def generate(
         if cancel.is_set():
             return
         prompt = _prompt(engine, messages)
-        room = settings.n_ctx - len(prompt)
-        if room <= 0:
-            raise ProviderFailure(
-                400,
-                f"the prompt ({len(prompt)} tokens) exceeds the available context size "
-                f"(n_ctx={settings.n_ctx}); pass a larger n_ctx",
-                context_window=True,
-            )
-        sampling = dict(settings.sampling)
-        if settings.grammar:
-            sampling["grammar"] = _grammar(llama_cpp, engine, path, settings.grammar)
-        if not settings.cache_prompt:
-            llama.reset()  # evaluate the whole prompt, whatever is cached
-        # Otherwise llama-cpp-python keeps the longest prefix the cache shares with this prompt
-        # and reads only the rest. On CPU that changes no logit: a token's keys and values are
-        # the same whether it was read alone, in a batch of any size, or generated (checked to
-        # the bit by tests/test_local.py), so a reply never depends on earlier calls.
+        room = _room(settings, len(prompt))
+        sampling, lazy = _sampling(llama_cpp, engine, path, settings, len(prompt))
+        if not (settings.cache_prompt and _extends_cache(llama, prompt)):
+            llama.reset()  # read the whole prompt into an empty cache
         llama_cpp.llama_set_n_threads(llama.ctx, *settings.threads)
         llama.set_seed(llama_cpp.LLAMA_DEFAULT_SEED if settings.seed is None else settings.seed)
         text = _Detokenizer(settings.stops)
         completion: list[int] = []
         finish, stopped = "length", False
-        for token in llama.generate(prompt, **sampling):
-            if cancel.is_set():
-                return
-            if llama_cpp.llama_vocab_is_eog(engine.vocab, token):
-                finish = "stop"
-                break
-            completion.append(token)
-            piece, stopped = text.feed(llama.detokenize([token]))
-            if piece:
-                yield ProviderChunk(piece)
-            if stopped:
-                finish = "stop"
-                break
-            if len(completion) >= min(settings.max_tokens, room):
-                break
+        try:
+            for token in llama.generate(prompt, **sampling):
+                if cancel.is_set():
+                    return
+                if lazy is not None and lazy.dead_end:
+                    written = llama.detokenize(completion).decode("utf-8", "replace")
+                    raise ProviderFailure(
+                        400,
+                        f"the grammar allows no token after {written[-60:]!r}: "
+                        "no text can satisfy it there",
+                    )
+                if llama_cpp.llama_vocab_is_eog(engine.vocab, token):
+                    finish = "stop"
+                    break
+                completion.append(token)
+                piece, stopped = text.feed(llama.detokenize([token]))
+                if piece:
+                    yield ProviderChunk(piece)
+                if stopped:
+                    finish = "stop"
+                    break
+                if len(completion) >= min(settings.max_tokens, room):
+                    break
+        finally:
+            if lazy is not None:
+                lazy.close()
         tail = "" if stopped else text.flush()
         if tail:
             yield ProviderChunk(tail)

@@ -270,36 +270,54 @@ def test_reflectkit_runs_the_local_model_without_importing_litellm() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
-SYSTEM = (
-    "You are a careful assistant. You think before you answer and you check your own work. "
-    "Reason step by step, then give the final answer on its own line."
+def format_help_chat(question: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The messages and grammar of the default format help's first call on ``question``."""
+    from reflectkit.capabilities import profile_for
+    from reflectkit.config import ReflectConfig
+    from reflectkit.format_help import generator_preamble, plan_format_help
+
+    config = ReflectConfig()
+    plan = plan_format_help(config, profile_for(config.resolved_model))
+    messages = [
+        *generator_preamble(config),
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": "<thinking>\n"},
+    ]
+    return messages, {"grammar": plan.grammar, "max_tokens": 40, "n_threads": 1}
+
+
+@pytest.mark.parametrize(
+    "question",
+    # The first: asked twice with llama-cpp-python's own prefix reuse, which cuts the cache back,
+    # the second reply said "1.12" where a whole read says "1.1".
+    ["How many months are in a year?", "What is 7 times 8?"],
 )
-CHAT = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is 7 times 8?"}]
-OTHER = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Name a colour."}]
-
-
-async def test_a_cached_prompt_prefix_changes_no_reply() -> None:
-    """A call reads only what llama.cpp's cache lacks; the reply must be the one a whole read
-    gives, to the token, whatever came before: a shared system prompt, the same prompt, or a
-    preamble read ahead (the CLI's cold start), streamed or not."""
+async def test_the_prompt_cache_changes_no_reply(question: str) -> None:
+    """A call may read only what the cache lacks; its reply must be the one a whole read gives,
+    to the token, whatever came before: the same prompt, an unrelated call sharing the system
+    prompt, a preamble read ahead (the CLI's cold start); streamed or not."""
     from reflectkit import local_supervisor
 
-    whole = await client(max_tokens=24, cache_prompt=False).complete(CHAT)
-    await client(max_tokens=6).complete(OTHER)  # leaves the shared system prompt cached
-    after_other = await client(max_tokens=24).complete(CHAT)
-    again = await client(max_tokens=24).complete(CHAT)  # the whole prompt is cached
-    local_supervisor.preload(local.model_path("smollm2-135m"), 2048, CHAT[:1])
-    after_preamble = await client(max_tokens=24).complete(CHAT)
-    _, streamed = await collect(client(max_tokens=24).stream(CHAT))
+    chat, params = format_help_chat(question)
+    other, _ = format_help_chat("Name a colour.")
+    ask = ModelClient(MODEL, {"temperature": 0, **params})
+    whole = await ask.complete(chat, {"cache_prompt": False})
+    again = await ask.complete(chat)
+    await ask.complete(other)
+    after_other = await ask.complete(chat)
+    local_supervisor.preload(local.model_path("smollm2-135m"), 2048, chat[:3])
+    after_preamble = await ask.complete(chat)
+    _, streamed = await collect(ask.stream(chat))
 
     assert whole.text
-    for reply in (after_other, again, after_preamble, streamed):
+    for reply in (again, after_other, after_preamble, streamed):
         assert reply.text == whole.text
         assert reply.usage.prompt_tokens == whole.usage.prompt_tokens
         assert reply.usage.completion_tokens == whole.usage.completion_tokens
 
 
 def test_prestart_reads_a_preamble_for_the_default_model_only() -> None:
-    assert local.prestart(None, prefix=CHAT[:1])
-    assert not local.prestart("openai/gpt-4o-mini", prefix=CHAT[:1])
+    preamble = format_help_chat("What is 2+2?")[0][:3]
+    assert local.prestart(None, prefix=preamble)
+    assert not local.prestart("openai/gpt-4o-mini", prefix=preamble)
     assert not local.prestart("local/no-such-model")

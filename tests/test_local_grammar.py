@@ -56,10 +56,23 @@ async def test_a_grammar_that_does_not_parse_is_a_bad_request_and_the_next_call_
     assert (await client(max_tokens=4).complete(SUN)).text
 
 
-async def test_a_grammar_no_token_can_satisfy_crashes_only_the_worker() -> None:
-    # It parses, but llama.cpp aborts when no token is allowed: the worker dies, not the caller.
+UNSATISFIABLE = r"root ::= [^\x00-\U0010FFFF]"
+
+
+async def test_a_grammar_no_token_can_satisfy_fails_the_greedy_call_cleanly() -> None:
+    # It parses, but no token fits: greedy decoding checks before llama.cpp would abort.
+    with pytest.raises(ProviderRequestError, match="the grammar allows no token after ''"):
+        await client(grammar=UNSATISFIABLE).complete(SUN)
+    with pytest.raises(ProviderRequestError, match=r"allows no token after 'y'"):
+        await client(grammar=r'root ::= "y" [^\x00-\U0010ffff]').complete(SUN)
+    assert (await client(grammar=YES_NO).complete(SUN)).text in {"yes", "no"}
+
+
+async def test_a_grammar_no_token_can_satisfy_crashes_only_the_worker_when_sampling() -> None:
+    # Sampling applies the grammar in llama.cpp's chain, which aborts: the worker dies, not the
+    # caller, and the next call answers.
     with pytest.raises(LocalModelCrashError, match="SIGABRT"):
-        await client(grammar=r"root ::= [^\x00-\U0010FFFF]").complete(SUN)
+        await client(grammar=UNSATISFIABLE, temperature=0.7, seed=1).complete(SUN)
     assert (await client(grammar=YES_NO).complete(SUN)).text in {"yes", "no"}
 
 
