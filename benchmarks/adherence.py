@@ -13,7 +13,7 @@ model directly, not through LiteLLM) and with the same token budget per call:
   grammar).
 * **grammar** variants: the same, and decoding constrained by the tag grammar
   (:mod:`reflectkit.grammar`): without the example, with the thinking unbounded or bounded to
-  fewer characters.
+  fewer characters; with the worked example used before (a capital, no reasoning to show).
 * **format help (default)**: whatever reflectkit does for this model by default.
 
 Columns: *tags as written*: replies whose answer came from a real output block before any
@@ -55,6 +55,9 @@ from reflectkit.llm import ModelClient
 from reflectkit.local import DEFAULT_LOCAL_MODEL
 
 DATA = Path(__file__).parent / "data" / "adherence.jsonl"
+# The worked example before this one: a capital, with no reasoning to show (templates that
+# override the built-in example).
+FACT_EXAMPLE = Path(__file__).parent / "data" / "fact_exemplar"
 REFLECTION_70B = (
     "You are a world-class AI system, capable of complex reasoning and reflection. Reason "
     "through the query inside <thinking> tags, and then provide your final response inside "
@@ -236,6 +239,10 @@ def strategies(
                 params, mode="single", format_help=FormatHelp(grammar=True, max_thinking_chars=600)
             ),
         ),
+        "fact-example": (
+            "grammar, the fact example (before)",
+            lambda: reflectkit(params, mode="single", template_dir=FACT_EXAMPLE),
+        ),
         "default": (DEFAULT, lambda: reflectkit(params, mode="single")),
     }
     if loop:
@@ -294,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--only",
         metavar="KEYS",
         help="comma-separated strategies: plain, r70b, nohelp, help, grammar-noexample, "
-        "grammar-free, grammar-600, default (and loop with --loop)",
+        "grammar-free, grammar-600, fact-example, default (and loop with --loop)",
     )
     parser.add_argument(
         "--threads", type=int, help="n_threads for every call (1 on a machine shared with others)"

@@ -35,8 +35,8 @@ async def test_prefill_and_exemplar_for_a_model_that_needs_help(small_model: str
     sent = fake.requests[0].messages
     # The worked example is a demonstration exchange right after the system prompt.
     assert [m["role"] for m in sent] == ["system", "user", "assistant", "user", "assistant"]
-    assert sent[1]["content"] == "What is the capital of Japan?"
-    assert rk.parse(sent[2]["content"]).output == "Tokyo"
+    assert sent[1]["content"] == "How many legs do 3 cats have?"
+    assert rk.parse(sent[2]["content"]).output == "3 cats have 12 legs."
     assert result.iterations[0].draft.text.startswith("<thinking>\n12 - 5")
 
 
@@ -46,8 +46,8 @@ async def test_the_exemplar_can_sit_in_the_system_prompt(small_model: str) -> No
     await rk.areflect("2+2", model=fake.model, mode="single", format_help=help_)
     sent = fake.requests[0].messages
     assert [m["role"] for m in sent] == ["system", "user", "assistant"]
-    assert "Question: What is the capital of Japan?" in sent[0]["content"]
-    assert "<output>\nTokyo\n</output>" in sent[0]["content"]
+    assert "Question: How many legs do 3 cats have?" in sent[0]["content"]
+    assert "<output>\n3 cats have 12 legs.\n</output>" in sent[0]["content"]
 
 
 async def test_a_reply_without_an_answer_block_is_continued_into_one(small_model: str) -> None:

@@ -24,7 +24,7 @@ def test_the_built_in_templates_are_found_and_all_render() -> None:
     assert "<thinking>" in system
     assert "<reflection>" in system
     assert "<output>" in system
-    assert "Tokyo" not in system
+    assert "12 legs" not in system
 
 
 def test_the_exemplar_is_a_worked_example_in_the_schemes_tags() -> None:
@@ -33,11 +33,14 @@ def test_the_exemplar_is_a_worked_example_in_the_schemes_tags() -> None:
     answer = prompts.render("exemplar_answer", scheme=chinese)
     parsed = rk.parse(answer, chinese)
     assert parsed.status is rk.ParseStatus.COMPLETE
-    assert parsed.output == "Tokyo"
+    assert parsed.output == "3 cats have 12 legs."
+    assert parsed.thinking == ["A cat has 4 legs, so 3 cats have 3 × 4 = 12 legs."]
+    question = prompts.render("exemplar_question", scheme=chinese)
+    assert question == "How many legs do 3 cats have?"
     system = prompts.render(
-        "protocol_system", scheme=chinese, exemplar=answer, exemplar_question="Capital of Japan?"
+        "protocol_system", scheme=chinese, exemplar=answer, exemplar_question=question
     )
-    assert system.endswith(f"Question: Capital of Japan?\n{answer}")
+    assert system.endswith(f"Question: {question}\n{answer}")
 
 
 def test_the_tuned_prompt_is_reflection_70bs_word_for_word() -> None:
