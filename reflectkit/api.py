@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import functools
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,23 @@ Prompt = str | Sequence[Any]
 """A question, or a conversation: OpenAI-style message dicts or LangChain messages."""
 
 
+_SETTING_PARAMETERS = frozenset(ReflectConfig.model_fields) - {"model_kwargs"}
+"""Reflector's parameters that are ReflectConfig fields of the same name."""
+
+
+def _noting_given_settings(init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap ``Reflector.__init__`` so it knows which settings the caller actually passed (a
+    default cannot tell ``max_iterations=3`` from no ``max_iterations``): with ``config=``, only
+    those override the config's. The signature stays the documented one."""
+
+    @functools.wraps(init)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
+        self._given_settings = frozenset(kwargs) | ({"model"} if args else frozenset())
+        init(self, *args, **kwargs)
+
+    return wrapper
+
+
 class Reflector:
     """A configured reflection loop, built once and run many times.
 
@@ -62,6 +80,7 @@ class Reflector:
     paid for.
     """
 
+    @_noting_given_settings
     def __init__(
         self,
         model: str | None = None,
@@ -90,7 +109,23 @@ class Reflector:
         **model_kwargs: Any,
     ) -> None:
         _refuse_misspelt_settings(model_kwargs)
-        if config is None:
+        if config is not None:
+            # The one rule for config= plus keywords (ReflectConfig.with_settings): the keywords
+            # given win, the rest comes from config; nothing is dropped.
+            given: frozenset[str] = getattr(self, "_given_settings", frozenset())
+            values = locals()
+            explicit = {name: values[name] for name in given if name in _SETTING_PARAMETERS}
+            if "template_dir" in explicit and explicit["template_dir"] is not None:
+                explicit["template_dir"] = Path(explicit["template_dir"])
+            for name in ("critic_kwargs", "revise_kwargs"):
+                if name in explicit and explicit[name] is None:
+                    explicit[name] = {}
+            if "retry" in explicit and explicit["retry"] is None:
+                explicit["retry"] = RetryPolicy()
+            if model_kwargs:
+                explicit["model_kwargs"] = model_kwargs
+            config = config.with_settings(**explicit)
+        else:
             config = ReflectConfig(
                 model=model,
                 critic=critic,
@@ -115,8 +150,6 @@ class Reflector:
                 checkpointer=checkpointer,
                 model_kwargs=model_kwargs,
             )
-        elif model is not None or critic is not None or run_log is not None or model_kwargs:
-            raise ConfigurationError("pass either config=... or individual settings, not both")
         self.config = config
         prompts = Prompts(config.template_dir)
         prompts.check()

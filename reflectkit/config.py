@@ -85,6 +85,10 @@ class FormatHelp(StrictModel):
     max_thinking_chars: int | None = Field(default=300, ge=1)
 
 
+_MERGED_DICTS = frozenset({"model_kwargs", "critic_kwargs", "revise_kwargs"})
+"""Settings that are dictionaries of call parameters: merged key by key, not replaced."""
+
+
 class ReflectConfig(StrictModel):
     """The settings of a :class:`~reflectkit.Reflector`.
 
@@ -213,6 +217,27 @@ class ReflectConfig(StrictModel):
     def resolved_critic_model(self) -> str:
         """The LLM critic's model: ``critic_model``, else the generator's."""
         return self.critic_model or self.resolved_model
+
+    def with_settings(self, **settings: Any) -> ReflectConfig:
+        """This configuration with ``settings`` on top: the one rule wherever a ``config=`` meets
+        keyword settings (:class:`~reflectkit.Reflector`, :func:`~reflectkit.build_graph`, and so
+        ``batch``, ``reflect``, the CLI and the server, which build a ``Reflector``).
+
+        A keyword wins over the config's value; the three keyword dictionaries (``model_kwargs``,
+        ``critic_kwargs``, ``revise_kwargs``) merge key by key, the keyword's keys winning.
+        Nothing is dropped: an unknown name is a ``ConfigurationError``, a bad value fails
+        validation as it would in ``ReflectConfig(...)``.
+        """
+        unknown = sorted(set(settings) - set(type(self).model_fields))
+        if unknown:
+            raise ConfigurationError(f"unknown setting(s): {', '.join(unknown)}")
+        merged = dict(self)
+        for name, value in settings.items():
+            if name in _MERGED_DICTS and isinstance(value, dict):
+                merged[name] = {**merged[name], **value}
+            else:
+                merged[name] = value
+        return type(self)(**merged)
 
     def public_dict(self) -> dict[str, Any]:
         """The configuration as plain data with secrets redacted: safe to log or store."""

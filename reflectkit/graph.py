@@ -408,7 +408,8 @@ def compile_runtime(
 def build_graph(
     config: ReflectConfig | None = None, *, checkpointer: Any = None, **settings: Any
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
-    """The compiled LangGraph graph for ``config`` (or for ``ReflectConfig(**settings)``).
+    """The compiled LangGraph graph for ``config`` (or for ``ReflectConfig(**settings)``; with
+    both, ``config.with_settings(**settings)``: settings win, keyword dictionaries merge).
 
     Run it with ``await graph.ainvoke({"messages": [...]})``; its recursion limit is already set
     from ``max_iterations``. Its nodes are async, so use the async API (``ainvoke``/``astream``).
@@ -416,5 +417,5 @@ def build_graph(
     if config is None:
         config = ReflectConfig(**settings)
     elif settings:
-        config = ReflectConfig(**{**dict(config), **settings})
+        config = config.with_settings(**settings)
     return compile_runtime(Runtime.create(config), checkpointer)

@@ -509,8 +509,51 @@ def test_a_misspelt_setting_is_refused_not_sent_to_litellm() -> None:
     fake = ScriptedLLM([])
     with pytest.raises(rk.ConfigurationError, match="did you mean 'max_iterations'"):
         rk.Reflector(fake.model, max_iteration=5)
-    with pytest.raises(rk.ConfigurationError, match="pass either config"):
-        rk.Reflector(fake.model, config=rk.ReflectConfig(model=fake.model))
+    with pytest.raises(rk.ConfigurationError, match="unknown setting"):
+        rk.ReflectConfig(model=fake.model).with_settings(max_iteration=5)
+
+
+def test_settings_passed_with_a_config_win_and_nothing_is_dropped() -> None:
+    fake = ScriptedLLM([])
+    config = rk.ReflectConfig(
+        model=fake.model,
+        max_iterations=7,
+        timeout=9.0,
+        model_kwargs={"temperature": 0.5, "top_p": 0.9},
+        critic_kwargs={"temperature": 0.1},
+    )
+    reflector = rk.Reflector(
+        config=config, max_iterations=3, timeout=5.0, temperature=0, run_log=False
+    )
+    # max_iterations=3 is the default, and given, so it wins too.
+    assert (reflector.config.max_iterations, reflector.config.timeout) == (3, 5.0)
+    assert reflector.config.model_kwargs == {"temperature": 0, "top_p": 0.9}
+    assert reflector.config.critic_kwargs == {"temperature": 0.1}
+    assert reflector.config.run_log is False
+    untouched = rk.Reflector(config=config.with_settings(run_log=False))
+    assert (untouched.config.max_iterations, untouched.config.timeout) == (7, 9.0)
+    renamed = rk.Reflector("reflectkit-test/other", config=config, run_log=False)
+    assert renamed.model == "reflectkit-test/other"
+    with pytest.raises(rk.ConfigurationError, match="max_iterations"):
+        rk.Reflector(config=config, max_iterations=0)
+    graph_config = config.with_settings(critic_kwargs={"max_tokens": 9})
+    assert graph_config.critic_kwargs == {"temperature": 0.1, "max_tokens": 9}
+
+
+def test_batch_applies_the_same_rule() -> None:
+    fake = ScriptedLLM(["<output>4</output>", "<output>5</output>"])
+    config = rk.ReflectConfig(model="reflectkit-test/unused", mode="loop")
+    items = rk.batch(
+        ["2+2", "2+3"],
+        config=config,
+        model=fake.model,
+        mode="single",
+        run_log=False,
+        progress=False,
+        concurrency=1,
+    )
+    assert [item.result.output for item in items if item.result] == ["4", "5"]
+    assert len(fake.requests) == 2  # single passes: the keyword mode won over the config's
 
 
 async def test_single_pass_streams_the_answer_as_it_is_written() -> None:
