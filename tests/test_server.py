@@ -769,6 +769,22 @@ def test_the_local_model_answers_through_the_proxy(client: openai.OpenAI) -> Non
     assert (reply.model_extra or {})["reflectkit"]["stop_reason"] == "single_pass"
 
 
+@pytest.mark.local
+def test_the_local_model_is_passed_through_whole_and_streamed(client: openai.OpenAI) -> None:
+    """Pass-through on the local model: its calls skip LiteLLM, the proxy's replies do not change."""
+    ask: Any = [{"role": "user", "content": "Name a colour."}]
+    whole = client.chat.completions.create(
+        model="local/smollm2-135m", messages=ask, max_tokens=12, temperature=0
+    )
+    stream = client.chat.completions.create(
+        model="local/smollm2-135m", messages=ask, max_tokens=12, temperature=0, stream=True
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert whole.choices[0].message.content
+    assert streamed == whole.choices[0].message.content
+    assert whole.usage is not None and 0 < whole.usage.completion_tokens <= 12
+
+
 def test_a_passed_through_reply_keeps_its_reasoning_only_when_asked(
     client: openai.OpenAI,
 ) -> None:

@@ -8,14 +8,12 @@ itself, so tool calls, finish reasons and provider reasoning survive.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from reflectkit.errors import ProviderError
 from reflectkit.jsonl import TextRepair, repair_surrogates, repair_text
 from reflectkit.llm import ModelClient, delta_text, first_choice, token_count
-from reflectkit.provider_errors import map_error
 from reflectkit.server.protocol import Answer, Delta, Usage
 
 __all__ = ["UpstreamClient", "answer_of", "stream_of"]
@@ -40,8 +38,7 @@ class UpstreamClient(ModelClient):
         except ProviderError:
             raise
         except Exception as error:
-            litellm = importlib.import_module("litellm")
-            raise map_error(litellm, error, self.model, self._secrets) from None
+            raise self._mapped(error) from None
 
 
 def _tool_call(call: Any, index: int | None = None) -> dict[str, Any]:
