@@ -7,14 +7,13 @@ sync ``stream``) and keeps one notebook output up to date (IPython's ``update_di
 progress and the drafts as they are written, then the result's HTML. :class:`LiveView` is the
 same machinery without IPython, for other front ends.
 
-The HTML comes from ``templates/result.html.j2`` and ``templates/live.html.j2``, rendered with
+The HTML comes from ``reflectkit/templates/result.html.j2`` and ``live.html.j2``, rendered with
 autoescaping on: model text is shown as text, never run as markup or script. IPython is needed
 only by :func:`live`, and imported only there.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib
 import time
 import uuid
@@ -22,11 +21,10 @@ from collections.abc import AsyncIterable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, overload
 
-import jinja2
-
 from reflectkit.errors import ConfigurationError, InputError
 from reflectkit.events import DraftDelta, ResultEvent, StepEvent, StepStarted, TrialEvent
-from reflectkit.prompts import builtin_template_dir
+from reflectkit.resources import render_html
+from reflectkit.result import result_facts, result_html
 from reflectkit.tags import OutputDelta, OutputReset, ReflectionDelta, TagDelta, ThinkingDelta
 
 if TYPE_CHECKING:
@@ -38,57 +36,6 @@ __all__ = ["LiveView", "Publish", "live", "result_html"]
 Publish = Callable[[dict[str, str], bool], None]
 """Where a :class:`LiveView` sends each frame: a MIME bundle (``text/html`` and
 ``text/plain``) and whether it is the first frame (display it) or a later one (replace it)."""
-
-_PASSED = "#2e7d32"
-_OTHER = "#ef6c00"
-
-
-@functools.cache
-def _environment() -> jinja2.Environment:
-    # Not the prompt Environment: HTML needs autoescaping, and these templates are not prompts
-    # (no user overrides, so no sandbox).
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(builtin_template_dir())),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-
-
-def _render(name: str, **context: Any) -> str:
-    return _environment().get_template(name).render(**context).strip()
-
-
-def _facts(result: ReflectionResult) -> list[str]:
-    usage = result.usage
-    drafts = len(result.iterations)
-    facts = [
-        f"stop: {result.stop_reason.value}",
-        f"{drafts} draft{'s' if drafts != 1 else ''}",
-        f"{usage.calls} call{'s' if usage.calls != 1 else ''}",
-        f"{usage.total_tokens} tokens ({usage.prompt_tokens} prompt + "
-        f"{usage.completion_tokens} completion)",
-    ]
-    if usage.cost_usd:
-        unknown = " + unpriced calls" if usage.unpriced_calls else ""
-        facts.append(f"${usage.cost_usd:.4f}{unknown}")
-    facts += [f"{result.seconds:.1f} s", result.model]
-    if result.run_id:
-        facts.append(f"run {result.run_id[:10]}")
-    return facts
-
-
-def result_html(result: ReflectionResult) -> str:
-    """``result`` as a self-contained HTML fragment (inline styles, no script): the answer, a
-    line of facts (stop reason, drafts, calls, tokens, cost, seconds, model, run id), then the
-    thinking, reflections, and each draft with its critique, folded."""
-    accent = _PASSED if result.passed else _OTHER
-    return _render("result.html.j2", result=result, facts=_facts(result), accent=accent)
-
-
-def _result_text(result: ReflectionResult) -> str:
-    return f"{result.output}\n[{' · '.join(_facts(result))}]"
 
 
 @dataclass
@@ -195,7 +142,7 @@ class LiveView:
         """The current frame as HTML."""
         if self.result is not None:
             return result_html(self.result)
-        return _render(
+        return render_html(
             "live.html.j2",
             status=self.status,
             drafts=[vars(d) for d in sorted(self._drafts.values(), key=lambda d: d.number)],
@@ -207,7 +154,7 @@ class LiveView:
     def text(self) -> str:
         """The current frame as plain text (for terminals and logs)."""
         if self.result is not None:
-            return _result_text(self.result)
+            return f"{self.result.output}\n[{' · '.join(result_facts(self.result))}]"
         lines = [f"reflectkit · {self.status}"]
         for draft in sorted(self._drafts.values(), key=lambda d: d.number):
             lines.append(f"  {draft.kind} {draft.number}: {' '.join(draft.answer.split())}")

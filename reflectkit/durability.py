@@ -52,13 +52,13 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-from reflectkit.critics.verdict import Verdict
 from reflectkit.errors import ConfigurationError
 from reflectkit.redaction import REDACTED, is_secret_name, redact
 from reflectkit.result import Draft, Iteration, ReflectionResult, StopReason, TrialRecord
 from reflectkit.sqlite import BUSY_TIMEOUT, connect, user_data_dir
 from reflectkit.tags import ParseStatus
 from reflectkit.usage import Usage
+from reflectkit.verdict import Verdict
 
 if TYPE_CHECKING:
     import aiosqlite

@@ -4,9 +4,10 @@ Each Alpaca record (``instruction``, ``input``, ``output``) goes through two sta
 
 1. **instruction reflection**: the oracle analyses the instruction (topic complexity, detail
    required, knowledge required, ambiguity, reasoning required) and writes a new instruction,
-   input and response (``templates/recycle_instruction.j2``);
+   input and response (``reflectkit/templates/recycle_instruction.j2``);
 2. **response reflection**: the oracle analyses the response to that instruction (helpfulness,
-   relevance, accuracy, detail) and writes a better one (``templates/recycle_response.j2``).
+   relevance, accuracy, detail) and writes a better one
+   (``reflectkit/templates/recycle_response.j2``).
 
 The oracle answers in tagged sections (``<new_instruction>...``), read by
 :func:`parse_sections`; a reply without a section recycling needs fails that record. Records

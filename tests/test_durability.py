@@ -32,7 +32,6 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from pydantic import BaseModel
 
 import reflectkit as rk
-from reflectkit.critics.verdict import Verdict
 from reflectkit.durability import (
     ENV_VAR,
     NEW_FILE_SECONDS,
@@ -46,6 +45,7 @@ from reflectkit.result import Draft, Iteration, ReflectionResult, StopReason
 from reflectkit.tags import ParseStatus
 from reflectkit.testing import FunctionLLM, Request, ScriptedLLM, fail
 from reflectkit.usage import Usage
+from reflectkit.verdict import Verdict
 from tests.conftest import QUESTION, verdict
 
 INPUT = {"messages": [{"role": "user", "content": QUESTION}]}

@@ -102,7 +102,7 @@ def eval_command(
     Prints a Markdown table per mode: accuracy, tokens, cost, calls, latency and failures.
     """
     from reflectkit.errors import ConfigurationError, ReflectkitError
-    from reflectkit.evaluation.datasets import load_dataset
+    from reflectkit.evaluation.catalog import load_dataset
     from reflectkit.evaluation.run import evaluate
 
     settings = dict(option_value(o) for o in options)
