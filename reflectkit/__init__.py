@@ -14,6 +14,7 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from reflectkit import _aliases
 from reflectkit.errors import (
     ConfigurationError,
     ContextWindowError,
@@ -69,8 +70,8 @@ if TYPE_CHECKING:
     )
     from reflectkit.events import DraftDelta, ResultEvent, StepEvent, StepStarted, TrialEvent
     from reflectkit.graph import build_graph
-    from reflectkit.memory import Lesson, LessonStore
     from reflectkit.result import Draft, Iteration, ReflectionResult, StopReason, TrialRecord
+    from reflectkit.stores.memory import Lesson, LessonStore
     from reflectkit.usage import Usage
     from reflectkit.wrapping import wrap
 
@@ -100,8 +101,8 @@ _LAZY = {
     "StepStarted": "reflectkit.events",
     "DraftDelta": "reflectkit.events",
     "TrialEvent": "reflectkit.events",
-    "Lesson": "reflectkit.memory",
-    "LessonStore": "reflectkit.memory",
+    "Lesson": "reflectkit.stores.memory",
+    "LessonStore": "reflectkit.stores.memory",
     "build_graph": "reflectkit.graph",
     "Draft": "reflectkit.result",
     "Iteration": "reflectkit.result",
@@ -115,6 +116,9 @@ _LAZY = {
     "BatchItem": "reflectkit.batching",
     "BatchError": "reflectkit.batching",
 }
+
+# Modules that moved when the package was regrouped by layer keep their old import paths.
+_aliases.install()
 
 # A library adds no handlers of its own: its records go wherever the application sends them, and
 # nowhere (not even to stderr as "last resort") when it configures nothing.

@@ -106,14 +106,14 @@ class ReflectConfig(StrictModel):
     critique (a critic that hangs fails the run with a CriticError).
 
     Records and durability: ``run_log`` is where runs are recorded (None: ``$REFLECTKIT_RUN_LOG``
-    or the default file; False: nowhere; a path; a :class:`~reflectkit.runlog.RunLog`), see
+    or the default file; False: nowhere; a path; a :class:`~reflectkit.stores.runlog.RunLog`), see
     docs/run-log.md. ``checkpointer`` is where runs given a ``thread_id`` save their state after
     every step (None: ``$REFLECTKIT_CHECKPOINTS`` or the default SQLite file; a path; a
     ``postgresql://`` URL; a LangGraph saver; False: no durable runs), see docs/durability.md.
 
     Reflexion (see :mod:`reflectkit.reflexion`): ``trials`` whole attempts, each failed one
     followed by a lesson the next one sees; ``memory`` keeps lessons across runs: ``True`` for
-    the default SQLite file, a path, or a :class:`~reflectkit.memory.LessonStore`.
+    the default SQLite file, a path, or a :class:`~reflectkit.stores.memory.LessonStore`.
     """
 
     model: str | None = None
@@ -169,7 +169,7 @@ class ReflectConfig(StrictModel):
     @field_validator("memory")
     @classmethod
     def _memory(cls, value: Any) -> Any:
-        from reflectkit.memory import LessonStore
+        from reflectkit.stores.memory import LessonStore
 
         if value is None or value is False or value is True:
             return value
@@ -180,7 +180,7 @@ class ReflectConfig(StrictModel):
     @field_validator("run_log")
     @classmethod
     def _run_log(cls, value: Any) -> Any:
-        from reflectkit.runlog import RunLog
+        from reflectkit.stores.runlog import RunLog
 
         if value is None or isinstance(value, (bool, RunLog)):
             return value
@@ -193,7 +193,7 @@ class ReflectConfig(StrictModel):
     def _checkpointer(cls, value: Any) -> Any:
         if value is None or value is False:
             return value
-        from reflectkit.durability import Checkpointer
+        from reflectkit.stores.durability import Checkpointer
 
         try:
             Checkpointer(value)  # checks the setting; opens nothing
@@ -279,7 +279,7 @@ class ReflectConfig(StrictModel):
     def _checkpointer_location(self) -> str | bool | None:
         if self.checkpointer is None or self.checkpointer is False:
             return self.checkpointer
-        from reflectkit.durability import Checkpointer
+        from reflectkit.stores.durability import Checkpointer
 
         return Checkpointer(self.checkpointer).location  # a URL without its password
 

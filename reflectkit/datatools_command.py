@@ -162,7 +162,7 @@ def export(
     """
     from reflectkit.errors import ConfigurationError
     from reflectkit.export import export as run
-    from reflectkit.runlog import ENV_VAR, default_path
+    from reflectkit.stores.runlog import ENV_VAR, default_path
 
     where = Path(source) if source else default_path()
     if where is None:

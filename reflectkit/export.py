@@ -9,7 +9,7 @@ reached, the critique that made the next draft differ as a reflection, then the 
 Critiques that changed nothing (a pass, a revision that gave the same answer) and drafts after
 the chosen one are left out.
 
-Sources: a run log (a :class:`~reflectkit.runlog.RunLog` or its SQLite file), or a JSONL file
+Sources: a run log (a :class:`~reflectkit.stores.runlog.RunLog` or its SQLite file), or a JSONL file
 whose lines are run records (``reflectkit runs export``), batch items (``{"prompt": ...,
 "result": {...}}``), or results with their prompt (``{"prompt": ..., **result.to_dict()}``).
 Formats: OpenAI chat (``{"messages": [...]}``) or ShareGPT (``{"conversations": [{"from",
@@ -30,10 +30,10 @@ from typing import IO, Any, Literal
 from pydantic import ValidationError
 
 from reflectkit.errors import ConfigurationError
-from reflectkit.jsonl import dumps_line
 from reflectkit.prompts import Prompts
 from reflectkit.result import Iteration, ReflectionResult
-from reflectkit.runlog import RunLog
+from reflectkit.stores.jsonl import dumps_line
+from reflectkit.stores.runlog import RunLog
 from reflectkit.tags import REFLECTION_TAGS, TagScheme, escape_tags
 
 __all__ = [

@@ -47,10 +47,10 @@ from reflectkit.errors import (
     ReflectkitError,
     UnknownModelError,
 )
-from reflectkit.jsonl import TextRepair, repair_surrogates, repair_text
 from reflectkit.provider import ProviderBackend, ProviderFailure, model_requests_allowed
 from reflectkit.provider_errors import failure_error, map_error, own_error
 from reflectkit.redaction import redact
+from reflectkit.stores.jsonl import TextRepair, repair_surrogates, repair_text
 from reflectkit.usage import Usage
 
 __all__ = [

@@ -33,10 +33,10 @@ from typing import IO, Any, Literal
 
 from reflectkit.config import RetryPolicy
 from reflectkit.errors import ConfigurationError, InputError, ProviderError, RunError
-from reflectkit.jsonl import canonical_sha256, cut_partial_line, dumps_line
 from reflectkit.llm import ModelClient
 from reflectkit.prompts import Prompts
 from reflectkit.runner import run_sync
+from reflectkit.stores.jsonl import canonical_sha256, cut_partial_line, dumps_line
 from reflectkit.tags import escape_tags
 from reflectkit.usage import Usage
 

@@ -1,6 +1,6 @@
 """``reflectkit runs``: list, show, export and delete the runs in the run log.
 
-Reads :mod:`reflectkit.runlog`: data on stdout, notes and prompts on stderr. A log that is
+Reads :mod:`reflectkit.stores.runlog`: data on stdout, notes and prompts on stderr. A log that is
 switched off with no ``--run-log`` given, or an unknown or ambiguous id, is one line and exit
 code 2 (a ConfigurationError, turned into that by the main group). Only click is imported at
 start-up; :mod:`reflectkit.cli` registers the group.
@@ -20,7 +20,7 @@ from reflectkit.cli_support import CONTEXT_SETTINGS, EXIT_RUN_FAILED, fail
 from reflectkit.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from reflectkit.runlog import RunLog, RunRecord, RunStep, RunSummary
+    from reflectkit.stores.runlog import RunLog, RunRecord, RunStep, RunSummary
 
 __all__ = ["runs"]
 
@@ -46,7 +46,7 @@ def runs(ctx: click.Context, run_log: str | None) -> None:
 
 
 def _open_run_log(path: str | None) -> RunLog:
-    from reflectkit.runlog import ENV_VAR, RunLog, default_path
+    from reflectkit.stores.runlog import ENV_VAR, RunLog, default_path
 
     where = default_path() if path is None else path
     if where is None:

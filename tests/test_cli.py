@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from reflectkit.cli import cli
-from reflectkit.runlog import RunLog, RunSummary
+from reflectkit.stores.runlog import RunLog, RunSummary
 from reflectkit.testing import ScriptedLLM, fail
 from tests.conftest import QUESTION, verdict
 

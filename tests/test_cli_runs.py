@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 import reflectkit
 from reflectkit.cli import cli
 from reflectkit.events import ResultEvent, StepEvent
-from reflectkit.runlog import STATUSES, RunLog
+from reflectkit.stores.runlog import STATUSES, RunLog
 from reflectkit.testing import ScriptedLLM
 from tests.conftest import QUESTION, verdict
 

@@ -15,7 +15,7 @@ from reflectkit.cli import _Cli
 from reflectkit.datatools_command import export as export_command
 from reflectkit.export import assistant_turn, example_messages, export, to_sharegpt
 from reflectkit.prompts import Prompts
-from reflectkit.runlog import RunLog
+from reflectkit.stores.runlog import RunLog
 from reflectkit.testing import ScriptedLLM, fail
 from tests.conftest import QUESTION, verdict
 

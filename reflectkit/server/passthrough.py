@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from reflectkit.errors import ProviderError
-from reflectkit.jsonl import TextRepair, repair_surrogates, repair_text
 from reflectkit.llm import ModelClient, delta_text, first_choice, token_count
 from reflectkit.provider_errors import map_error
 from reflectkit.server.protocol import Answer, Delta, Usage
+from reflectkit.stores.jsonl import TextRepair, repair_surrogates, repair_text
 
 __all__ = ["UpstreamClient", "answer_of", "stream_of"]
 

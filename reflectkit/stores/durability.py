@@ -55,7 +55,7 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from reflectkit.errors import ConfigurationError
 from reflectkit.redaction import REDACTED, is_secret_name, redact
 from reflectkit.result import Draft, Iteration, ReflectionResult, StopReason, TrialRecord
-from reflectkit.sqlite import BUSY_TIMEOUT, connect, user_data_dir
+from reflectkit.stores.sqlite import BUSY_TIMEOUT, connect, user_data_dir
 from reflectkit.tags import ParseStatus
 from reflectkit.usage import Usage
 from reflectkit.verdict import Verdict
@@ -138,7 +138,7 @@ def _default_setting() -> str:
 def default_path() -> Path:
     """The SQLite file of the default checkpointer: ``$REFLECTKIT_CHECKPOINTS`` when it holds a
     path, else ``<user data dir>/reflectkit/checkpoints.sqlite3`` (see
-    :func:`reflectkit.sqlite.user_data_dir`). When the variable holds a ``postgresql://`` URL
+    :func:`reflectkit.stores.sqlite.user_data_dir`). When the variable holds a ``postgresql://`` URL
     the default checkpointer is that server, and this is where it would save otherwise."""
     override = _default_setting()
     if override and not _URL.match(override):

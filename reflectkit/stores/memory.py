@@ -33,10 +33,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
-from reflectkit import sqlite as _sqlite
 from reflectkit.errors import ConfigurationError
-from reflectkit.sqlite import BUSY_TIMEOUT as BUSY_TIMEOUT  # re-exported: it lived here
-from reflectkit.sqlite import Migration, user_data_dir
+from reflectkit.stores import sqlite as _sqlite
+from reflectkit.stores.sqlite import BUSY_TIMEOUT as BUSY_TIMEOUT  # re-exported: it lived here
+from reflectkit.stores.sqlite import Migration, user_data_dir
 
 __all__ = ["MAX_LESSON_CHARS", "Lesson", "LessonStore", "Outcome", "default_path", "user_data_dir"]
 
@@ -132,7 +132,7 @@ def migrate(
     conn: sqlite3.Connection, migrations: Sequence[tuple[str, Migration]] | None = None
 ) -> list[str]:
     """Apply the ``migrations`` (default :data:`MIGRATIONS`) not yet recorded in ``_migrations``;
-    see :func:`reflectkit.sqlite.migrate`. Returns the names applied."""
+    see :func:`reflectkit.stores.sqlite.migrate`. Returns the names applied."""
     return _sqlite.migrate(conn, MIGRATIONS if migrations is None else migrations)
 
 

@@ -30,7 +30,7 @@ asked, how it was configured, every step (drafts, verdicts, usage) and how it en
   (a consumer that stops reading a stream after its result must not turn a finished run into
   a failed one).
 * A run whose process died before recording its end is ``interrupted``: each run records the
-  process that owns it (:mod:`reflectkit.run_owner`), and reading finds the runs still
+  process that owns it (:mod:`reflectkit.stores.run_owner`), and reading finds the runs still
   ``running`` whose owner on this host is gone, shows them as ``interrupted`` (with the reason
   in ``error_message``) and queues the rewrite of their rows for the writer thread. Runs of
   other hosts, and rows written before owners were recorded, stay as the file says.
@@ -60,11 +60,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
-from reflectkit import run_owner
-from reflectkit import sqlite as _sqlite
 from reflectkit.errors import ConfigurationError, ReflectkitError
 from reflectkit.redaction import REDACTED, is_secret_name, redact, snapshot
 from reflectkit.redaction import environment_secrets as _secrets_now
+from reflectkit.stores import run_owner
+from reflectkit.stores import sqlite as _sqlite
 
 if TYPE_CHECKING:
     from reflectkit.events import StepEvent
@@ -361,7 +361,7 @@ _Run = TypeVar("_Run", bound=RunSummary)
 
 def _gone_runs(conn: sqlite3.Connection) -> dict[str, _Gone]:
     """The runs the file says are running whose owner, a process on this host, is gone (see
-    :func:`reflectkit.run_owner.why_gone`); each owner is judged once."""
+    :func:`reflectkit.stores.run_owner.why_gone`); each owner is judged once."""
     here = run_owner.current()
     rows = conn.execute(
         "SELECT id, owner_pid, owner_started, owner_boot, owner_pid_ns FROM runs"
