@@ -55,7 +55,6 @@ from reflectkit.tags import (
 if TYPE_CHECKING:
     from reflectkit.api import Reflector, areflect, reflect
     from reflectkit.batching import BatchError, BatchItem, abatch, batch
-    from reflectkit.capabilities import ModelProfile, profile_for, register_model
     from reflectkit.config import FormatHelp, ReflectConfig, RetryPolicy
     from reflectkit.critics import (
         AllOf,
@@ -70,6 +69,7 @@ if TYPE_CHECKING:
     )
     from reflectkit.events import DraftDelta, ResultEvent, StepEvent, StepStarted, TrialEvent
     from reflectkit.graph import build_graph
+    from reflectkit.models.capabilities import ModelProfile, profile_for, register_model
     from reflectkit.result import Draft, Iteration, ReflectionResult, StopReason, TrialRecord
     from reflectkit.stores.memory import Lesson, LessonStore
     from reflectkit.usage import Usage
@@ -81,9 +81,9 @@ _LAZY = {
     "Reflector": "reflectkit.api",
     "areflect": "reflectkit.api",
     "reflect": "reflectkit.api",
-    "ModelProfile": "reflectkit.capabilities",
-    "profile_for": "reflectkit.capabilities",
-    "register_model": "reflectkit.capabilities",
+    "ModelProfile": "reflectkit.models.capabilities",
+    "profile_for": "reflectkit.models.capabilities",
+    "register_model": "reflectkit.models.capabilities",
     "FormatHelp": "reflectkit.config",
     "ReflectConfig": "reflectkit.config",
     "RetryPolicy": "reflectkit.config",

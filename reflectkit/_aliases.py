@@ -14,18 +14,44 @@ import importlib.machinery
 import sys
 from types import ModuleType
 
-__all__ = ["MOVED", "install"]
+__all__ = ["MOVED", "home_of", "install"]
 
 MOVED: dict[str, str] = {
     "reflectkit.critics.verdict": "reflectkit.verdict",
+    # stores/
     "reflectkit.durability": "reflectkit.stores.durability",
     "reflectkit.jsonl": "reflectkit.stores.jsonl",
     "reflectkit.memory": "reflectkit.stores.memory",
     "reflectkit.run_owner": "reflectkit.stores.run_owner",
     "reflectkit.runlog": "reflectkit.stores.runlog",
     "reflectkit.sqlite": "reflectkit.stores.sqlite",
+    # models/
+    "reflectkit.adapter": "reflectkit.models.adapter",
+    "reflectkit.capabilities": "reflectkit.models.capabilities",
+    "reflectkit.grammar": "reflectkit.models.local.grammar",
+    "reflectkit.llm": "reflectkit.models.llm",
+    "reflectkit.local": "reflectkit.models.local",
+    "reflectkit.local_engine": "reflectkit.models.local.engine",
+    "reflectkit.local_supervisor": "reflectkit.models.local.supervisor",
+    "reflectkit.local_worker": "reflectkit.models.local.worker",
+    "reflectkit.provider": "reflectkit.models.provider",
+    "reflectkit.provider_errors": "reflectkit.models.provider_errors",
 }
-"""Old module name -> the module's home now."""
+"""Old module name -> the module's home now. A moved package's submodules follow it
+(``reflectkit.local.engine`` is ``reflectkit.models.local.engine``)."""
+
+
+def home_of(name: str) -> str | None:
+    """Where the module once called ``name`` lives now, or None if it did not move."""
+    if name in MOVED:
+        return MOVED[name]
+    package, _, rest = name.rpartition(".")
+    while package:
+        if package in MOVED:
+            return f"{MOVED[package]}.{rest}"
+        package, _, head = package.rpartition(".")
+        rest = f"{head}.{rest}"
+    return None
 
 
 class _AliasLoader(importlib.abc.Loader):
@@ -48,7 +74,7 @@ class _AliasFinder(importlib.abc.MetaPathFinder):
     def find_spec(
         self, fullname: str, path: object = None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
-        home = MOVED.get(fullname)
+        home = home_of(fullname) if fullname.startswith("reflectkit.") else None
         if home is None:
             return None
         return importlib.machinery.ModuleSpec(fullname, _AliasLoader(home))

@@ -255,13 +255,13 @@ def _prestart(
     """Start the embedded model's worker (if the run is on it) and have it read the prompt's
     fixed preamble, while LangGraph imports here: a cold run then waits for the model only to
     read the question and answer it (see docs/local-model.md, "Time to first answer")."""
-    from reflectkit.local import prestart
+    from reflectkit.models.local import prestart
 
     if not prestart(model):
         return
     from reflectkit.config import ReflectConfig
     from reflectkit.format_help import generator_preamble
-    from reflectkit.local_engine import DEFAULT_N_CTX
+    from reflectkit.models.local.engine import DEFAULT_N_CTX
 
     try:
         config = ReflectConfig(

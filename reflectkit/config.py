@@ -53,7 +53,8 @@ class RetryPolicy(StrictModel):
 class FormatHelp(StrictModel):
     """Help for models that do not keep to the tag format on their own.
 
-    ``None`` means "decide from the model's capabilities" (see :mod:`reflectkit.capabilities`):
+    ``None`` means "decide from the model's capabilities" (see
+    :mod:`reflectkit.models.capabilities`):
 
     * ``exemplar``: a worked example (the ``exemplar_question``/``exemplar_answer`` templates);
       on for models marked ``needs_format_help`` (the local model). ``exemplar_in="turns"``
@@ -67,8 +68,8 @@ class FormatHelp(StrictModel):
       elsewhere a short user turn asks for the answer in the output tag. On by default; it costs
       a call only when the format failed.
     * ``grammar``: constrain decoding with a GBNF grammar of the scheme's tags (see
-      :mod:`reflectkit.grammar`), so the reply is written in the tags: thinking, an optional
-      reflection, then the answer. On where the provider takes a ``grammar`` parameter
+      :mod:`reflectkit.models.local.grammar`), so the reply is written in the tags: thinking, an
+      optional reflection, then the answer. On where the provider takes a ``grammar`` parameter
       (``grammar`` capability: the local model); never with tools, and not when ``model_kwargs``
       already carry a ``grammar`` of your own. ``max_thinking_chars`` bounds the thinking block
       in characters (a reflection block to half as many), so a small model that rambles still

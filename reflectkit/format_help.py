@@ -16,9 +16,9 @@ and switchable through :class:`~reflectkit.config.FormatHelp`:
    answer with nothing;
 4. a **grammar**: where the provider constrains decoding (``grammar`` capability: the local
    model), the generator's calls carry a GBNF grammar of the scheme's tags
-   (:func:`~reflectkit.grammar.tag_grammar`), starting after the prefill, with the thinking
-   bounded in characters. The reply is then written in the tags and the repair is rarely needed;
-   repair calls carry no grammar (they continue a different prefix).
+   (:func:`~reflectkit.models.local.grammar.tag_grammar`), starting after the prefill, with the
+   thinking bounded in characters. The reply is then written in the tags and the repair is rarely
+   needed; repair calls carry no grammar (they continue a different prefix).
 
 When the generator is offered tools (``tools=`` among its model kwargs) the protocol's system
 prompt and the exemplar still apply: they shape the answer turn, and a model calls tools through
@@ -38,11 +38,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from reflectkit.capabilities import ModelProfile, profile_for
 from reflectkit.config import ReflectConfig
-from reflectkit.grammar import tag_grammar
-from reflectkit.llm import Completion, ModelClient
 from reflectkit.messages import Conversation, Layout, Message, PromptBuilder
+from reflectkit.models.capabilities import ModelProfile, profile_for
+from reflectkit.models.llm import Completion, ModelClient
+from reflectkit.models.local.grammar import tag_grammar
 from reflectkit.prompts import Prompts
 from reflectkit.result import Draft
 from reflectkit.tags import (

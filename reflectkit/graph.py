@@ -24,7 +24,6 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
-from reflectkit.capabilities import ModelProfile, profile_for
 from reflectkit.config import ReflectConfig
 from reflectkit.critics.base import Critic, CritiqueRequest
 from reflectkit.critics.compose import as_critic
@@ -32,8 +31,9 @@ from reflectkit.critics.llm_critic import LLMCritic
 from reflectkit.errors import CriticError, ReflectkitError
 from reflectkit.events import DraftDelta, StepStarted
 from reflectkit.format_help import DeltaSink, DraftWriter, FormatPlan, plan_format_help
-from reflectkit.llm import ModelClient, without_tools
 from reflectkit.messages import Conversation, PromptBuilder, to_conversation
+from reflectkit.models.capabilities import ModelProfile, profile_for
+from reflectkit.models.llm import ModelClient, without_tools
 from reflectkit.prompts import Prompts
 from reflectkit.result import Iteration, ReflectionResult, StopReason
 from reflectkit.stopping import (

@@ -33,7 +33,7 @@ from typing import IO, Any, Literal
 
 from reflectkit.config import RetryPolicy
 from reflectkit.errors import ConfigurationError, InputError, ProviderError, RunError
-from reflectkit.llm import ModelClient
+from reflectkit.models.llm import ModelClient
 from reflectkit.prompts import Prompts
 from reflectkit.runner import run_sync
 from reflectkit.stores.jsonl import canonical_sha256, cut_partial_line, dumps_line
@@ -195,7 +195,8 @@ async def arecycle_record(
     prompts: Prompts | None = None,
 ) -> Recycled:
     """Recycle one Alpaca record with ``oracle`` (a LiteLLM model string or a configured
-    :class:`~reflectkit.llm.ModelClient`); raises :class:`RecycleError` when a stage fails."""
+    :class:`~reflectkit.models.llm.ModelClient`); raises :class:`RecycleError` when a stage
+    fails."""
     client = oracle if isinstance(oracle, ModelClient) else ModelClient(oracle)
     prompts = prompts or Prompts()
     pair = {name: str(record.get(name) or "") for name in FIELDS}

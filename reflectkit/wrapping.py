@@ -26,8 +26,8 @@ from typing import Any, Literal, ParamSpec, overload
 
 from reflectkit.api import Prompt, Reflector
 from reflectkit.errors import ConfigurationError
-from reflectkit.llm import register_provider
-from reflectkit.provider import ProviderChunk, ProviderFailure, ProviderReply, ServedObjects
+from reflectkit.models.llm import register_provider
+from reflectkit.models.provider import ProviderChunk, ProviderFailure, ProviderReply, ServedObjects
 from reflectkit.result import ReflectionResult
 from reflectkit.runner import run_sync
 
@@ -57,7 +57,7 @@ def _failure(name: str, error: Exception) -> ProviderFailure:
 class _FunctionBackend:
     """The ``wrapped`` provider: routes each call to the function named in the model string.
 
-    Functions are held as :class:`~reflectkit.provider.ServedObjects` hold them: weakly where
+    Functions are held as :class:`~reflectkit.models.provider.ServedObjects` hold them: weakly where
     Python allows (one lives as long as its wrapper).
     """
 

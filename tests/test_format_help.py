@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 
 import reflectkit as rk
-from reflectkit.capabilities import unregister_model
 from reflectkit.config import FormatHelp
-from reflectkit.grammar import gbnf_literal, tag_grammar
+from reflectkit.models.capabilities import unregister_model
+from reflectkit.models.local.grammar import gbnf_literal, tag_grammar
 from reflectkit.testing import FunctionLLM, Request, ScriptedLLM
 
 

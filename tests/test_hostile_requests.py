@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 import reflectkit.server.app as server_app
 from reflectkit.config import RetryPolicy
-from reflectkit.llm import check_model
+from reflectkit.models.llm import check_model
 from reflectkit.server import ServerSettings, create_app
 from reflectkit.server.checks import check_params
 from reflectkit.server.protocol import MAX_JSON_DEPTH, _deeper_than, _repair_escapes

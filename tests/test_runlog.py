@@ -22,7 +22,7 @@ from pydantic import BaseModel
 import reflectkit
 from reflectkit.errors import ConfigurationError, RunError
 from reflectkit.events import ResultEvent, StepEvent
-from reflectkit.provider import ProviderFailure
+from reflectkit.models.provider import ProviderFailure
 from reflectkit.redaction import REDACTED
 from reflectkit.result import ReflectionResult, StopReason
 from reflectkit.stores import runlog

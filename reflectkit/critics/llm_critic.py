@@ -7,8 +7,8 @@ from typing import Any
 from reflectkit.config import RetryPolicy
 from reflectkit.critics.base import CritiqueRequest
 from reflectkit.errors import ConfigurationError, CriticError
-from reflectkit.llm import ModelClient
 from reflectkit.messages import tool_results
+from reflectkit.models.llm import ModelClient
 from reflectkit.verdict import Verdict, parse_verdict
 
 __all__ = ["LLMCritic"]

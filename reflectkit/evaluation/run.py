@@ -16,8 +16,8 @@ from reflectkit.errors import ConfigurationError
 from reflectkit.evaluation.catalog import load_dataset
 from reflectkit.evaluation.datasets import Check, Dataset, Example
 from reflectkit.evaluation.report import EvalReport, ItemScore, ModeReport
-from reflectkit.llm import check_model
 from reflectkit.messages import to_conversation
+from reflectkit.models.llm import check_model
 from reflectkit.runner import run_sync
 from reflectkit.usage import Usage
 from reflectkit.verdict import Verdict

@@ -39,12 +39,12 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field, PrivateAttr, model_validator
 
-from reflectkit import adapter
 from reflectkit.api import Reflector
 from reflectkit.errors import ConfigurationError, ModelRequestsBlockedError
 from reflectkit.events import ReflectEvent, ResultEvent
-from reflectkit.llm import is_loopback, register_provider
-from reflectkit.provider import (
+from reflectkit.models import adapter
+from reflectkit.models.llm import is_loopback, register_provider
+from reflectkit.models.provider import (
     ProviderChunk,
     ProviderFailure,
     ServedObjects,

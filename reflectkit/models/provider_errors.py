@@ -1,9 +1,9 @@
 """LiteLLM's exceptions, translated into reflectkit's error tree.
 
-:mod:`reflectkit.llm` passes the imported ``litellm`` module in; nothing here imports LiteLLM.
-LiteLLM already normalises providers' errors into OpenAI-style exception classes with a status
-code; this maps those onto :mod:`reflectkit.errors`, with the ``retryable`` flag the retry layer
-reads, a 429's Retry-After in seconds, and the message's secrets redacted.
+:mod:`reflectkit.models.llm` passes the imported ``litellm`` module in; nothing here imports
+LiteLLM. LiteLLM already normalises providers' errors into OpenAI-style exception classes with a
+status code; this maps those onto :mod:`reflectkit.errors`, with the ``retryable`` flag the retry
+layer reads, a 429's Retry-After in seconds, and the message's secrets redacted.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from reflectkit.errors import (
     RateLimitedError,
     ReflectkitError,
 )
-from reflectkit.provider import ProviderFailure
+from reflectkit.models.provider import ProviderFailure
 from reflectkit.redaction import redact
 
 __all__ = ["failure_error", "map_error", "own_error", "parse_retry_after", "retry_after"]
@@ -119,9 +119,9 @@ def map_error(litellm: Any, error: Exception, model: str, secrets: list[str]) ->
 
 
 def failure_error(failure: ProviderFailure, model: str, secrets: list[str]) -> ProviderError:
-    """Translate an in-process backend's :class:`~reflectkit.provider.ProviderFailure` straight
-    into reflectkit's tree, for calls that do not go through LiteLLM (the embedded model): the
-    same classes :func:`map_error` gives the LiteLLM exception the adapter would have raised."""
+    """Translate an in-process backend's :class:`~reflectkit.models.provider.ProviderFailure`
+    straight into reflectkit's tree, for calls that do not go through LiteLLM (the embedded model):
+    the same classes :func:`map_error` gives the LiteLLM exception the adapter would have raised."""
     status = failure.status_code
     detail = redact(failure.message, secrets).strip().splitlines()
     message = f"{model}: {detail[0] if detail else f'provider failure {status}'}"

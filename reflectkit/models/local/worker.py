@@ -1,6 +1,6 @@
-"""The embedded local model's worker process: ``python -m reflectkit.local_worker``.
+"""The embedded local model's worker process: ``python -m reflectkit.models.local.worker``.
 
-:mod:`reflectkit.local_supervisor` starts one per calling process and talks to it over its
+:mod:`reflectkit.models.local.supervisor` starts one per calling process and talks to it over its
 standard streams, one JSON object a line (ASCII, so any text, even a lone surrogate, survives):
 
 * in (stdin): ``{"op": "generate", "id", "path", "messages", "params"}``,
@@ -32,9 +32,9 @@ import threading
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from reflectkit import local_engine
 from reflectkit.errors import LocalModelError
-from reflectkit.provider import ProviderFailure
+from reflectkit.models.local import engine
+from reflectkit.models.provider import ProviderFailure
 
 __all__ = ["main"]
 
@@ -109,7 +109,7 @@ def _run(job: dict[str, Any], state: _Requests, out: _Channel) -> None:
         if cancel.is_set():
             return  # cancelled while queued: acknowledged when the cancellation came
         path, messages, params = Path(job["path"]), job["messages"], job["params"]
-        for chunk in local_engine.generate(path, messages, params, cancel):
+        for chunk in engine.generate(path, messages, params, cancel):
             reply: dict[str, Any] = {"id": request_id, "text": chunk.text}
             if chunk.finish_reason is not None:
                 reply |= {
@@ -139,9 +139,9 @@ def _preload(job: dict[str, Any]) -> None:
     """Load a model ahead of its first call; a failure here is reported by that call."""
     prefix = job.get("prefix")
     with contextlib.suppress(ProviderFailure, LocalModelError, ValueError):
-        local_engine.preload(
+        engine.preload(
             Path(job["path"]),
-            int(job.get("n_ctx") or local_engine.DEFAULT_N_CTX),
+            int(job.get("n_ctx") or engine.DEFAULT_N_CTX),
             prefix if isinstance(prefix, list) else None,
         )
 
@@ -155,7 +155,7 @@ def main() -> int:
     faulthandler.enable()  # a native crash leaves a traceback on stderr for the caller to log
     out = _Channel(protocol)
     try:
-        info = local_engine.build_info()
+        info = engine.build_info()
     except LocalModelError as error:
         out.send({"op": "hello", "pid": os.getpid(), "error": str(error)})
         return 1

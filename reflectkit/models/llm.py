@@ -34,7 +34,6 @@ from urllib.parse import urlparse
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from reflectkit.adapter import adapter_class, direct_chunk, direct_reply
 from reflectkit.config import RetryPolicy
 from reflectkit.errors import (
     ConfigurationError,
@@ -47,8 +46,9 @@ from reflectkit.errors import (
     ReflectkitError,
     UnknownModelError,
 )
-from reflectkit.provider import ProviderBackend, ProviderFailure, model_requests_allowed
-from reflectkit.provider_errors import failure_error, map_error, own_error
+from reflectkit.models.adapter import adapter_class, direct_chunk, direct_reply
+from reflectkit.models.provider import ProviderBackend, ProviderFailure, model_requests_allowed
+from reflectkit.models.provider_errors import failure_error, map_error, own_error
 from reflectkit.redaction import redact
 from reflectkit.stores.jsonl import TextRepair, repair_surrogates, repair_text
 from reflectkit.usage import Usage
@@ -73,12 +73,12 @@ Message = dict[str, Any]
 # Providers that ship with reflectkit, imported only when LiteLLM is first loaded.
 _BUILTIN_PROVIDERS = {
     "reflectkit-test": "reflectkit.testing:BACKEND",
-    "local": "reflectkit.local:BACKEND",
+    "local": "reflectkit.models.local:BACKEND",
 }
 
 # Built-in providers that ModelClient calls without LiteLLM (they stay registered in LiteLLM too,
 # for anyone who calls litellm with their model strings).
-_DIRECT_PROVIDERS = {"local": "reflectkit.local:BACKEND"}
+_DIRECT_PROVIDERS = {"local": "reflectkit.models.local:BACKEND"}
 # Call arguments that are not the backend's parameters (LiteLLM keeps them out of its
 # ``optional_params`` as well).
 _CALL_ARGUMENTS = frozenset({"model", "messages", "stream", "stream_options", "timeout"})

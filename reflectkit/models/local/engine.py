@@ -1,7 +1,7 @@
 """llama.cpp inference for the embedded local model; runs inside its worker process.
 
-:mod:`reflectkit.local_worker` drives this module in a child process, so that a native crash in
-llama.cpp (a segfault, an abort, an illegal instruction, an out-of-memory kill) ends that child,
+:mod:`reflectkit.models.local.worker` drives this module in a child process, so that a native crash
+in llama.cpp (a segfault, an abort, an illegal instruction, an out-of-memory kill) ends that child,
 never the caller. Nothing here talks to LiteLLM or to the caller: :func:`generate` takes a GGUF
 path, the messages and the call's parameters, and yields text pieces as they are sampled, then a
 last chunk with the finish reason and llama.cpp's own token counts.
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from reflectkit.errors import LocalModelError
-from reflectkit.provider import ProviderChunk, ProviderFailure
+from reflectkit.models.provider import ProviderChunk, ProviderFailure
 
 __all__ = [
     "CPUS",
@@ -242,7 +242,8 @@ class _Detokenizer:
 
 @dataclass(frozen=True)
 class Settings:
-    """What a call asks of the model, read from its parameters (see :mod:`reflectkit.local`)."""
+    """What a call asks of the model, read from its parameters (see
+    :mod:`reflectkit.models.local`)."""
 
     n_ctx: int
     max_tokens: int

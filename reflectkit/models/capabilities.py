@@ -10,7 +10,7 @@
   worked example.
 * ``grammar``: its provider constrains decoding with a GBNF grammar passed as the ``grammar``
   call parameter (the local model, through llama.cpp). reflectkit's format help then holds the
-  reply to the tags while it is written (see :mod:`reflectkit.grammar`).
+  reply to the tags while it is written (see :mod:`reflectkit.models.local.grammar`).
 * ``self_critique``: its critiques of its own drafts are worth a loop (True unless said
   otherwise). The local 135M model's are not: judging its own answers it writes noise and its
   revisions get worse, so ``mode="auto"`` gives it one pass unless a critic is passed.

@@ -4,7 +4,7 @@ llama.cpp is native code: built for the wrong CPU it segfaults (its AMX path on 
 or hits an illegal instruction, and a large model can be killed for memory. Run in the caller's
 process, any of these would kill a script, a Jupyter kernel, ``reflectkit serve`` or a test run,
 with nothing printed. So the model runs in one child process per calling process
-(:mod:`reflectkit.local_worker`), started on first use and shared by every call; this module
+(:mod:`reflectkit.models.local.worker`), started on first use and shared by every call; this module
 starts it, sends it requests, routes its answers back to the calls that asked, and watches it.
 
 When the worker dies, every call in flight fails with a
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from reflectkit.errors import LocalModelCrashError
-from reflectkit.provider import ProviderChunk, ProviderFailure
+from reflectkit.models.provider import ProviderChunk, ProviderFailure
 
 __all__ = [
     "CANCEL_GRACE",
@@ -154,7 +154,7 @@ class _Worker:
 
     def __init__(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "reflectkit.local_worker"],
+            [sys.executable, "-m", "reflectkit.models.local.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

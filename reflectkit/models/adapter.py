@@ -1,9 +1,9 @@
-"""Serve a :class:`~reflectkit.provider.ProviderBackend` as a LiteLLM custom provider.
+"""Serve a :class:`~reflectkit.models.provider.ProviderBackend` as a LiteLLM custom provider.
 
-:mod:`reflectkit.llm` hands this module the imported ``litellm`` module; nothing here imports
+:mod:`reflectkit.models.llm` hands this module the imported ``litellm`` module; nothing here imports
 LiteLLM itself, so it still loads only on the first model call. The adapter translates in both
 directions: LiteLLM's call arguments to the backend's, the backend's replies and chunks to
-LiteLLM's response objects, and :class:`~reflectkit.provider.ProviderFailure` to the LiteLLM
+LiteLLM's response objects, and :class:`~reflectkit.models.provider.ProviderFailure` to the LiteLLM
 exception a real provider's HTTP status would have produced.
 
 A backend that answers with tool calls returns a :class:`ToolCallReply` (or streams
@@ -14,7 +14,7 @@ calls from in-process backends take LiteLLM's real path too, streaming included.
 The embedded local model skips LiteLLM (importing it costs seconds, and that path needs nothing
 from it): :func:`direct_reply` and :func:`direct_chunk` dress a backend's replies in the same
 OpenAI shape LiteLLM's objects have (``choices[0].message``, ``.delta``, ``usage``), with token
-counts estimated the same way, so :mod:`reflectkit.llm` reads both paths with one code.
+counts estimated the same way, so :mod:`reflectkit.models.llm` reads both paths with one code.
 """
 
 from __future__ import annotations
@@ -26,7 +26,12 @@ from typing import Any
 
 import httpx
 
-from reflectkit.provider import ProviderBackend, ProviderChunk, ProviderFailure, ProviderReply
+from reflectkit.models.provider import (
+    ProviderBackend,
+    ProviderChunk,
+    ProviderFailure,
+    ProviderReply,
+)
 
 __all__ = ["ToolCallChunk", "ToolCallReply", "adapter_class", "direct_chunk", "direct_reply"]
 
