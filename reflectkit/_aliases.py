@@ -4,6 +4,8 @@
 ``reflectkit.stores.runlog`` is (not a copy, not a shim re-exporting its names), so
 ``monkeypatch.setattr(reflectkit.runlog, ...)`` patches the real one. A meta-path finder does
 it: it answers only for the names in :data:`MOVED` and loads each from its new home.
+``python -m`` with an old name runs the new home's code (``python -m reflectkit.server.command``
+serves).
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import importlib
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import sys
-from types import ModuleType
+from types import CodeType, ModuleType
 
 __all__ = ["MOVED", "home_of", "install"]
 
@@ -36,6 +39,12 @@ MOVED: dict[str, str] = {
     "reflectkit.local_worker": "reflectkit.models.local.worker",
     "reflectkit.provider": "reflectkit.models.provider",
     "reflectkit.provider_errors": "reflectkit.models.provider_errors",
+    # cli/
+    "reflectkit.cli_support": "reflectkit.cli.support",
+    "reflectkit.datatools_command": "reflectkit.cli.data",
+    "reflectkit.evaluation.command": "reflectkit.cli.evaluate",
+    "reflectkit.runs_command": "reflectkit.cli.runs",
+    "reflectkit.server.command": "reflectkit.cli.serve",
 }
 """Old module name -> the module's home now. A moved package's submodules follow it
 (``reflectkit.local.engine`` is ``reflectkit.models.local.engine``)."""
@@ -64,6 +73,14 @@ class _AliasLoader(importlib.abc.Loader):
         self.home_spec = module.__spec__
         return module
 
+    def get_code(self, fullname: str) -> CodeType | None:
+        """The new home's code, for ``python -m <old name>`` (runpy asks for it)."""
+        spec = importlib.util.find_spec(self.target)
+        loader = spec.loader if spec is not None else None
+        if not isinstance(loader, importlib.abc.InspectLoader):
+            return None
+        return loader.get_code(self.target)
+
     def exec_module(self, module: ModuleType) -> None:
         # The module ran when its new home was imported. The import system has just set its
         # __spec__ to the alias's; it keeps its own (reload and tools read it).
@@ -77,7 +94,10 @@ class _AliasFinder(importlib.abc.MetaPathFinder):
         home = home_of(fullname) if fullname.startswith("reflectkit.") else None
         if home is None:
             return None
-        return importlib.machinery.ModuleSpec(fullname, _AliasLoader(home))
+        # The home's file as origin: ``python -m <old name>`` puts it in sys.argv[0].
+        found = importlib.util.find_spec(home)
+        origin = found.origin if found is not None else None
+        return importlib.machinery.ModuleSpec(fullname, _AliasLoader(home), origin=origin)
 
 
 def install() -> None:

@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 import reflectkit as rk
-from reflectkit.cli import _Cli
-from reflectkit.datatools_command import recycle as recycle_command
+from reflectkit.cli.app import _Cli
+from reflectkit.cli.data import recycle as recycle_command
 from reflectkit.recycle import (
     RecycleError,
     arecycle,

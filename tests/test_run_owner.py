@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from reflectkit.cli import cli
+from reflectkit.cli.app import cli
 from reflectkit.result import ReflectionResult, StopReason
 from reflectkit.stores.run_owner import Owner, current, why_gone
 from reflectkit.stores.runlog import RunLog

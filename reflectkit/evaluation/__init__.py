@@ -1,7 +1,7 @@
 """Evaluate a model on a dataset in several modes (single pass, self-critique loop, verifier
 loop) and report accuracy, tokens, cost, calls, latency and failures. See docs/eval.md.
 
-The command line is ``reflectkit eval`` (:mod:`reflectkit.evaluation.command`). Names load on
+The command line is ``reflectkit eval`` (:mod:`reflectkit.cli.evaluate`). Names load on
 first use, so importing the command (for ``reflectkit --help``) loads neither LangGraph nor
 LiteLLM nor matplotlib.
 """

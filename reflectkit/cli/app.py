@@ -5,9 +5,8 @@ configuration (fix the command), 1 for a run that failed (provider down, critic 
 deletion not confirmed, 130 on Ctrl-C, 128 + N when signal N (SIGTERM, SIGHUP) stopped it; a
 native crash prints Python's traceback (faulthandler). The answer goes to stdout alone;
 thinking and critiques (``--show-thinking``) go to stderr, so ``reflectkit run ... >
-answer.txt`` keeps just the answer. The other commands live next to what they drive
-(:mod:`reflectkit.runs_command`, ``server.command``, ``evaluation.command``,
-``datatools_command``) and are registered here.
+answer.txt`` keeps just the answer. The other commands live next to it in
+:mod:`reflectkit.cli` (``runs``, ``data``, ``evaluate``, ``serve``) and are registered here.
 
 Only click is imported at start-up: ``reflectkit --help`` never loads LiteLLM or LangGraph.
 """
@@ -25,7 +24,15 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from reflectkit.cli_support import (
+from reflectkit.cli.options import (
+    critic_model_option,
+    litellm_option,
+    max_iterations_option,
+    mode_option,
+    model_option,
+    template_dir_option,
+)
+from reflectkit.cli.support import (
     CONTEXT_SETTINGS,
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
@@ -158,46 +165,16 @@ def _run_or_cancel(reflector: Reflector, text: str, thread_id: str | None) -> Re
 
 @cli.command()
 @click.argument("prompt")
-@click.option(
-    "-m",
-    "--model",
-    envvar="REFLECTKIT_MODEL",
-    show_envvar=True,
-    help="LiteLLM model string, e.g. gpt-4o-mini or ollama/llama3.",
-)
-@click.option("--critic-model", help="Model of the LLM critic (default: the same model).")
-@click.option(
-    "-n",
-    "--max-iterations",
-    type=click.IntRange(1, 100),
-    default=3,
-    show_default=True,
-    help="Most drafts to write.",
-)
-@click.option(
-    "--mode",
-    type=click.Choice(["auto", "loop", "single"]),
-    default="auto",
-    show_default=True,
-    help="loop: critique and revise; single: one call.",
-)
+@model_option("LiteLLM model string, e.g. gpt-4o-mini or ollama/llama3.")
+@critic_model_option("Model of the LLM critic (default: the same model).")
+@max_iterations_option("Most drafts to write.")
+@mode_option("loop: critique and revise; single: one call.")
 @click.option(
     "--show-thinking", is_flag=True, help="Print thinking, reflections and critiques to stderr."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON.")
-@click.option(
-    "--template-dir",
-    type=click.Path(exists=True, file_okay=False),
-    help="Directory of templates that override the built-in ones.",
-)
-@click.option(
-    "-o",
-    "--option",
-    "options",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Passed to LiteLLM, e.g. -o temperature=0 -o api_base=http://...",
-)
+@template_dir_option()
+@litellm_option("Passed to LiteLLM, e.g. -o temperature=0 -o api_base=http://...")
 @click.option(
     "--thread-id",
     help="Make the run durable: save it after every step; run again with the same id to resume "
@@ -299,12 +276,12 @@ def templates(name: str | None, template_dir: str | None) -> None:
 
 
 def _register_commands() -> None:
-    """Commands defined next to what they drive; their modules import only click at start-up."""
-    from reflectkit.datatools_command import export as export_command
-    from reflectkit.datatools_command import recycle as recycle_command
-    from reflectkit.evaluation.command import eval_command
-    from reflectkit.runs_command import runs
-    from reflectkit.server.command import serve
+    """The other commands of :mod:`reflectkit.cli`; their modules import only click at start-up."""
+    from reflectkit.cli.data import export as export_command
+    from reflectkit.cli.data import recycle as recycle_command
+    from reflectkit.cli.evaluate import eval_command
+    from reflectkit.cli.runs import runs
+    from reflectkit.cli.serve import serve
 
     cli.add_command(runs)
     cli.add_command(recycle_command)

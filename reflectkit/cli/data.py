@@ -1,6 +1,6 @@
 """The data commands of the ``reflectkit`` command line: ``recycle`` and ``export``.
 
-``reflectkit.cli`` registers them on its group (``cli.add_command(recycle)``,
+``reflectkit.cli.app`` registers them on its group (``cli.add_command(recycle)``,
 ``cli.add_command(export)``), whose error handling turns a ConfigurationError into one line and
 exit code 2. Only click is imported here at start-up; the work is imported when a command runs.
 """
@@ -12,7 +12,8 @@ from typing import Any
 
 import click
 
-from reflectkit.cli_support import CONTEXT_SETTINGS, option_value
+from reflectkit.cli.options import litellm_option, template_dir_option
+from reflectkit.cli.support import CONTEXT_SETTINGS, option_value
 
 __all__ = ["export", "recycle"]
 
@@ -53,18 +54,8 @@ __all__ = ["export", "recycle"]
     help="Records in flight at once.",
 )
 @click.option("--keep-analysis", is_flag=True, help="Keep the oracle's analyses in the output.")
-@click.option(
-    "--template-dir",
-    type=click.Path(exists=True, file_okay=False),
-    help="Directory of templates that override the built-in ones.",
-)
-@click.option(
-    "--option",
-    "options",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Passed to LiteLLM, e.g. --option temperature=0.7",
-)
+@template_dir_option()
+@litellm_option("Passed to LiteLLM, e.g. --option temperature=0.7", short=False)
 @click.option("--no-progress", is_flag=True, help="Do not show a progress bar.")
 def recycle(
     source: str,

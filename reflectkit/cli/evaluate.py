@@ -10,20 +10,20 @@ import sys
 
 import click
 
-from reflectkit.cli_support import CONTEXT_SETTINGS, BadInput, option_value
+from reflectkit.cli.options import (
+    critic_model_option,
+    litellm_option,
+    max_iterations_option,
+    model_option,
+)
+from reflectkit.cli.support import CONTEXT_SETTINGS, BadInput, option_value
 
 __all__ = ["eval_command"]
 
 
 @click.command("eval", context_settings=CONTEXT_SETTINGS)
 @click.argument("dataset")
-@click.option(
-    "-m",
-    "--model",
-    envvar="REFLECTKIT_MODEL",
-    show_envvar=True,
-    help="LiteLLM model string, e.g. gpt-4o-mini or local/smollm2-135m.",
-)
+@model_option("LiteLLM model string, e.g. gpt-4o-mini or local/smollm2-135m.")
 @click.option(
     "--modes",
     default="single,loop,verifier",
@@ -62,23 +62,9 @@ __all__ = ["eval_command"]
     type=click.Choice(["exact", "numeric", "regex", "contains"]),
     help="Matcher for rows that name none (default: numeric for number answers, else exact).",
 )
-@click.option(
-    "-n",
-    "--max-iterations",
-    type=click.IntRange(1, 100),
-    default=3,
-    show_default=True,
-    help="Most drafts per example in the loop modes.",
-)
-@click.option("--critic-model", help="Model of the loop mode's LLM critic (default: the same).")
-@click.option(
-    "-o",
-    "--option",
-    "options",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Passed to LiteLLM, e.g. -o temperature=0 -o max_tokens=256.",
-)
+@max_iterations_option("Most drafts per example in the loop modes.")
+@critic_model_option("Model of the loop mode's LLM critic (default: the same).")
+@litellm_option("Passed to LiteLLM, e.g. -o temperature=0 -o max_tokens=256.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON, not Markdown.")
 @click.option("--no-progress", is_flag=True, help="No progress bars on stderr.")
 def eval_command(

@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from reflectkit.cli_support import CONTEXT_SETTINGS, option_value
+from reflectkit.cli.options import (
+    critic_model_option,
+    litellm_option,
+    max_iterations_option,
+    mode_option,
+)
+from reflectkit.cli.support import CONTEXT_SETTINGS, option_value
 
 if TYPE_CHECKING:
     from reflectkit.config import Mode
@@ -62,30 +68,10 @@ def _log_config(level: str) -> dict[str, Any]:
     show_default=True,
     help="Serve bare model names as plain calls (else only reflect/<model>).",
 )
-@click.option(
-    "--mode",
-    type=click.Choice(["auto", "loop", "single"]),
-    default="auto",
-    show_default=True,
-    help="Default mode of reflected requests.",
-)
-@click.option(
-    "-n",
-    "--max-iterations",
-    type=click.IntRange(1, 100),
-    default=3,
-    show_default=True,
-    help="Default most drafts of a reflected request.",
-)
-@click.option("--critic-model", help="Default model of the LLM critic (default: the same model).")
-@click.option(
-    "-o",
-    "--option",
-    "options",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="LiteLLM argument for every upstream call (api_base=..., api_key=...); repeatable.",
-)
+@mode_option("Default mode of reflected requests.")
+@max_iterations_option("Default most drafts of a reflected request.")
+@critic_model_option("Default model of the LLM critic (default: the same model).")
+@litellm_option("LiteLLM argument for every upstream call (api_base=..., api_key=...); repeatable.")
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),

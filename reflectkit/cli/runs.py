@@ -3,7 +3,7 @@
 Reads :mod:`reflectkit.stores.runlog`: data on stdout, notes and prompts on stderr. A log that is
 switched off with no ``--run-log`` given, or an unknown or ambiguous id, is one line and exit
 code 2 (a ConfigurationError, turned into that by the main group). Only click is imported at
-start-up; :mod:`reflectkit.cli` registers the group.
+start-up; :mod:`reflectkit.cli.app` registers the group.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from reflectkit.cli_support import CONTEXT_SETTINGS, EXIT_RUN_FAILED, fail
+from reflectkit.cli.support import CONTEXT_SETTINGS, EXIT_RUN_FAILED, fail
 from reflectkit.errors import ConfigurationError
 
 if TYPE_CHECKING:

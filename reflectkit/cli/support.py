@@ -1,9 +1,9 @@
 """What every ``reflectkit`` command shares: exit codes, one-line failures, ``-o KEY=VALUE``,
 and stopping on a signal with a line that says so.
 
-The main group (:mod:`reflectkit.cli`) and the commands defined next to what they drive (``runs``,
-``serve``, ``eval``, ``recycle``, ``export``) import this; it imports only click, so ``reflectkit
---help`` stays free of LiteLLM, LangGraph and the server.
+The main group (:mod:`reflectkit.cli.app`) and the commands defined next to what they drive
+(``runs``, ``serve``, ``eval``, ``recycle``, ``export``) import this; it imports only click, so
+``reflectkit --help`` stays free of LiteLLM, LangGraph and the server.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ STOP_SIGNALS = ("SIGTERM", "SIGHUP")
 CONTEXT_SETTINGS: dict[str, object] = {"help_option_names": ["-h", "--help"]}
 """Every command's: ``-h`` and ``--help``. Commands defined outside the main group carry it too,
 since click fixes a command's help option the first time it builds one, so a command first run
-on its own (``python -m reflectkit.server.command``) would otherwise lose ``-h`` for good."""
+on its own (``python -m reflectkit.cli.serve``) would otherwise lose ``-h`` for good."""
 
 
 class BadInput(click.ClickException):
