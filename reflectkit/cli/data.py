@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from reflectkit.cli.options import litellm_option, template_dir_option
+from reflectkit.cli.options import litellm_option, output_option, template_dir_option
 from reflectkit.cli.support import CONTEXT_SETTINGS, option_value
 
 __all__ = ["export", "recycle"]
@@ -107,14 +107,7 @@ def recycle(
 
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("source", metavar="[SOURCE]", required=False, type=click.Path(dir_okay=False))
-@click.option(
-    "-o",
-    "--output",
-    default="-",
-    show_default=True,
-    metavar="FILE",
-    help="File to write (replaced); - for stdout.",
-)
+@output_option()
 @click.option(
     "--format",
     "fmt",

@@ -1,7 +1,7 @@
 """The options several commands share, each defined once: the model, the LLM critic's model,
-``-n/--max-iterations``, ``--mode``, ``-o/--option`` (LiteLLM arguments) and
-``--template-dir``. Each command words its own help, since the same option means a run's
-setting in ``run`` and a default of every request in ``serve``.
+``-n/--max-iterations``, ``--mode``, ``-o/--option`` (LiteLLM arguments), ``--template-dir``
+and the exports' ``-o/--output``. Each command words its own help, since the same option means a
+run's setting in ``run`` and a default of every request in ``serve``.
 
 Only click is imported here.
 """
@@ -19,6 +19,7 @@ __all__ = [
     "max_iterations_option",
     "mode_option",
     "model_option",
+    "output_option",
     "template_dir_option",
 ]
 
@@ -64,6 +65,18 @@ def litellm_option(help: str, *, short: bool = True) -> Callable[[F], F]:
     whose ``-o`` is its output file."""
     flags = ("-o", "--option") if short else ("--option",)
     return click.option(*flags, "options", multiple=True, metavar="KEY=VALUE", help=help)
+
+
+def output_option() -> Callable[[F], F]:
+    """``-o/--output FILE`` of the export commands: replaced if it exists, ``-`` for stdout."""
+    return click.option(
+        "-o",
+        "--output",
+        default="-",
+        show_default=True,
+        metavar="FILE",
+        help="File to write (replaced); - for stdout.",
+    )
 
 
 def template_dir_option() -> Callable[[F], F]:

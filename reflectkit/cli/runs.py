@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from reflectkit.cli.options import output_option
 from reflectkit.cli.support import CONTEXT_SETTINGS, EXIT_RUN_FAILED, fail
 from reflectkit.errors import ConfigurationError
 
@@ -222,14 +223,7 @@ def show(run_log: str | None, run_id: str, as_json: bool) -> None:
 
 
 @runs.command()
-@click.option(
-    "-o",
-    "--output",
-    default="-",
-    show_default=True,
-    metavar="FILE",
-    help="File to write (replaced); - for stdout.",
-)
+@output_option()
 @click.option("--status", type=click.Choice(_STATUSES), help="Only runs with this status.")
 @click.pass_obj
 def export(run_log: str | None, output: str, status: str | None) -> None:
