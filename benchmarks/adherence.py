@@ -51,7 +51,7 @@ from typing import Any
 
 import reflectkit as rk
 from reflectkit.config import FormatHelp
-from reflectkit.format_help import usable
+from reflectkit.drafting import usable
 from reflectkit.models.llm import ModelClient
 from reflectkit.models.local import DEFAULT_LOCAL_MODEL
 

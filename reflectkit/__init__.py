@@ -69,11 +69,11 @@ if TYPE_CHECKING:
     )
     from reflectkit.events import DraftDelta, ResultEvent, StepEvent, StepStarted, TrialEvent
     from reflectkit.graph import build_graph
+    from reflectkit.integrations.wrapping import wrap
     from reflectkit.models.capabilities import ModelProfile, profile_for, register_model
     from reflectkit.result import Draft, Iteration, ReflectionResult, StopReason, TrialRecord
     from reflectkit.stores.memory import Lesson, LessonStore
     from reflectkit.usage import Usage
-    from reflectkit.wrapping import wrap
 
 __version__ = "0.1.0"
 
@@ -110,7 +110,7 @@ _LAZY = {
     "StopReason": "reflectkit.result",
     "TrialRecord": "reflectkit.result",
     "Usage": "reflectkit.usage",
-    "wrap": "reflectkit.wrapping",
+    "wrap": "reflectkit.integrations.wrapping",
     "batch": "reflectkit.batching",
     "abatch": "reflectkit.batching",
     "BatchItem": "reflectkit.batching",

@@ -45,6 +45,12 @@ MOVED: dict[str, str] = {
     "reflectkit.evaluation.command": "reflectkit.cli.evaluate",
     "reflectkit.runs_command": "reflectkit.cli.runs",
     "reflectkit.server.command": "reflectkit.cli.serve",
+    # data/, integrations/, and the module that makes every draft
+    "reflectkit.display": "reflectkit.integrations.display",
+    "reflectkit.export": "reflectkit.data.export",
+    "reflectkit.format_help": "reflectkit.drafting",
+    "reflectkit.recycle": "reflectkit.data.recycle",
+    "reflectkit.wrapping": "reflectkit.integrations.wrapping",
 }
 """Old module name -> the module's home now. A moved package's submodules follow it
 (``reflectkit.local.engine`` is ``reflectkit.models.local.engine``)."""

@@ -28,9 +28,9 @@ from reflectkit.config import ReflectConfig
 from reflectkit.critics.base import Critic, CritiqueRequest
 from reflectkit.critics.compose import as_critic
 from reflectkit.critics.llm_critic import LLMCritic
+from reflectkit.drafting import DeltaSink, DraftWriter, FormatPlan, plan_format_help
 from reflectkit.errors import CriticError, ReflectkitError
 from reflectkit.events import DraftDelta, StepStarted
-from reflectkit.format_help import DeltaSink, DraftWriter, FormatPlan, plan_format_help
 from reflectkit.messages import Conversation, PromptBuilder, to_conversation
 from reflectkit.models.capabilities import ModelProfile, profile_for
 from reflectkit.models.llm import ModelClient, without_tools

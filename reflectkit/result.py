@@ -212,6 +212,6 @@ def result_html(result: ReflectionResult) -> str:
     """``result`` as a self-contained HTML fragment (inline styles, no script): the answer, a
     line of facts (stop reason, drafts, calls, tokens, cost, seconds, model, run id), then the
     thinking, reflections, and each draft with its critique, folded. Jupyter shows it through
-    ``ReflectionResult._repr_html_``; :mod:`reflectkit.display` re-exports it."""
+    ``ReflectionResult._repr_html_``; :mod:`reflectkit.integrations.display` re-exports it."""
     accent = _PASSED if result.passed else _OTHER
     return render_html("result.html.j2", result=result, facts=result_facts(result), accent=accent)

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 import reflectkit as rk
 from reflectkit.cli.app import _Cli
 from reflectkit.cli.data import export as export_command
-from reflectkit.export import assistant_turn, example_messages, export, to_sharegpt
+from reflectkit.data.export import assistant_turn, example_messages, export, to_sharegpt
 from reflectkit.prompts import Prompts
 from reflectkit.stores.runlog import RunLog
 from reflectkit.testing import ScriptedLLM, fail

@@ -273,7 +273,7 @@ def test_reflectkit_runs_the_local_model_without_importing_litellm() -> None:
 def format_help_chat(question: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The messages and grammar of the default format help's first call on ``question``."""
     from reflectkit.config import ReflectConfig
-    from reflectkit.format_help import generator_preamble, plan_format_help
+    from reflectkit.drafting import generator_preamble, plan_format_help
     from reflectkit.models.capabilities import profile_for
 
     config = ReflectConfig()

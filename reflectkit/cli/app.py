@@ -237,7 +237,7 @@ def _prestart(
     if not prestart(model):
         return
     from reflectkit.config import ReflectConfig
-    from reflectkit.format_help import generator_preamble
+    from reflectkit.drafting import generator_preamble
     from reflectkit.models.local.engine import DEFAULT_N_CTX
 
     try:

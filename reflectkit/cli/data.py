@@ -77,7 +77,7 @@ def recycle(
     as they finish; run the command again to resume and to retry failed records. Exits 1 when
     some records failed (the others are written).
     """
-    from reflectkit.recycle import recycle as run
+    from reflectkit.data.recycle import recycle as run
 
     target = (
         Path(output) if output else Path(source).with_name(Path(source).stem + ".recycled.jsonl")
@@ -144,8 +144,8 @@ def export(
     per-user file). Each finished run becomes one example whose assistant turn reasons in
     <thinking>, corrects itself in <reflection> and answers in <output>.
     """
+    from reflectkit.data.export import export as run
     from reflectkit.errors import ConfigurationError
-    from reflectkit.export import export as run
     from reflectkit.stores.runlog import ENV_VAR, default_path
 
     where = Path(source) if source else default_path()

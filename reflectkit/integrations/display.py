@@ -219,8 +219,8 @@ def _notebook_publisher() -> Publish:
         ipython_display = importlib.import_module("IPython.display")
     except ImportError:
         raise ConfigurationError(
-            "reflectkit.display.live shows runs in Jupyter and needs IPython: pip install "
-            "ipykernel (or use LiveView with your own publish function)"
+            "reflectkit.integrations.display.live shows runs in Jupyter and needs IPython: "
+            "pip install ipykernel (or use LiveView with your own publish function)"
         ) from None
     display_id = uuid.uuid4().hex
 

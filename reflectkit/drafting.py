@@ -1,4 +1,5 @@
-"""Format help: getting a usable answer block out of models that do not keep to the tags.
+"""Drafting: every draft the generator writes is made here, with format help, which gets a
+usable answer block out of models that do not keep to the tags (this module was ``format_help``).
 
 Small untuned models ignore formats. Four aids, each decided per model from its capabilities
 and switchable through :class:`~reflectkit.config.FormatHelp`:

@@ -368,7 +368,7 @@ async def arecycle(
 
     Records whose hash is already in ``output`` are skipped (resume), as are repeats of an
     earlier record. Failed records go to ``failures`` (default: ``OUTPUT.failures.jsonl``,
-    replaced each run) and the ``reflectkit.recycle`` logger; run again to retry them.
+    replaced each run) and the ``reflectkit.data.recycle`` logger; run again to retry them.
     ``stages`` runs both reflections or one. ``template_dir`` overrides the two prompts;
     ``retry`` and ``call_timeout`` (seconds) apply to each oracle call; ``model_kwargs`` go to
     LiteLLM. Configuration errors (unknown oracle, missing key, a broken template, an input
