@@ -1,7 +1,7 @@
 """What every ``reflectkit`` command shares: exit codes, one-line failures, ``-o KEY=VALUE``,
 and stopping on a signal with a line that says so.
 
-The main group (:mod:`reflectkit.cli.app`) and the commands defined next to what they drive
+The main group (:mod:`reflectkit.cli.app`) and the other commands of :mod:`reflectkit.cli`
 (``runs``, ``serve``, ``eval``, ``recycle``, ``export``) import this; it imports only click, so
 ``reflectkit --help`` stays free of LiteLLM, LangGraph and the server.
 """
