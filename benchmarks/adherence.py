@@ -12,8 +12,9 @@ model directly, not through LiteLLM) and with the same token budget per call:
   prefilled, and the repair call when a reply has no answer block (the default before the
   grammar).
 * **grammar** variants: the same, and decoding constrained by the tag grammar
-  (:mod:`reflectkit.grammar`): without the example, with the thinking unbounded or bounded to
-  fewer characters; with the worked example used before (a capital, no reasoning to show).
+  (:mod:`reflectkit.models.local.grammar`): without the example, with the thinking unbounded or
+  bounded to fewer characters; with the worked example used before (a capital, no reasoning to
+  show).
 * **format help (default)**: whatever reflectkit does for this model by default.
 
 Columns: *tags as written*: replies whose answer came from a real output block before any
@@ -50,9 +51,9 @@ from typing import Any
 
 import reflectkit as rk
 from reflectkit.config import FormatHelp
-from reflectkit.format_help import usable
-from reflectkit.llm import ModelClient
-from reflectkit.local import DEFAULT_LOCAL_MODEL
+from reflectkit.drafting import usable
+from reflectkit.models.llm import ModelClient
+from reflectkit.models.local import DEFAULT_LOCAL_MODEL
 
 DATA = Path(__file__).parent / "data" / "adherence.jsonl"
 # The worked example before this one: a capital, with no reasoning to show (templates that

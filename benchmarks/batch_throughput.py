@@ -43,7 +43,7 @@ from typing import Any
 
 import reflectkit as rk
 from reflectkit.batching import abatch
-from reflectkit.llm import _load
+from reflectkit.models.llm import _load
 from reflectkit.testing import FunctionLLM
 
 HERE = Path(__file__).resolve().parent

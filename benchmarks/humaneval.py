@@ -39,7 +39,7 @@ from reflectkit.evaluation.humaneval import (
     humaneval_problems,
     passes,
 )
-from reflectkit.local import DEFAULT_LOCAL_MODEL
+from reflectkit.models.local import DEFAULT_LOCAL_MODEL
 
 Problem = HumanEvalProblem
 

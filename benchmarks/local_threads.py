@@ -4,7 +4,7 @@ llama.cpp's threads wait for each other at every step; when a thread has no core
 process is busy), the others spin or sleep until it runs again. This measures decode tokens/s of
 SmolLM2-135M for each thread count and OpenMP wait policy, on an idle machine and beside one
 CPU-bound neighbour process (``while True: pass``), rounds interleaved so load drifts hit every
-setting alike. The settings ``reflectkit.local_engine`` uses were chosen from this table.
+setting alike. The settings ``reflectkit.models.local.engine`` uses were chosen from this table.
 
     python benchmarks/local_threads.py              # 3 rounds, about 2 minutes on 2 cores
     python benchmarks/local_threads.py --rounds 5 --tokens 96

@@ -1,11 +1,11 @@
 """What the embedded model's process boundary costs: in-process llama.cpp vs the worker process.
 
 reflectkit runs llama.cpp in a worker process so that a native crash never takes the caller
-down (``reflectkit.local_supervisor``). Each sampled piece then crosses a pipe as a JSON line.
-This measures, rounds interleaved in one run, the same greedy generation of SmolLM2-135M
+down (``reflectkit.models.local.supervisor``). Each sampled piece then crosses a pipe as a JSON
+line. This measures, rounds interleaved in one run, the same greedy generation of SmolLM2-135M
 (same prompt, same threads, same token count) two ways:
 
-* **in-process**: ``reflectkit.local_engine.generate`` called directly, as before the worker;
+* **in-process**: ``reflectkit.models.local.engine.generate`` called directly, as before the worker;
 * **worker**: the ``local`` provider's stream, through the worker process.
 
 It prints the median decode tokens/s and first-token latency of each, and the ratios.
@@ -23,11 +23,11 @@ import threading
 import time
 from collections.abc import Iterator
 
-from reflectkit import local_engine
-from reflectkit.local import BACKEND, model_path
-from reflectkit.provider import ProviderChunk
+from reflectkit.models.local import BACKEND, model_path
+from reflectkit.models.local import engine as local_engine
+from reflectkit.models.provider import ProviderChunk
 
-# The worker waits passively (reflectkit.local_supervisor); the in-process side must too, or
+# The worker waits passively (reflectkit.models.local.supervisor); the in-process side must too, or
 # this would measure OpenMP's wait policy rather than the process boundary. Read by OpenMP when
 # llama.cpp first loads, so it is set before anything imports it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -53,8 +53,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import reflectkit as rk
-from reflectkit.llm import _load
 from reflectkit.messages import PromptBuilder, to_conversation
+from reflectkit.models.llm import _load
 from reflectkit.prompts import Prompts
 from reflectkit.testing import FunctionLLM, Request, block_model_requests
 

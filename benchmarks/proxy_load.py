@@ -2,7 +2,7 @@
 
 Three processes: an OpenAI-compatible upstream (tests/upstream.py) that answers each request
 after a fixed delay (50 ms) and streams it in a few chunks; the proxy, started with
-``python -m reflectkit.server.command`` in front of it; and this one, the load generator. At 1,
+``python -m reflectkit.cli.serve`` in front of it; and this one, the load generator. At 1,
 20 and 200 concurrent streaming clients (each sending requests back to back) it sends the same
 requests three ways, side by side:
 
@@ -203,7 +203,7 @@ def main() -> int:
         proxy_port = 18000 + os.getpid() % 1000
         proxy = f"http://127.0.0.1:{proxy_port}"
         proxy_cmd = [
-            *(sys.executable, "-m", "reflectkit.server.command", "--port", str(proxy_port)),
+            *(sys.executable, "-m", "reflectkit.cli.serve", "--port", str(proxy_port)),
             *("--model", MODEL, "--api-key", KEY, "--log-level", "warning"),
             *("-o", f"api_base={upstream}/v1", "-o", "api_key=none"),
             *("--max-concurrent-requests", "256"),

@@ -37,7 +37,7 @@ from typing import Any
 
 import reflectkit as rk
 from reflectkit.evaluation import ArithmeticProblem, arithmetic_problems, last_number
-from reflectkit.local import DEFAULT_LOCAL_MODEL
+from reflectkit.models.local import DEFAULT_LOCAL_MODEL
 
 Problem = ArithmeticProblem
 make_problems = arithmetic_problems  # the same seeded problems as `reflectkit eval arithmetic`

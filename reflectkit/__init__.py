@@ -14,6 +14,7 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from reflectkit import _aliases
 from reflectkit.errors import (
     ConfigurationError,
     ContextWindowError,
@@ -54,7 +55,6 @@ from reflectkit.tags import (
 if TYPE_CHECKING:
     from reflectkit.api import Reflector, areflect, reflect
     from reflectkit.batching import BatchError, BatchItem, abatch, batch
-    from reflectkit.capabilities import ModelProfile, profile_for, register_model
     from reflectkit.config import FormatHelp, ReflectConfig, RetryPolicy
     from reflectkit.critics import (
         AllOf,
@@ -69,10 +69,11 @@ if TYPE_CHECKING:
     )
     from reflectkit.events import DraftDelta, ResultEvent, StepEvent, StepStarted, TrialEvent
     from reflectkit.graph import build_graph
-    from reflectkit.memory import Lesson, LessonStore
+    from reflectkit.integrations.wrapping import wrap
+    from reflectkit.models.capabilities import ModelProfile, profile_for, register_model
     from reflectkit.result import Draft, Iteration, ReflectionResult, StopReason, TrialRecord
+    from reflectkit.stores.memory import Lesson, LessonStore
     from reflectkit.usage import Usage
-    from reflectkit.wrapping import wrap
 
 __version__ = "0.1.0"
 
@@ -80,9 +81,9 @@ _LAZY = {
     "Reflector": "reflectkit.api",
     "areflect": "reflectkit.api",
     "reflect": "reflectkit.api",
-    "ModelProfile": "reflectkit.capabilities",
-    "profile_for": "reflectkit.capabilities",
-    "register_model": "reflectkit.capabilities",
+    "ModelProfile": "reflectkit.models.capabilities",
+    "profile_for": "reflectkit.models.capabilities",
+    "register_model": "reflectkit.models.capabilities",
     "FormatHelp": "reflectkit.config",
     "ReflectConfig": "reflectkit.config",
     "RetryPolicy": "reflectkit.config",
@@ -100,8 +101,8 @@ _LAZY = {
     "StepStarted": "reflectkit.events",
     "DraftDelta": "reflectkit.events",
     "TrialEvent": "reflectkit.events",
-    "Lesson": "reflectkit.memory",
-    "LessonStore": "reflectkit.memory",
+    "Lesson": "reflectkit.stores.memory",
+    "LessonStore": "reflectkit.stores.memory",
     "build_graph": "reflectkit.graph",
     "Draft": "reflectkit.result",
     "Iteration": "reflectkit.result",
@@ -109,12 +110,15 @@ _LAZY = {
     "StopReason": "reflectkit.result",
     "TrialRecord": "reflectkit.result",
     "Usage": "reflectkit.usage",
-    "wrap": "reflectkit.wrapping",
+    "wrap": "reflectkit.integrations.wrapping",
     "batch": "reflectkit.batching",
     "abatch": "reflectkit.batching",
     "BatchItem": "reflectkit.batching",
     "BatchError": "reflectkit.batching",
 }
+
+# Modules that moved when the package was regrouped by layer keep their old import paths.
+_aliases.install()
 
 # A library adds no handlers of its own: its records go wherever the application sends them, and
 # nowhere (not even to stderr as "last resort") when it configures nothing.

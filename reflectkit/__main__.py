@@ -1,5 +1,5 @@
 """``python -m reflectkit`` runs the command line."""
 
-from reflectkit.cli import main
+from reflectkit.cli.app import main
 
 main()

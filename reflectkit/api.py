@@ -18,7 +18,6 @@ from langgraph.types import StreamMode
 
 from reflectkit import tracing
 from reflectkit.config import FormatHelp, Mode, ReflectConfig, RetryPolicy
-from reflectkit.durability import open_checkpointer
 from reflectkit.errors import ConfigurationError, RunError
 from reflectkit.events import (
     DraftDelta,
@@ -33,8 +32,9 @@ from reflectkit.messages import Conversation, to_conversation
 from reflectkit.prompts import Prompts
 from reflectkit.reflexion import Reflexion, open_memory
 from reflectkit.result import ReflectionResult, StopReason
-from reflectkit.runlog import RunLog, open_run_log
 from reflectkit.runner import iterate_sync, run_sync
+from reflectkit.stores.durability import open_checkpointer
+from reflectkit.stores.runlog import RunLog, open_run_log
 from reflectkit.tags import (
     REFLECTION_TAGS,
     OutputDelta,

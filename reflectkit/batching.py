@@ -24,10 +24,10 @@ from pydantic import ValidationError
 
 from reflectkit.api import Prompt, Reflector
 from reflectkit.errors import ConfigurationError, InputError, RunError
-from reflectkit.jsonl import canonical_sha256, cut_partial_line, dumps_line
 from reflectkit.messages import to_conversation
 from reflectkit.result import ReflectionResult
 from reflectkit.runner import run_sync
+from reflectkit.stores.jsonl import canonical_sha256, cut_partial_line, dumps_line
 
 __all__ = ["BatchError", "BatchItem", "abatch", "batch", "prompt_hash", "read_batch_file"]
 
@@ -216,7 +216,7 @@ class _Writer:
     """Appends one flushed JSON line per finished item.
 
     Any text goes: a lone surrogate (half an emoji) in a prompt or a reply is written escaped
-    and reads back the same (:func:`~reflectkit.jsonl.dumps_line`). An item that cannot be
+    and reads back the same (:func:`~reflectkit.stores.jsonl.dumps_line`). An item that cannot be
     written at all (a prompt holding a circular structure) is written as a failure naming why,
     so it runs again on resume; the batch goes on either way."""
 

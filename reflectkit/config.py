@@ -53,7 +53,8 @@ class RetryPolicy(StrictModel):
 class FormatHelp(StrictModel):
     """Help for models that do not keep to the tag format on their own.
 
-    ``None`` means "decide from the model's capabilities" (see :mod:`reflectkit.capabilities`):
+    ``None`` means "decide from the model's capabilities" (see
+    :mod:`reflectkit.models.capabilities`):
 
     * ``exemplar``: a worked example (the ``exemplar_question``/``exemplar_answer`` templates);
       on for models marked ``needs_format_help`` (the local model). ``exemplar_in="turns"``
@@ -67,8 +68,8 @@ class FormatHelp(StrictModel):
       elsewhere a short user turn asks for the answer in the output tag. On by default; it costs
       a call only when the format failed.
     * ``grammar``: constrain decoding with a GBNF grammar of the scheme's tags (see
-      :mod:`reflectkit.grammar`), so the reply is written in the tags: thinking, an optional
-      reflection, then the answer. On where the provider takes a ``grammar`` parameter
+      :mod:`reflectkit.models.local.grammar`), so the reply is written in the tags: thinking, an
+      optional reflection, then the answer. On where the provider takes a ``grammar`` parameter
       (``grammar`` capability: the local model); never with tools, and not when ``model_kwargs``
       already carry a ``grammar`` of your own. ``max_thinking_chars`` bounds the thinking block
       in characters (a reflection block to half as many), so a small model that rambles still
@@ -106,14 +107,14 @@ class ReflectConfig(StrictModel):
     critique (a critic that hangs fails the run with a CriticError).
 
     Records and durability: ``run_log`` is where runs are recorded (None: ``$REFLECTKIT_RUN_LOG``
-    or the default file; False: nowhere; a path; a :class:`~reflectkit.runlog.RunLog`), see
+    or the default file; False: nowhere; a path; a :class:`~reflectkit.stores.runlog.RunLog`), see
     docs/run-log.md. ``checkpointer`` is where runs given a ``thread_id`` save their state after
     every step (None: ``$REFLECTKIT_CHECKPOINTS`` or the default SQLite file; a path; a
     ``postgresql://`` URL; a LangGraph saver; False: no durable runs), see docs/durability.md.
 
     Reflexion (see :mod:`reflectkit.reflexion`): ``trials`` whole attempts, each failed one
     followed by a lesson the next one sees; ``memory`` keeps lessons across runs: ``True`` for
-    the default SQLite file, a path, or a :class:`~reflectkit.memory.LessonStore`.
+    the default SQLite file, a path, or a :class:`~reflectkit.stores.memory.LessonStore`.
     """
 
     model: str | None = None
@@ -169,7 +170,7 @@ class ReflectConfig(StrictModel):
     @field_validator("memory")
     @classmethod
     def _memory(cls, value: Any) -> Any:
-        from reflectkit.memory import LessonStore
+        from reflectkit.stores.memory import LessonStore
 
         if value is None or value is False or value is True:
             return value
@@ -180,7 +181,7 @@ class ReflectConfig(StrictModel):
     @field_validator("run_log")
     @classmethod
     def _run_log(cls, value: Any) -> Any:
-        from reflectkit.runlog import RunLog
+        from reflectkit.stores.runlog import RunLog
 
         if value is None or isinstance(value, (bool, RunLog)):
             return value
@@ -193,7 +194,7 @@ class ReflectConfig(StrictModel):
     def _checkpointer(cls, value: Any) -> Any:
         if value is None or value is False:
             return value
-        from reflectkit.durability import Checkpointer
+        from reflectkit.stores.durability import Checkpointer
 
         try:
             Checkpointer(value)  # checks the setting; opens nothing
@@ -279,7 +280,7 @@ class ReflectConfig(StrictModel):
     def _checkpointer_location(self) -> str | bool | None:
         if self.checkpointer is None or self.checkpointer is False:
             return self.checkpointer
-        from reflectkit.durability import Checkpointer
+        from reflectkit.stores.durability import Checkpointer
 
         return Checkpointer(self.checkpointer).location  # a URL without its password
 

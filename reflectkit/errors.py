@@ -27,7 +27,7 @@ happen while a run is under way (a provider failed, a critic raised)::
         └── CriticError               a critic raised or returned something unusable
 
 One more :class:`RunError` lives with the tool that raises it:
-:class:`reflectkit.recycle.RecycleError`, an oracle's reply for one record was unusable.
+:class:`reflectkit.data.recycle.RecycleError`, an oracle's reply for one record was unusable.
 
 ``retryable`` is the single flag the retry layer reads: rate limits, timeouts, connection errors
 and server errors are retried with backoff; everything else fails at once. Messages never carry

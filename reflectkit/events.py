@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reflectkit.critics.verdict import Verdict
 from reflectkit.result import Draft, ReflectionResult, StopReason
 from reflectkit.tags import TagDelta
 from reflectkit.usage import Usage
+from reflectkit.verdict import Verdict
 
 __all__ = [
     "DraftDelta",

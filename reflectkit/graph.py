@@ -24,16 +24,16 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
-from reflectkit.capabilities import ModelProfile, profile_for
 from reflectkit.config import ReflectConfig
-from reflectkit.critics.base import Critic, CritiqueRequest, as_critic
+from reflectkit.critics.base import Critic, CritiqueRequest
+from reflectkit.critics.compose import as_critic
 from reflectkit.critics.llm_critic import LLMCritic
-from reflectkit.critics.verdict import Verdict
+from reflectkit.drafting import DeltaSink, DraftWriter, FormatPlan, plan_format_help
 from reflectkit.errors import CriticError, ReflectkitError
 from reflectkit.events import DraftDelta, StepStarted
-from reflectkit.format_help import DeltaSink, DraftWriter, FormatPlan, plan_format_help
-from reflectkit.llm import ModelClient, without_tools
 from reflectkit.messages import Conversation, PromptBuilder, to_conversation
+from reflectkit.models.capabilities import ModelProfile, profile_for
+from reflectkit.models.llm import ModelClient, without_tools
 from reflectkit.prompts import Prompts
 from reflectkit.result import Iteration, ReflectionResult, StopReason
 from reflectkit.stopping import (
@@ -46,6 +46,7 @@ from reflectkit.stopping import (
 from reflectkit.tags import OutputDelta
 from reflectkit.tracing import traced_node
 from reflectkit.usage import Usage
+from reflectkit.verdict import Verdict
 
 __all__ = [
     "STREAM_KEY",

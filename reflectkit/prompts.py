@@ -1,8 +1,8 @@
 """Prompt templates: where they are, what each one needs, and rendering them safely.
 
-The built-in templates live in ``templates/`` at the repository root; a wheel carries them as
-``reflectkit/templates``. Both places are searched, so a source checkout, an editable install and
-an installed wheel all find them.
+The built-in templates live in ``reflectkit/templates/``, inside the package, so a source
+checkout, an editable install and an installed wheel all find them in the same place
+(:data:`reflectkit.resources.TEMPLATE_DIR`).
 
 Templates render with ``StrictUndefined`` (a misspelt variable is an error, not an empty string).
 A user's ``template_dir`` overrides built-ins by file name, and then every template renders in a
@@ -19,6 +19,7 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from reflectkit.errors import TemplateError
+from reflectkit.resources import TEMPLATE_DIR
 from reflectkit.tags import REFLECTION_TAGS
 
 __all__ = ["TEMPLATES", "Prompts", "TemplateSpec", "builtin_template_dir"]
@@ -117,13 +118,10 @@ _SANDBOX = ImmutableSandboxedEnvironment(
 
 def builtin_template_dir() -> Path:
     """The directory holding reflectkit's own templates."""
-    package = Path(__file__).resolve().parent
-    for candidate in (package / "templates", package.parent / "templates"):
-        if (candidate / TEMPLATES["protocol_system"].file).is_file():
-            return candidate
+    if (TEMPLATE_DIR / TEMPLATES["protocol_system"].file).is_file():
+        return TEMPLATE_DIR
     raise TemplateError(
-        f"reflectkit's templates are missing (looked in {package / 'templates'} and "
-        f"{package.parent / 'templates'}); reinstall reflectkit"
+        f"reflectkit's templates are missing (looked in {TEMPLATE_DIR}); reinstall reflectkit"
     )
 
 

@@ -5,7 +5,8 @@ model is shown the question, its answer and the critic's feedback, and writes a 
 (the ``lesson`` template); the lesson is stored, and the next trial sees it with the request.
 When a trial passes, the lessons it was shown are marked as having led to a pass; only such
 lessons are offered to *other* tasks later, ranked by text similarity
-(:meth:`~reflectkit.memory.LessonStore.relevant`). Lessons of the same task are always offered.
+(:meth:`~reflectkit.stores.memory.LessonStore.relevant`). Lessons of the same task are always
+offered.
 
 A task is named by its ``task_key`` (pass one to group related runs, e.g. a HumanEval task id);
 by default it is a hash of the question's text, so asking the same question again finds its
@@ -20,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from reflectkit.graph import Runtime
-from reflectkit.memory import Lesson, LessonStore, Outcome
 from reflectkit.messages import Conversation
 from reflectkit.result import ReflectionResult, TrialRecord
+from reflectkit.stores.memory import Lesson, LessonStore, Outcome
 from reflectkit.tags import ParseStatus, parse
 from reflectkit.usage import Usage
 

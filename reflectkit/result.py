@@ -7,11 +7,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from reflectkit.critics.verdict import Verdict
+from reflectkit.resources import render_html
 from reflectkit.tags import Parsed, ParseStatus
 from reflectkit.usage import Usage
+from reflectkit.verdict import Verdict
 
-__all__ = ["Draft", "Iteration", "ReflectionResult", "StopReason", "TrialRecord"]
+__all__ = [
+    "Draft",
+    "Iteration",
+    "ReflectionResult",
+    "StopReason",
+    "TrialRecord",
+    "result_facts",
+    "result_html",
+]
 
 
 class StopReason(StrEnum):
@@ -170,7 +179,39 @@ class ReflectionResult(BaseModel):
         return self.output
 
     def _repr_html_(self) -> str:
-        """The result as HTML for Jupyter (see :func:`reflectkit.display.result_html`)."""
-        from reflectkit.display import result_html
-
+        """The result as HTML for Jupyter (see :func:`result_html`)."""
         return result_html(self)
+
+
+_PASSED = "#2e7d32"
+_OTHER = "#ef6c00"
+
+
+def result_facts(result: ReflectionResult) -> list[str]:
+    """One line of facts about ``result``: stop reason, drafts, calls, tokens, cost, seconds,
+    model, run id."""
+    usage = result.usage
+    drafts = len(result.iterations)
+    facts = [
+        f"stop: {result.stop_reason.value}",
+        f"{drafts} draft{'s' if drafts != 1 else ''}",
+        f"{usage.calls} call{'s' if usage.calls != 1 else ''}",
+        f"{usage.total_tokens} tokens ({usage.prompt_tokens} prompt + "
+        f"{usage.completion_tokens} completion)",
+    ]
+    if usage.cost_usd:
+        unknown = " + unpriced calls" if usage.unpriced_calls else ""
+        facts.append(f"${usage.cost_usd:.4f}{unknown}")
+    facts += [f"{result.seconds:.1f} s", result.model]
+    if result.run_id:
+        facts.append(f"run {result.run_id[:10]}")
+    return facts
+
+
+def result_html(result: ReflectionResult) -> str:
+    """``result`` as a self-contained HTML fragment (inline styles, no script): the answer, a
+    line of facts (stop reason, drafts, calls, tokens, cost, seconds, model, run id), then the
+    thinking, reflections, and each draft with its critique, folded. Jupyter shows it through
+    ``ReflectionResult._repr_html_``; :mod:`reflectkit.integrations.display` re-exports it."""
+    accent = _PASSED if result.passed else _OTHER
+    return render_html("result.html.j2", result=result, facts=result_facts(result), accent=accent)

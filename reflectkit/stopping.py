@@ -23,9 +23,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from reflectkit.config import ReflectConfig
-from reflectkit.critics.verdict import Verdict
 from reflectkit.result import Draft, Iteration, StopReason
 from reflectkit.usage import Usage
+from reflectkit.verdict import Verdict
 
 __all__ = [
     "after_critique",

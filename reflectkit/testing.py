@@ -40,9 +40,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from reflectkit.adapter import ToolCallChunk, ToolCallReply
 from reflectkit.errors import ConfigurationError
-from reflectkit.provider import (
+from reflectkit.models.adapter import ToolCallChunk, ToolCallReply
+from reflectkit.models.provider import (
     ProviderChunk,
     ProviderFailure,
     ProviderReply,

@@ -17,7 +17,7 @@ from reflectkit.api import Reflector
 from reflectkit.batching import BatchItem, abatch, batch, prompt_hash, read_batch_file
 from reflectkit.config import RetryPolicy
 from reflectkit.errors import ConfigurationError, ModelRequestsBlockedError
-from reflectkit.jsonl import TextRepair, dumps_line, repair_surrogates, repair_text
+from reflectkit.stores.jsonl import TextRepair, dumps_line, repair_surrogates, repair_text
 from reflectkit.testing import FunctionLLM, Request, ScriptedLLM, fail
 from tests.conftest import verdict
 

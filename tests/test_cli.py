@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from reflectkit.cli import cli
-from reflectkit.runlog import RunLog, RunSummary
+from reflectkit.cli.app import cli
+from reflectkit.stores.runlog import RunLog, RunSummary
 from reflectkit.testing import ScriptedLLM, fail
 from tests.conftest import QUESTION, verdict
 
@@ -140,7 +140,7 @@ def _subprocess(*args: str, env: dict[str, str] | None = None) -> subprocess.Com
 def test_help_does_not_import_litellm() -> None:
     code = (
         "import sys\n"
-        "from reflectkit.cli import cli\n"
+        "from reflectkit.cli.app import cli\n"
         "for args in (['--help'], ['run', '--help'], ['templates', '--help']):\n"
         "    try:\n"
         "        cli.main(args)\n"
@@ -278,7 +278,7 @@ def test_ctrl_c_stops_a_run_with_one_line_and_exits_130(tmp_path: Path) -> None:
 def test_a_native_crash_in_the_cli_prints_a_traceback() -> None:
     code = (
         "import ctypes, sys\n"
-        "from reflectkit import cli\n"
+        "from reflectkit.cli import app as cli\n"
         "@cli.cli.command()\n"
         "def crash() -> None:\n"
         "    ctypes.string_at(0)  # reads address 0: a segmentation fault\n"
@@ -297,7 +297,7 @@ def test_a_native_crash_in_the_cli_prints_a_traceback() -> None:
 def test_importing_reflectkit_changes_no_crash_or_signal_handling() -> None:
     code = (
         "import faulthandler, signal\n"
-        "import reflectkit, reflectkit.cli\n"
+        "import reflectkit, reflectkit.cli.app\n"
         "print(faulthandler.is_enabled(), signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONFAULTHANDLER"}

@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 import reflectkit
-from reflectkit.cli import cli
+from reflectkit.cli.app import cli
 from reflectkit.events import ResultEvent, StepEvent
-from reflectkit.runlog import STATUSES, RunLog
+from reflectkit.stores.runlog import STATUSES, RunLog
 from reflectkit.testing import ScriptedLLM
 from tests.conftest import QUESTION, verdict
 
@@ -297,7 +297,7 @@ def test_a_log_that_is_off_or_corrupt_is_an_error(tmp_path: Path) -> None:
 
 
 def test_the_status_choices_match_the_library() -> None:
-    from reflectkit.runs_command import _STATUSES
+    from reflectkit.cli.runs import _STATUSES
 
     assert tuple(_STATUSES) == STATUSES
 
@@ -305,7 +305,7 @@ def test_the_status_choices_match_the_library() -> None:
 def test_runs_list_does_not_import_litellm(filled: Filled) -> None:
     code = (
         "import sys\n"
-        "from reflectkit.cli import cli\n"
+        "from reflectkit.cli.app import cli\n"
         "try:\n"
         f"    cli.main(['runs', '--run-log', {str(filled.path)!r}, 'list'])\n"
         "except SystemExit as done:\n"

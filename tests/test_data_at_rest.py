@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 import reflectkit as rk
-from reflectkit.durability import open_checkpointer
-from reflectkit.memory import LessonStore
-from reflectkit.runlog import RunLog
-from reflectkit.sqlite import connect
+from reflectkit.stores.durability import open_checkpointer
+from reflectkit.stores.memory import LessonStore
+from reflectkit.stores.runlog import RunLog
+from reflectkit.stores.sqlite import connect
 from reflectkit.testing import FunctionLLM, Request
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")

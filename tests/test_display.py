@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 import reflectkit as rk
-from reflectkit.display import LiveView, live, result_html
 from reflectkit.events import ReflectEvent
+from reflectkit.integrations.display import LiveView, live, result_html
 from reflectkit.testing import ScriptedLLM, fail
 from tests.conftest import QUESTION, verdict
 

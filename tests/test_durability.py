@@ -1,4 +1,4 @@
-"""Checkpointers (reflectkit/durability.py) against real SQLite files and a real PostgreSQL.
+"""Checkpointers (reflectkit/stores/durability.py) against real SQLite files and a real PostgreSQL.
 
 The graph is built with ``build_graph(..., checkpointer=saver)`` and run with a ``thread_id``;
 each check then reopens the store through a new :class:`Checkpointer`, as a new process would.
@@ -32,8 +32,8 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from pydantic import BaseModel
 
 import reflectkit as rk
-from reflectkit.critics.verdict import Verdict
-from reflectkit.durability import (
+from reflectkit.result import Draft, Iteration, ReflectionResult, StopReason
+from reflectkit.stores.durability import (
     ENV_VAR,
     NEW_FILE_SECONDS,
     POSTGRES_INSTALL,
@@ -42,10 +42,10 @@ from reflectkit.durability import (
     open_checkpointer,
     serializer,
 )
-from reflectkit.result import Draft, Iteration, ReflectionResult, StopReason
 from reflectkit.tags import ParseStatus
 from reflectkit.testing import FunctionLLM, Request, ScriptedLLM, fail
 from reflectkit.usage import Usage
+from reflectkit.verdict import Verdict
 from tests.conftest import QUESTION, verdict
 
 INPUT = {"messages": [{"role": "user", "content": QUESTION}]}
@@ -537,12 +537,12 @@ def test_a_thread_lost_with_its_data_is_warned_about(
 ) -> None:
     path = _killed_after_two_steps(tmp_path)
     damage(path)
-    caplog.set_level(logging.WARNING, logger="reflectkit.durability")
+    caplog.set_level(logging.WARNING, logger="reflectkit.stores.durability")
     with pytest.warns(CheckpointLossWarning, match=f"thread 't-1' has no saved state .*{reason}"):
         result, _ = _resume(path)
     assert [i.draft.output for i in result.iterations] == ["4"]  # started over: the warning's
     assert result.usage.calls == 2  # reason
-    logged = [r.getMessage() for r in caplog.records if r.name == "reflectkit.durability"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "reflectkit.stores.durability"]
     assert any(re.search(f"looks like it lost data.*{reason}", m) for m in logged)
     assert any(re.search(f"thread 't-1' has no saved state.*{reason}", m) for m in logged)
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from reflectkit.cli.evaluate import eval_command
 from reflectkit.errors import ConfigurationError
 from reflectkit.evaluation import (
     Check,
@@ -24,7 +25,6 @@ from reflectkit.evaluation import (
     normalise,
     read_jsonl,
 )
-from reflectkit.evaluation.command import eval_command
 from reflectkit.testing import FunctionLLM, Request, fail
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -428,7 +428,7 @@ def test_a_tiny_eval_on_the_embedded_model(tmp_path: Path) -> None:
 
 def test_importing_the_command_loads_nothing_heavy() -> None:
     code = (
-        "import sys, reflectkit.evaluation.command\n"
+        "import sys, reflectkit.cli.evaluate\n"
         "heavy = ('litellm', 'langgraph', 'matplotlib', 'reflectkit.api', 'tqdm')\n"
         "print([m for m in heavy if m in sys.modules])"
     )

@@ -11,11 +11,11 @@ import pytest
 from click.testing import CliRunner
 
 import reflectkit as rk
-from reflectkit.cli import _Cli
-from reflectkit.datatools_command import export as export_command
-from reflectkit.export import assistant_turn, example_messages, export, to_sharegpt
+from reflectkit.cli.app import _Cli
+from reflectkit.cli.data import export as export_command
+from reflectkit.data.export import assistant_turn, example_messages, export, to_sharegpt
 from reflectkit.prompts import Prompts
-from reflectkit.runlog import RunLog
+from reflectkit.stores.runlog import RunLog
 from reflectkit.testing import ScriptedLLM, fail
 from tests.conftest import QUESTION, verdict
 

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 
 import reflectkit as rk
-from reflectkit.capabilities import unregister_model
 from reflectkit.config import FormatHelp
-from reflectkit.grammar import gbnf_literal, tag_grammar
+from reflectkit.models.capabilities import unregister_model
+from reflectkit.models.local.grammar import gbnf_literal, tag_grammar
 from reflectkit.testing import FunctionLLM, Request, ScriptedLLM
 
 
@@ -244,7 +244,7 @@ async def test_the_generator_preamble_is_how_every_generator_call_starts(
     """The CLI has the local model read this preamble ahead of the run: it must be exactly the
     messages the generator's calls begin with, whatever the question."""
     from reflectkit.config import ReflectConfig
-    from reflectkit.format_help import generator_preamble
+    from reflectkit.drafting import generator_preamble
 
     fake = ScriptedLLM(
         ["4</thinking><output>4</output>", "Paris</thinking><output>Paris</output>"],
@@ -264,7 +264,7 @@ async def test_the_generator_preamble_is_how_every_generator_call_starts(
 
 def test_a_reasoning_model_asked_plainly_has_no_preamble() -> None:
     from reflectkit.config import ReflectConfig
-    from reflectkit.format_help import generator_preamble
+    from reflectkit.drafting import generator_preamble
 
     rk.register_model("reflectkit-test/thinker-*", reasoning=True)
     try:

@@ -22,8 +22,8 @@ import pytest
 import uvicorn
 from click.testing import CliRunner
 
+from reflectkit.cli.serve import serve
 from reflectkit.server import ServerSettings, create_app, uvicorn_options
-from reflectkit.server.command import serve
 from reflectkit.testing import FunctionLLM
 
 FAKES = "reflectkit-test/*"

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 import reflectkit.server.app as server_app
 from reflectkit.config import RetryPolicy
-from reflectkit.llm import check_model
+from reflectkit.models.llm import check_model
 from reflectkit.server import ServerSettings, create_app
 from reflectkit.server.checks import check_params
 from reflectkit.server.protocol import MAX_JSON_DEPTH, _deeper_than, _repair_escapes
@@ -165,7 +165,7 @@ def test_the_depth_check_agrees_with_the_parsed_value(value: Any, limit: int, as
 @settings(max_examples=300, deadline=None)
 @given(st.text(st.characters(exclude_categories=()), max_size=30))
 def test_lone_surrogate_escapes_read_as_u_fffd(text: str) -> None:
-    from reflectkit.jsonl import repair_text
+    from reflectkit.stores.jsonl import repair_text
 
     decoded = json.loads(_repair_escapes(json.dumps(text)))
     assert decoded == repair_text(text)

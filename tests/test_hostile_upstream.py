@@ -34,7 +34,7 @@ import reflectkit as rk
 from reflectkit.batching import batch
 from reflectkit.config import RetryPolicy
 from reflectkit.errors import ProviderError, RateLimitedError
-from reflectkit.provider_errors import parse_retry_after, retry_after
+from reflectkit.models.provider_errors import parse_retry_after, retry_after
 from reflectkit.server import ServerSettings, create_app
 
 # LiteLLM imports some modules on first use (a call with tools), and pydantic warns about their

@@ -10,9 +10,9 @@ import sys
 import pytest
 
 import reflectkit as rk
-from reflectkit.llm import Completion, ModelClient, StreamDelta, check_model
-from reflectkit.provider import ProviderFailure
-from reflectkit.provider_errors import failure_error
+from reflectkit.models.llm import Completion, ModelClient, StreamDelta, check_model
+from reflectkit.models.provider import ProviderFailure
+from reflectkit.models.provider_errors import failure_error
 from reflectkit.testing import FunctionLLM, Reply, Request, ScriptedLLM, block_model_requests, fail
 
 NO_WAIT = rk.RetryPolicy(initial_wait=0, max_wait=0, max_attempts=4)
@@ -32,7 +32,7 @@ async def test_a_call_returns_text_usage_and_counts_one_call() -> None:
 
 
 async def test_cost_is_added_when_litellm_knows_the_price() -> None:
-    from reflectkit.llm import _load
+    from reflectkit.models.llm import _load
 
     fake = ScriptedLLM(["one two", "three four five"], name="priced-model")
     _load().register_model(
@@ -70,7 +70,7 @@ async def test_streaming_yields_deltas_then_the_completion() -> None:
 
 
 def test_the_fakes_serve_litellms_sync_and_streaming_api() -> None:
-    from reflectkit.llm import _load
+    from reflectkit.models.llm import _load
 
     litellm = _load()
     fake = ScriptedLLM(["sync reply", "streamed reply here"], chunk_size=4)
@@ -150,7 +150,7 @@ async def test_retries_stop_at_the_cap() -> None:
 
 
 async def test_context_window_errors_are_not_retried() -> None:
-    from reflectkit.llm import _load
+    from reflectkit.models.llm import _load
 
     litellm = _load()
 
@@ -210,7 +210,7 @@ async def test_a_call_that_hangs_times_out_and_is_retried() -> None:
 async def test_retries_are_logged_without_secrets(caplog: pytest.LogCaptureFixture) -> None:
     secret = "sk-test-1234567890abcdef"
     fake = ScriptedLLM([fail(503, f"upstream said: bad key {secret}"), "ok"])
-    with caplog.at_level(logging.WARNING, logger="reflectkit.llm"):
+    with caplog.at_level(logging.WARNING, logger="reflectkit.models.llm"):
         await ModelClient(fake.model, {"api_key": secret}, retry=NO_WAIT).complete(ASK)
     assert "retrying" in caplog.text
     assert secret not in caplog.text
@@ -284,7 +284,7 @@ def test_litellm_loads_offline_with_its_local_price_map() -> None:
     code = (
         "import os\n"
         "os.environ.pop('LITELLM_LOCAL_MODEL_COST_MAP', None)\n"
-        "from reflectkit.llm import _load\n"
+        "from reflectkit.models.llm import _load\n"
         "litellm = _load()\n"
         "print(os.environ['LITELLM_LOCAL_MODEL_COST_MAP'], 'gpt-4o-mini' in litellm.model_cost)\n"
     )

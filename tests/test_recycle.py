@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 import reflectkit as rk
-from reflectkit.cli import _Cli
-from reflectkit.datatools_command import recycle as recycle_command
-from reflectkit.recycle import (
+from reflectkit.cli.app import _Cli
+from reflectkit.cli.data import recycle as recycle_command
+from reflectkit.data.recycle import (
     RecycleError,
     arecycle,
     arecycle_record,
@@ -153,7 +153,7 @@ def test_a_malformed_reply_fails_that_record_only(
     fake = FunctionLLM(oracle)
     source = _write(tmp_path / "in.jsonl", RECORDS)
     out = tmp_path / "out.jsonl"
-    with caplog.at_level(logging.WARNING, logger="reflectkit.recycle"):
+    with caplog.at_level(logging.WARNING, logger="reflectkit.data.recycle"):
         report = recycle(source, out, oracle=fake.model, keep_analysis=True, progress=False)
     assert (report.written, report.failed) == (2, 1)
     assert report.usage.calls == 6  # the failed record's two calls count too

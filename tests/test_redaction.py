@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import reflectkit as rk
 from reflectkit.redaction import REDACTED, is_secret_name, redact, redact_mapping
-from reflectkit.runlog import RunLog
+from reflectkit.stores.runlog import RunLog
 from reflectkit.testing import ScriptedLLM, fail
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 import reflectkit as rk
-from reflectkit.memory import LessonStore
 from reflectkit.reflexion import task_key_for
+from reflectkit.stores.memory import LessonStore
 from reflectkit.testing import Request, ScriptedLLM
 
 QUESTION = "What is 17 + 25? Carry the one."

@@ -1,4 +1,4 @@
-"""Runs whose process died: reflectkit.run_owner judges the processes that own runs, and the
+"""Runs whose process died: reflectkit.stores.run_owner judges the processes that own runs, and the
 run log (the Python API and ``reflectkit runs``) shows their runs interrupted. Real processes,
 real signals and real SQLite files throughout."""
 
@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from reflectkit.cli import cli
+from reflectkit.cli.app import cli
 from reflectkit.result import ReflectionResult, StopReason
-from reflectkit.run_owner import Owner, current, why_gone
-from reflectkit.runlog import RunLog
+from reflectkit.stores.run_owner import Owner, current, why_gone
+from reflectkit.stores.runlog import RunLog
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="signals and os.kill probes")
@@ -34,7 +34,7 @@ posix_only = pytest.mark.skipif(sys.platform == "win32", reason="signals and os.
 CHILD = """
 import sys, time
 import reflectkit as rk
-from reflectkit.runlog import RunLog
+from reflectkit.stores.runlog import RunLog
 from reflectkit.testing import FunctionLLM
 
 log = RunLog(sys.argv[1])

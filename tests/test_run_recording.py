@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import reflectkit as rk
-from reflectkit.runlog import RunLog
+from reflectkit.stores.runlog import RunLog
 from reflectkit.testing import ScriptedLLM
 from tests.conftest import QUESTION, verdict
 

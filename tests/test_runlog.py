@@ -1,4 +1,4 @@
-"""The run log (reflectkit.runlog) on real SQLite files."""
+"""The run log (reflectkit.stores.runlog) on real SQLite files."""
 
 from __future__ import annotations
 
@@ -20,13 +20,13 @@ import pytest
 from pydantic import BaseModel
 
 import reflectkit
-from reflectkit import runlog
 from reflectkit.errors import ConfigurationError, RunError
 from reflectkit.events import ResultEvent, StepEvent
-from reflectkit.provider import ProviderFailure
+from reflectkit.models.provider import ProviderFailure
 from reflectkit.redaction import REDACTED
 from reflectkit.result import ReflectionResult, StopReason
-from reflectkit.runlog import RunLog, new_run_id, open_run_log, scrub
+from reflectkit.stores import runlog
+from reflectkit.stores.runlog import RunLog, new_run_id, open_run_log, scrub
 from reflectkit.testing import ScriptedLLM, fail
 from reflectkit.usage import Usage
 from tests.conftest import QUESTION, verdict
@@ -127,7 +127,7 @@ def test_an_older_file_is_upgraded(tmp_path: Path) -> None:
     path = tmp_path / "runs.sqlite3"
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        assert reflectkit.sqlite.migrate(conn, runlog.MIGRATIONS[:1]) == ["m001_runs"]
+        assert reflectkit.stores.sqlite.migrate(conn, runlog.MIGRATIONS[:1]) == ["m001_runs"]
     finally:
         conn.close()
     with RunLog(path) as log:
@@ -576,7 +576,7 @@ def test_two_logs_and_many_threads_share_one_file(
 CHILD = """
 import logging, sys
 logging.basicConfig()  # failures to record go to stderr, where the parent looks for them
-from reflectkit.runlog import RunLog
+from reflectkit.stores.runlog import RunLog
 with RunLog(sys.argv[1]) as log:
     for i in range(int(sys.argv[3])):
         log.step(sys.argv[2], node="critique", iteration=i, data={"from": "child"})

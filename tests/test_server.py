@@ -29,10 +29,10 @@ from click.testing import CliRunner
 
 import reflectkit.server.app as server_app
 from reflectkit import errors
+from reflectkit.cli.serve import serve
 from reflectkit.config import RetryPolicy
 from reflectkit.errors import ConfigurationError
 from reflectkit.server import ServerSettings, create_app, uvicorn_options
-from reflectkit.server.command import serve
 from reflectkit.testing import FunctionLLM, Reply, Request, ScriptedLLM, fail
 from tests.conftest import QUESTION, verdict
 
@@ -923,7 +923,7 @@ def test_reflectkit_serve_proxies_a_real_openai_compatible_upstream() -> None:
     with _process(upstream_command) as line:
         upstream = f"http://127.0.0.1:{line.split()[1]}"
         command = [
-            *(sys.executable, "-m", "reflectkit.server.command", "--port", str(port)),
+            *(sys.executable, "-m", "reflectkit.cli.serve", "--port", str(port)),
             *("-m", "openai/upstream", "-o", f"api_base={upstream}/v1", "-o", "api_key=none"),
             *("--log-level", "warning"),
         ]
@@ -979,7 +979,7 @@ def test_a_silent_stream_gets_keep_alive_comments() -> None:
 
 def test_importing_the_command_loads_no_server() -> None:
     code = (
-        "import sys, reflectkit.server, reflectkit.server.command\n"
+        "import sys, reflectkit.server, reflectkit.cli.serve\n"
         "heavy = ('starlette', 'uvicorn', 'litellm', 'langgraph')\n"
         "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith(heavy)}))\n"
     )

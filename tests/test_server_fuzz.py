@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reflectkit.config import RetryPolicy
-from reflectkit.llm import check_model
+from reflectkit.models.llm import check_model
 from reflectkit.server import ServerSettings, create_app
 from reflectkit.testing import FunctionLLM, Request
 from tests.conftest import verdict

@@ -73,7 +73,7 @@ async def test_a_budget_spent_by_the_first_draft_skips_the_critic() -> None:
 
 
 async def test_a_cost_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    from reflectkit.llm import _load
+    from reflectkit.models.llm import _load
 
     fake = ScriptedLLM(_scored(1, 2, 3), name="costly")
     _load().register_model(

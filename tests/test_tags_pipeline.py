@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 import reflectkit as rk
-from reflectkit.display import LiveView
 from reflectkit.events import ResultEvent
+from reflectkit.integrations.display import LiveView
 from reflectkit.server.protocol import Delta
 from reflectkit.server.reflection import reflect_stream
 from reflectkit.tags import PARSE_IN_THREAD_CHARS, OutputReset, parse

@@ -11,10 +11,11 @@ from reflectkit.prompts import TEMPLATES, Prompts, builtin_template_dir
 from reflectkit.testing import ScriptedLLM
 
 REPO = Path(__file__).resolve().parents[1]
+TEMPLATES_DIR = REPO / "reflectkit" / "templates"
 
 
 def test_the_built_in_templates_are_found_and_all_render() -> None:
-    assert builtin_template_dir() == REPO / "templates"
+    assert builtin_template_dir() == TEMPLATES_DIR
     prompts = Prompts()
     prompts.check()
     assert not prompts.sandboxed
@@ -101,7 +102,7 @@ async def test_a_users_template_dir_overrides_by_file_name(tmp_path: Path) -> No
     prompts = Prompts(tmp_path)
     assert prompts.sandboxed
     assert prompts.source("protocol_system")[0] == tmp_path / "protocol_system.j2"
-    assert prompts.source("critique")[0] == REPO / "templates" / "critique.j2"
+    assert prompts.source("critique")[0] == TEMPLATES_DIR / "critique.j2"
 
 
 def test_user_templates_cannot_reach_python_internals(tmp_path: Path) -> None:
@@ -134,7 +135,7 @@ def test_template_dir_must_be_a_directory(tmp_path: Path) -> None:
 
 def test_every_template_documents_its_variables() -> None:
     for name, spec in TEMPLATES.items():
-        source = (REPO / "templates" / spec.file).read_text()
+        source = (TEMPLATES_DIR / spec.file).read_text()
         assert source.startswith("{#-"), f"{name} has no header comment"
         for variable in spec.variables:
             assert variable in source.split("-#}")[0], f"{name} header does not name {variable}"

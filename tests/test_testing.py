@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import reflectkit as rk
-from reflectkit.llm import ModelClient
+from reflectkit.models.llm import ModelClient
 from reflectkit.testing import (
     FunctionLLM,
     Reply,
@@ -100,8 +100,8 @@ def test_a_providers_call_never_awaited_leaves_no_warning() -> None:
     import gc
     import warnings
 
-    from reflectkit.adapter import adapter_class
-    from reflectkit.llm import _load
+    from reflectkit.models.adapter import adapter_class
+    from reflectkit.models.llm import _load
     from reflectkit.testing import BACKEND
 
     adapter = adapter_class(_load())("unused", BACKEND)

@@ -11,8 +11,8 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
 import reflectkit as rk
-from reflectkit.llm import Completion, ModelClient
 from reflectkit.messages import to_conversation
+from reflectkit.models.llm import Completion, ModelClient
 from reflectkit.testing import Reply, ScriptedLLM, tool_call
 from tests.conftest import verdict
 

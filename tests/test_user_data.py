@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from reflectkit import durability, memory, runlog
+from reflectkit.stores import durability, memory, runlog
 from tests.conftest import FILE_VARIABLES
 from tests.test_docs import _blocks
 from tests.test_examples import EXAMPLES

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+TEMPLATES = ROOT / "reflectkit" / "templates"
 
 CHECK = """
 import pathlib, reflectkit, reflectkit.prompts as p
@@ -41,9 +42,7 @@ def test_an_installed_wheel_finds_and_renders_every_template(tmp_path: Path) -> 
     wheel = next(dist.glob("reflectkit-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     templates = sorted(n for n in names if n.startswith("reflectkit/templates/"))
-    assert templates == sorted(
-        f"reflectkit/templates/{p.name}" for p in (ROOT / "templates").iterdir()
-    )
+    assert templates == sorted(f"reflectkit/templates/{p.name}" for p in TEMPLATES.iterdir())
     assert "reflectkit/py.typed" in names
 
     env_dir = tmp_path / "venv"
@@ -71,7 +70,7 @@ def test_an_installed_wheel_finds_and_renders_every_template(tmp_path: Path) -> 
     )
     count, where = out.stdout.split()
     # Every prompt template renders; the HTML ones (notebook display) are checked as shipped above.
-    prompt_templates = [p for p in (ROOT / "templates").glob("*.j2") if ".html." not in p.name]
+    prompt_templates = [p for p in TEMPLATES.glob("*.j2") if ".html." not in p.name]
     assert int(count) == len(prompt_templates)
     assert Path(where).is_relative_to(env_dir)
     listing = subprocess.run(

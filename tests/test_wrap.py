@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 import reflectkit as rk
+from reflectkit.integrations.wrapping import wrap
 from reflectkit.testing import ScriptedLLM
-from reflectkit.wrapping import wrap
 from tests.conftest import QUESTION, verdict
 
 Messages = list[dict[str, Any]]

@@ -4,14 +4,13 @@ from reflectkit.critics.base import (
     Critic,
     CritiqueRequest,
     FunctionCritic,
-    as_critic,
     coerce_verdict,
 )
 from reflectkit.critics.code import CodeTestCritic, TestRun, extract_code, run_tests
-from reflectkit.critics.compose import AllOf, AnyOf
+from reflectkit.critics.compose import AllOf, AnyOf, as_critic
 from reflectkit.critics.llm_critic import LLMCritic
 from reflectkit.critics.schema import SchemaCritic
-from reflectkit.critics.verdict import Verdict, parse_verdict
+from reflectkit.verdict import Verdict, parse_verdict
 
 __all__ = [
     "AllOf",

@@ -8,15 +8,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from reflectkit.critics.verdict import Verdict
 from reflectkit.errors import ConfigurationError, CriticError
+from reflectkit.verdict import Verdict
 
 if TYPE_CHECKING:
     from reflectkit.config import RetryPolicy
     from reflectkit.messages import Message, PromptBuilder
     from reflectkit.result import Draft
 
-__all__ = ["Critic", "CritiqueRequest", "FunctionCritic", "as_critic", "coerce_verdict"]
+__all__ = ["Critic", "CritiqueRequest", "FunctionCritic", "coerce_verdict"]
 
 
 @dataclass(frozen=True)
@@ -98,22 +98,3 @@ class FunctionCritic:
             if inspect.isawaitable(value):
                 value = await value
         return coerce_verdict(value, self.name)
-
-
-def as_critic(value: Any) -> Critic | None:
-    """The critic for a ``critic=`` argument: a Critic as is, a callable wrapped, a list or
-    tuple composed with :class:`~reflectkit.critics.AllOf` (cheap critics first), None kept."""
-    if value is None or isinstance(value, Critic):
-        return value
-    if isinstance(value, (list, tuple)):
-        from reflectkit.critics.compose import AllOf
-
-        composed: Critic = AllOf(*value)
-        return composed
-    if callable(value):
-        critic: Critic = FunctionCritic(value)
-        return critic
-    raise ConfigurationError(
-        f"critic must be a Critic, a callable (question, answer) -> verdict, or a list of "
-        f"them, not {type(value).__name__}"
-    )

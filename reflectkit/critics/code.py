@@ -60,8 +60,8 @@ from pathlib import Path
 from typing import Any
 
 from reflectkit.critics.base import CritiqueRequest
-from reflectkit.critics.verdict import Verdict
 from reflectkit.errors import ConfigurationError
+from reflectkit.verdict import Verdict
 
 __all__ = ["CodeTestCritic", "TestRun", "extract_code", "run_tests"]
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from reflectkit.critics.base import Critic, CritiqueRequest, as_critic
-from reflectkit.critics.verdict import Verdict
+from reflectkit.critics.base import Critic, CritiqueRequest, FunctionCritic
 from reflectkit.errors import ConfigurationError
 from reflectkit.usage import Usage
+from reflectkit.verdict import Verdict
 
-__all__ = ["AllOf", "AnyOf", "is_expensive"]
+__all__ = ["AllOf", "AnyOf", "as_critic", "is_expensive"]
 
 Order = Literal["cheap_first", "given"]
 
@@ -98,3 +98,20 @@ class AnyOf(_Composite):
             critic=self.name,
             usage=_usage(verdicts),
         )
+
+
+def as_critic(value: Any) -> Critic | None:
+    """The critic for a ``critic=`` argument: a Critic as is, a callable wrapped, a list or
+    tuple composed with :class:`~reflectkit.critics.AllOf` (cheap critics first), None kept."""
+    if value is None or isinstance(value, Critic):
+        return value
+    if isinstance(value, (list, tuple)):
+        composed: Critic = AllOf(*value)
+        return composed
+    if callable(value):
+        critic: Critic = FunctionCritic(value)
+        return critic
+    raise ConfigurationError(
+        f"critic must be a Critic, a callable (question, answer) -> verdict, or a list of "
+        f"them, not {type(value).__name__}"
+    )

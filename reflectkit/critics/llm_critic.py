@@ -6,10 +6,10 @@ from typing import Any
 
 from reflectkit.config import RetryPolicy
 from reflectkit.critics.base import CritiqueRequest
-from reflectkit.critics.verdict import Verdict, parse_verdict
 from reflectkit.errors import ConfigurationError, CriticError
-from reflectkit.llm import ModelClient
 from reflectkit.messages import tool_results
+from reflectkit.models.llm import ModelClient
+from reflectkit.verdict import Verdict, parse_verdict
 
 __all__ = ["LLMCritic"]
 
@@ -19,7 +19,7 @@ class LLMCritic:
 
     The prompt is the ``critique`` template, or ``template``: Jinja2 text with the same
     variables (``question``, ``answer``, ``scheme``), rendered sandboxed and strict. It must ask
-    for the verdict :func:`~reflectkit.critics.verdict.parse_verdict` reads; a malformed verdict
+    for the verdict :func:`~reflectkit.verdict.parse_verdict` reads; a malformed verdict
     becomes a "revise" with the raw text as feedback, never a crash. A verdict the critic quotes
     from the answer or the tool results never counts as its own. ``model_kwargs`` pass
     through to LiteLLM.

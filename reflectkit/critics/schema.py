@@ -11,8 +11,8 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from reflectkit.critics.base import CritiqueRequest
-from reflectkit.critics.verdict import Verdict
 from reflectkit.errors import ConfigurationError
+from reflectkit.verdict import Verdict
 
 __all__ = ["SchemaCritic", "extract_json"]
 

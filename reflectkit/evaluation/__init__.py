@@ -1,7 +1,7 @@
 """Evaluate a model on a dataset in several modes (single pass, self-critique loop, verifier
 loop) and report accuracy, tokens, cost, calls, latency and failures. See docs/eval.md.
 
-The command line is ``reflectkit eval`` (:mod:`reflectkit.evaluation.command`). Names load on
+The command line is ``reflectkit eval`` (:mod:`reflectkit.cli.evaluate`). Names load on
 first use, so importing the command (for ``reflectkit --help``) loads neither LangGraph nor
 LiteLLM nor matplotlib.
 """
@@ -12,15 +12,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from reflectkit.evaluation.catalog import BUILTIN_DATASETS, load_dataset
     from reflectkit.evaluation.datasets import (
-        BUILTIN_DATASETS,
         ArithmeticProblem,
         Check,
         Dataset,
         Example,
         arithmetic,
         arithmetic_problems,
-        load_dataset,
         load_verifier,
         read_jsonl,
     )
@@ -29,16 +28,15 @@ if TYPE_CHECKING:
     from reflectkit.evaluation.run import MODES, DatasetCritic, aevaluate, evaluate
 
 _LAZY = {
+    **dict.fromkeys(["BUILTIN_DATASETS", "load_dataset"], "reflectkit.evaluation.catalog"),
     **dict.fromkeys(
         [
-            "BUILTIN_DATASETS",
             "ArithmeticProblem",
             "Check",
             "Dataset",
             "Example",
             "arithmetic",
             "arithmetic_problems",
-            "load_dataset",
             "load_verifier",
             "read_jsonl",
         ],

@@ -1,5 +1,6 @@
-"""Evaluation datasets: JSONL files, verifiers, and the built-in ``arithmetic`` and
-``humaneval``.
+"""Evaluation datasets: JSONL files, verifiers, and the built-in ``arithmetic``
+(``humaneval`` is in :mod:`reflectkit.evaluation.humaneval`; both by name in
+:mod:`reflectkit.evaluation.catalog`).
 
 A dataset is a list of :class:`Example` and a checker that says whether an answer is right
 (and, for the ``verifier`` mode, what to tell the model when it is not). See docs/eval.md for
@@ -23,7 +24,6 @@ from reflectkit.errors import ConfigurationError
 from reflectkit.evaluation.matchers import check_expected, last_number, matches
 
 __all__ = [
-    "BUILTIN_DATASETS",
     "ArithmeticProblem",
     "Check",
     "Checker",
@@ -31,7 +31,6 @@ __all__ = [
     "Example",
     "arithmetic",
     "arithmetic_problems",
-    "load_dataset",
     "load_verifier",
     "matcher_check",
     "read_jsonl",
@@ -282,48 +281,3 @@ def arithmetic(n: int = 30, seed: int = 2026) -> Dataset:
         for i, p in enumerate(arithmetic_problems(n, seed), start=1)
     ]
     return Dataset("arithmetic", examples, matcher_check)
-
-
-def _humaneval(limit: int | None) -> Dataset:
-    from reflectkit.evaluation.humaneval import humaneval
-
-    return humaneval(limit)
-
-
-BUILTIN_DATASETS: dict[str, Callable[[int | None], Dataset]] = {
-    "arithmetic": lambda limit: arithmetic(n=limit or 30),
-    "humaneval": _humaneval,
-}
-"""Datasets addressable by name, each made from a ``limit``."""
-
-
-def load_dataset(
-    source: str | Path | Dataset,
-    *,
-    limit: int | None = None,
-    verifier: str | Callable[..., Any] | None = None,
-    match: str | None = None,
-) -> Dataset:
-    """A dataset by built-in name (``arithmetic``, ``humaneval``), from a JSONL file, or as
-    given; its first ``limit`` examples. ``verifier`` (a callable, or a ``--verifier`` spec)
-    replaces the matchers; ``match`` is the matcher for rows that name none."""
-    if limit is not None and limit < 0:
-        raise ConfigurationError(f"limit must be >= 0, not {limit}")
-    fn = load_verifier(verifier) if isinstance(verifier, str) else verifier
-    if isinstance(source, Dataset):
-        dataset = source
-    elif isinstance(source, str) and source in BUILTIN_DATASETS:
-        dataset = BUILTIN_DATASETS[source](limit)
-    else:
-        path = Path(source)
-        if not path.is_file():
-            names = ", ".join(BUILTIN_DATASETS)
-            raise ConfigurationError(
-                f"no dataset {str(source)!r}: give a JSONL file or a built-in name ({names})"
-            )
-        examples = read_jsonl(path, match=match, verified=fn is not None)
-        dataset = Dataset(path.stem, examples, matcher_check)
-    if fn is not None:
-        checker = wrap_verifier(fn)
-        dataset = replace(dataset, check=checker, feedback=checker)
-    return dataset.head(limit)

@@ -12,14 +12,15 @@ from typing import Any
 from reflectkit.api import Reflector
 from reflectkit.batching import DEFAULT_CONCURRENCY, BatchItem, abatch
 from reflectkit.critics.base import CritiqueRequest
-from reflectkit.critics.verdict import Verdict
 from reflectkit.errors import ConfigurationError
-from reflectkit.evaluation.datasets import Check, Dataset, Example, load_dataset
+from reflectkit.evaluation.catalog import load_dataset
+from reflectkit.evaluation.datasets import Check, Dataset, Example
 from reflectkit.evaluation.report import EvalReport, ItemScore, ModeReport
-from reflectkit.llm import check_model
 from reflectkit.messages import to_conversation
+from reflectkit.models.llm import check_model
 from reflectkit.runner import run_sync
 from reflectkit.usage import Usage
+from reflectkit.verdict import Verdict
 
 __all__ = ["MODES", "DatasetCritic", "aevaluate", "evaluate"]
 

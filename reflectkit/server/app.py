@@ -23,7 +23,6 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from reflectkit.errors import ReflectkitError
-from reflectkit.jsonl import repair_surrogates
 from reflectkit.server.failures import (
     FailureLog,
     Outcome,
@@ -43,6 +42,7 @@ from reflectkit.server.protocol import (
 )
 from reflectkit.server.reflection import PROGRESS, Reflectors, reflect_complete, reflect_stream
 from reflectkit.server.settings import ServerSettings
+from reflectkit.stores.jsonl import repair_surrogates
 
 __all__ = ["create_app"]
 

@@ -1,7 +1,7 @@
 """Plain calls: a request for a bare model goes to the upstream once, as it came.
 
-The call still takes reflectkit's model layer (:class:`~reflectkit.llm.ModelClient`): the model
-is checked before the first call, retryable failures are retried with backoff, and errors are
+The call still takes reflectkit's model layer (:class:`~reflectkit.models.llm.ModelClient`): the
+model is checked before the first call, retryable failures are retried with backoff, and errors are
 mapped into reflectkit's tree with secrets redacted. What comes back is LiteLLM's response
 itself, so tool calls, finish reasons and provider reasoning survive.
 """
@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from reflectkit.errors import ProviderError
-from reflectkit.jsonl import TextRepair, repair_surrogates, repair_text
-from reflectkit.llm import ModelClient, delta_text, first_choice, token_count
+from reflectkit.models.llm import ModelClient, delta_text, first_choice, token_count
 from reflectkit.server.protocol import Answer, Delta, Usage
+from reflectkit.stores.jsonl import TextRepair, repair_surrogates, repair_text
 
 __all__ = ["UpstreamClient", "answer_of", "stream_of"]
 

@@ -21,9 +21,9 @@ from contextlib import aclosing
 from typing import Any, cast
 
 from reflectkit.api import Reflector
-from reflectkit.capabilities import profile_for
 from reflectkit.critics.llm_critic import LLMCritic
 from reflectkit.events import DraftDelta, ReflectEvent, ResultEvent, StepEvent, StepStarted
+from reflectkit.models.capabilities import profile_for
 from reflectkit.result import ReflectionResult
 from reflectkit.server.protocol import Answer, ChatRequest, Delta, Usage
 from reflectkit.server.settings import ServerSettings

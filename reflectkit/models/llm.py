@@ -1,0 +1,585 @@
+"""The model layer: the one module that imports LiteLLM.
+
+Everything reflectkit sends to a model goes through :class:`ModelClient`, which
+
+* imports LiteLLM lazily, with its price map read from the package (no network at import);
+* registers reflectkit's in-process providers (the test fakes, the local model) as LiteLLM custom
+  providers, so their calls take LiteLLM's real code path: all but the embedded model's, which
+  :class:`ModelClient` calls directly, because that path needs nothing from LiteLLM and importing
+  LiteLLM costs 2.5-3.5 s of a first answer that takes about one (see docs/local-model.md);
+* checks a model before its first call: known provider, credentials present, not blocked;
+* retries only retryable failures (429 with its Retry-After, 5xx, timeouts, connection errors)
+  with backoff and a cap. LiteLLM's own ``num_retries`` is not used: it stacks two retry layers
+  (2N+1 calls) and also retries context-window errors;
+* maps provider errors into :mod:`reflectkit.errors`, secrets redacted;
+* reports usage and cost per call;
+* hands back the tool calls a model answers with (``tools=``/``tool_choice=`` among the params),
+  in OpenAI's format, from whole and streamed replies alike (streamed pieces are assembled).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import ipaddress
+import logging
+import math
+import os
+import random
+import threading
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from reflectkit.config import RetryPolicy
+from reflectkit.errors import (
+    ConfigurationError,
+    MissingCredentialsError,
+    ModelRequestsBlockedError,
+    ProviderError,
+    ProviderServerError,
+    ProviderTimeoutError,
+    RateLimitedError,
+    ReflectkitError,
+    UnknownModelError,
+)
+from reflectkit.models.adapter import adapter_class, direct_chunk, direct_reply
+from reflectkit.models.provider import ProviderBackend, ProviderFailure, model_requests_allowed
+from reflectkit.models.provider_errors import failure_error, map_error, own_error
+from reflectkit.redaction import redact
+from reflectkit.stores.jsonl import TextRepair, repair_surrogates, repair_text
+from reflectkit.usage import Usage
+
+__all__ = [
+    "Completion",
+    "ModelClient",
+    "StreamDelta",
+    "check_model",
+    "delta_text",
+    "first_choice",
+    "is_loopback",
+    "register_provider",
+    "token_count",
+    "without_tools",
+]
+
+logger = logging.getLogger(__name__)
+
+Message = dict[str, Any]
+
+# Providers that ship with reflectkit, imported only when LiteLLM is first loaded.
+_BUILTIN_PROVIDERS = {
+    "reflectkit-test": "reflectkit.testing:BACKEND",
+    "local": "reflectkit.models.local:BACKEND",
+}
+
+# Built-in providers that ModelClient calls without LiteLLM (they stay registered in LiteLLM too,
+# for anyone who calls litellm with their model strings).
+_DIRECT_PROVIDERS = {"local": "reflectkit.models.local:BACKEND"}
+# Call arguments that are not the backend's parameters (LiteLLM keeps them out of its
+# ``optional_params`` as well).
+_CALL_ARGUMENTS = frozenset({"model", "messages", "stream", "stream_options", "timeout"})
+
+_lock = threading.Lock()
+_litellm: Any = None
+_providers: dict[str, ProviderBackend] = {}
+_adapter: type | None = None
+_UNKNOWN = object()
+
+
+def _load() -> Any:
+    """Import LiteLLM once, offline, and register the in-process providers."""
+    global _litellm
+    if _litellm is not None:
+        return _litellm
+    with _lock:
+        if _litellm is None:
+            # Read the price map shipped inside LiteLLM instead of fetching it at import.
+            os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            module: Any = importlib.import_module("litellm")
+            module.suppress_debug_info = True
+            for name, target in _BUILTIN_PROVIDERS.items():
+                module_name, _, attribute = target.partition(":")
+                backend = getattr(importlib.import_module(module_name), attribute)
+                _install(module, name, backend)
+            _litellm = module
+    return _litellm
+
+
+def _install(litellm: Any, name: str, backend: ProviderBackend) -> None:
+    global _adapter
+    if _adapter is None:
+        _adapter = adapter_class(litellm)
+    handler = _adapter(name, backend)
+    litellm.custom_provider_map = [
+        item for item in litellm.custom_provider_map if item["provider"] != name
+    ] + [{"provider": name, "custom_handler": handler}]
+    litellm.utils.custom_llm_setup()
+    _providers[name] = backend
+
+
+def register_provider(name: str, backend: ProviderBackend) -> None:
+    """Make an in-process backend callable as ``"<name>/<model>"`` through LiteLLM (this loads
+    LiteLLM). Registering the same backend again does nothing, so callers need not track it."""
+    if not name or "/" in name:
+        raise ConfigurationError(f"invalid provider name {name!r}")
+    with _lock:
+        if _providers.get(name) is backend:
+            return
+    _install(_load(), name, backend)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One finished model call."""
+
+    text: str
+    reasoning: str | None
+    usage: Usage
+    model: str
+    finish_reason: str | None = None
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    """The tools the model called, in OpenAI's format (``id``, ``type``, ``function`` with
+    ``name`` and JSON ``arguments``); empty for a plain answer."""
+
+
+_TOOL_PARAMS = ("tools", "tool_choice", "parallel_tool_calls", "functions", "function_call")
+"""Call parameters that offer the model tools."""
+
+
+def without_tools(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` minus the tool parameters: for calls that must answer in text (critiques)."""
+    return {k: v for k, v in params.items() if k not in _TOOL_PARAMS}
+
+
+def _tool_call(raw: Any) -> dict[str, Any]:
+    """One tool call from LiteLLM's response object (or a dict) in OpenAI's plain-dict format."""
+    function = _field(raw, "function")
+    arguments = _field(function, "arguments")
+    return {
+        "id": _field(raw, "id"),
+        "type": _field(raw, "type") or "function",
+        "function": {
+            "name": _field(function, "name"),
+            "arguments": arguments if isinstance(arguments, str) else "{}",
+        },
+    }
+
+
+def _field(raw: Any, name: str) -> Any:
+    return raw.get(name) if isinstance(raw, Mapping) else getattr(raw, name, None)
+
+
+class _ToolCallAssembly:
+    """Puts streamed tool-call pieces back together: pieces of one call share an ``index``; the
+    first has the id and name, the rest carry more of the JSON arguments."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, Any]] = {}
+
+    def add(self, pieces: Any) -> None:
+        for position, piece in enumerate(pieces or ()):
+            index = _field(piece, "index")
+            call = self._calls.setdefault(
+                position if index is None else int(index),
+                {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
+            )
+            call["id"] = _field(piece, "id") or call["id"]
+            call["type"] = _field(piece, "type") or call["type"]
+            function = _field(piece, "function")
+            if function is not None:
+                name = _field(function, "name")
+                if name and name != call["function"]["name"]:
+                    call["function"]["name"] += name
+                call["function"]["arguments"] += _field(function, "arguments") or ""
+
+    def calls(self) -> tuple[dict[str, Any], ...]:
+        return tuple(self._calls[index] for index in sorted(self._calls))
+
+
+@dataclass(frozen=True)
+class StreamDelta:
+    """A piece of a streamed reply: answer text and/or provider-side reasoning text."""
+
+    text: str = ""
+    reasoning: str = ""
+
+
+def _malformed(model: str, what: str) -> ProviderServerError:
+    """A reply reflectkit cannot read: the upstream's fault, like a 5xx, so retried (a gateway's
+    hiccup may pass; a reply that is always broken costs at most the retry policy's attempts)."""
+    return ProviderServerError(f"{model}: the model's reply is malformed: {what}", model=model)
+
+
+def first_choice(response: Any, model: str) -> tuple[Any, Any]:
+    """The first choice of a whole reply and its message; raises :class:`ProviderServerError`
+    for a reply without choices (``[]``, ``null``), without a message, or whose content is not
+    text or whose tool calls are not a list."""
+    choices = getattr(response, "choices", None)
+    if not isinstance(choices, (list, tuple)) or not choices:
+        raise _malformed(model, "it has no choices")
+    choice = choices[0]
+    message = getattr(choice, "message", None)
+    if message is None:
+        raise _malformed(model, "its choice has no message")
+    content = getattr(message, "content", None)
+    if content is not None and not isinstance(content, str):
+        raise _malformed(model, f"its content is {type(content).__name__}, not text")
+    calls = getattr(message, "tool_calls", None)
+    if calls is not None and not isinstance(calls, (list, tuple)):
+        raise _malformed(model, f"its tool_calls are {type(calls).__name__}, not a list")
+    return choice, message
+
+
+def delta_text(delta: Any, model: str) -> str:
+    """A streamed delta's text ("" for none); :class:`ProviderServerError` when it is not text."""
+    content = getattr(delta, "content", None)
+    if content is not None and not isinstance(content, str):
+        raise _malformed(model, f"a streamed piece's content is {type(content).__name__}")
+    return content or ""
+
+
+def token_count(usage: Any, name: str) -> int:
+    """A token count of a reply's usage (``prompt_tokens``...); 0 when the usage or the count is
+    missing, or is not a finite number at least 0."""
+    value = getattr(usage, name, None)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0
+    return int(value) if math.isfinite(value) and value > 0 else 0
+
+
+def is_loopback(url: Any) -> bool:
+    """Whether ``url`` (an API base) points at this machine."""
+    if not isinstance(url, str) or not url:
+        return False
+    host = urlparse(url if "//" in url else f"//{url}").hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _direct(model: str) -> tuple[ProviderBackend, str] | None:
+    """The built-in backend ``model`` names and the model name it takes, when that backend is
+    called without LiteLLM (see ``_DIRECT_PROVIDERS``); None for every other model."""
+    provider, slash, name = model.partition("/")
+    target = _DIRECT_PROVIDERS.get(provider) if slash else None
+    if target is None:
+        return None
+    module_name, _, attribute = target.partition(":")
+    backend: ProviderBackend = getattr(importlib.import_module(module_name), attribute)
+    return backend, name
+
+
+def _provider_of(litellm: Any, model: str, params: Mapping[str, Any]) -> str:
+    try:
+        _, provider, _, _ = litellm.get_llm_provider(model=model, api_base=params.get("api_base"))
+    except Exception as error:
+        raise UnknownModelError(model, redact(str(error).splitlines()[0])) from None
+    return str(provider)
+
+
+def check_model(model: str, params: Mapping[str, Any]) -> None:
+    """Fail before any call if ``model`` cannot be used: unknown, blocked, or missing its key."""
+    direct = _direct(model)
+    if direct is not None:
+        direct[0].check(direct[1])
+        if direct[0].local:
+            return
+    litellm = _load()
+    provider = _provider_of(litellm, model, params)
+    backend = _providers.get(provider)
+    if backend is not None:
+        backend.check(model.split("/", 1)[1] if "/" in model else model)
+        if backend.local:
+            return
+    loopback = is_loopback(params.get("api_base") or params.get("base_url"))
+    if not model_requests_allowed() and not loopback:
+        raise ModelRequestsBlockedError(model)
+    if backend is not None or "api_key" in params or loopback:
+        return
+    try:
+        missing = litellm.validate_environment(model=model).get("missing_keys", [])
+    except Exception:  # a provider LiteLLM cannot validate: let the call itself tell
+        return
+    keys = [k for k in missing if str(k).endswith(("_API_KEY", "_TOKEN"))]
+    if keys:
+        raise MissingCredentialsError(model, keys)
+
+
+async def _direct_stream(pieces: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A built-in backend's stream as OpenAI-shaped chunks; closing it closes the backend's."""
+    try:
+        async for piece in pieces:
+            yield direct_chunk(piece)
+    finally:
+        await _aclose(pieces)
+
+
+async def _aclose(iterator: AsyncIterator[Any]) -> None:
+    close = getattr(iterator, "aclose", None)
+    if close is not None:
+        await close()
+
+
+class ModelClient:
+    """Calls one model through LiteLLM, with reflectkit's retries and error mapping.
+
+    ``params`` are passed to every call (``temperature``, ``api_base`` ...). The client keeps no
+    history: each call's :class:`Completion` carries its own usage for the caller to add up.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.model = model
+        self.params = dict(params or {})
+        self.retry = retry or RetryPolicy()
+        self.timeout = timeout
+        self._checked = False
+        self._prices: tuple[float, float] | object | None = _UNKNOWN
+        self._secrets = [str(v) for k, v in self.params.items() if "key" in k.lower() and v]
+        self._direct = _direct(model)
+
+    def check(self) -> None:
+        """Run :func:`check_model` once for this client."""
+        if not self._checked:
+            check_model(self.model, self.params)
+            self._checked = True
+
+    def _kwargs(self, messages: list[Message], stream: bool) -> dict[str, Any]:
+        kwargs = {**self.params, "model": self.model, "messages": messages, "max_retries": 0}
+        if self.timeout is not None:
+            kwargs["timeout"] = self.timeout
+        if stream:
+            kwargs["stream"] = True
+            kwargs["stream_options"] = {"include_usage": True}
+        return kwargs
+
+    def _prepared(
+        self, messages: list[Message], stream: bool, overrides: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        kwargs = self._kwargs(messages, stream)
+        if overrides:
+            kwargs.update(overrides)
+        if kwargs.get("tools"):
+            # Any call with tools makes LiteLLM import its MCP gateway, which needs the optional
+            # `mcp` package; reflectkit never offers MCP tools, so it skips that path.
+            kwargs["_skip_mcp_handler"] = True
+        # A lone surrogate (half an emoji) cannot be encoded for the wire: sent as U+FFFD.
+        repaired: dict[str, Any] = repair_surrogates(kwargs)
+        return repaired
+
+    def _retryable(self, error: BaseException) -> bool:
+        if not isinstance(error, ProviderError) or not error.retryable:
+            return False
+        after = getattr(error, "retry_after", None)
+        return after is None or after <= self.retry.max_retry_after
+
+    def _wait(self, failed_attempt: int, error: BaseException | None) -> float:
+        """Seconds to wait after attempt number ``failed_attempt`` failed with ``error``."""
+        if isinstance(error, RateLimitedError) and error.retry_after is not None:
+            return float(error.retry_after)
+        # Exponential backoff with up to 50% jitter, so clients that failed together spread.
+        base = self.retry.initial_wait * 2 ** (failed_attempt - 1)
+        return float(min(self.retry.max_wait, base * (1 + random.random() / 2)))
+
+    def _log_retry(self, failed_attempt: int, error: BaseException | None) -> None:
+        logger.warning("retrying %s after attempt %d failed: %s", self.model, failed_attempt, error)
+
+    def _retrying(self) -> AsyncRetrying:
+        """Tenacity's loop for attempts 2..max_attempts (attempt 1 has already failed)."""
+
+        def wait(state: RetryCallState) -> float:
+            error = state.outcome.exception() if state.outcome else None
+            return self._wait(state.attempt_number + 1, error)
+
+        def log(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            self._log_retry(state.attempt_number + 1, error)
+
+        return AsyncRetrying(
+            stop=stop_after_attempt(self.retry.max_attempts - 1),
+            wait=wait,
+            retry=retry_if_exception(self._retryable),
+            before_sleep=log,
+            reraise=True,
+        )
+
+    def _mapped(self, error: Exception) -> ReflectkitError:
+        """The reflectkit error for a failed call: a backend's ProviderFailure by its status, a
+        reflectkit error a backend raised as it is, anything else from LiteLLM by its class."""
+        if isinstance(error, ProviderFailure):
+            return failure_error(error, self.model, self._secrets)
+        own = own_error(error)
+        if own is not None:
+            return own
+        if self._direct is not None:  # a fault inside a built-in backend: no status to map
+            text = redact(str(error), self._secrets).strip().splitlines()
+            detail = text[0] if text else type(error).__name__
+            return ProviderError(f"{self.model}: {detail}", model=self.model)
+        return map_error(_load(), error, self.model, self._secrets)
+
+    async def _send(self, kwargs: dict[str, Any]) -> Any:
+        """One request: to the built-in backend directly, or through LiteLLM."""
+        if self._direct is None:
+            return await _load().acompletion(**kwargs)
+        backend, name = self._direct
+        messages = kwargs["messages"]
+        params = {k: v for k, v in kwargs.items() if k not in _CALL_ARGUMENTS}
+        if kwargs.get("stream"):
+            return _direct_stream(backend.astream(name, messages, params))
+        return direct_reply(await backend.acomplete(name, messages, params), messages)
+
+    async def _call(self, kwargs: dict[str, Any]) -> Any:
+        try:
+            async with asyncio.timeout(self.timeout):
+                response = await self._send(kwargs)
+        except TimeoutError:
+            raise ProviderTimeoutError(
+                f"{self.model}: no answer within {self.timeout} s", model=self.model
+            ) from None
+        except ProviderError:
+            raise
+        except Exception as error:
+            raise self._mapped(error) from None
+        if not kwargs.get("stream"):
+            first_choice(response, self.model)  # a malformed reply fails here, so it is retried
+        return response
+
+    async def _call_with_retries(self, kwargs: dict[str, Any]) -> Any:
+        """Attempt 1 runs bare (the common case pays nothing for retries); tenacity takes over
+        only once it has failed with a retryable error."""
+        try:
+            return await self._call(kwargs)
+        except ProviderError as error:
+            if self.retry.max_attempts < 2 or not self._retryable(error):
+                raise
+            first_failure = error
+        self._log_retry(1, first_failure)
+        await asyncio.sleep(self._wait(1, first_failure))
+        async for attempt in self._retrying():
+            with attempt:
+                return await self._call(kwargs)
+        raise AssertionError("unreachable: tenacity reraises the last failure")
+
+    def _price(self) -> tuple[float, float] | None:
+        """(input, output) USD per token from LiteLLM's price map, looked up once per client.
+
+        LiteLLM's own ``completion_cost`` re-resolves the model on every call (hundreds of µs);
+        the per-token prices it resolves to are what this multiplies out.
+        """
+        if self._prices is _UNKNOWN and self._direct is not None:
+            self._prices = None  # not in LiteLLM's price map, which is not loaded for it
+        if self._prices is _UNKNOWN:
+            try:
+                info = _load().get_model_info(model=self.model)
+                prices = (info.get("input_cost_per_token"), info.get("output_cost_per_token"))
+            except Exception:
+                prices = (None, None)
+            if prices[0] is None and prices[1] is None:
+                self._prices = None
+            else:
+                self._prices = (float(prices[0] or 0.0), float(prices[1] or 0.0))
+        return self._prices if isinstance(self._prices, tuple) else None
+
+    def _usage(self, raw: Any) -> Usage:
+        prompt = token_count(raw, "prompt_tokens")
+        completion = token_count(raw, "completion_tokens")
+        price = self._price()
+        cost = prompt * price[0] + completion * price[1] if price is not None else 0.0
+        return Usage(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            calls=1,
+            cost_usd=cost,
+            unpriced_calls=0 if price is not None else 1,
+        )
+
+    async def complete(
+        self, messages: list[Message], overrides: Mapping[str, Any] | None = None
+    ) -> Completion:
+        """One call, retried as the policy allows; raises a ProviderError when it gives up.
+
+        ``overrides`` replace this client's params for this call only (e.g. ``max_tokens``).
+        """
+        self.check()
+        kwargs = self._prepared(messages, False, overrides)
+        response = await self._call_with_retries(kwargs)
+        choice, message = first_choice(response, self.model)
+        reasoning = getattr(message, "reasoning_content", None)
+        calls = getattr(message, "tool_calls", None) or ()
+        # What a model wrote reaches files, logs and HTTP bodies: valid Unicode only (U+FFFD).
+        return Completion(
+            text=repair_text(message.content or ""),
+            reasoning=repair_text(reasoning) if isinstance(reasoning, str) else None,
+            usage=self._usage(getattr(response, "usage", None)),
+            model=self.model,
+            finish_reason=getattr(choice, "finish_reason", None),
+            tool_calls=tuple(repair_surrogates(_tool_call(c)) for c in calls),
+        )
+
+    async def stream(
+        self, messages: list[Message], overrides: Mapping[str, Any] | None = None
+    ) -> AsyncIterator[StreamDelta | Completion]:
+        """Stream one call: :class:`StreamDelta` pieces, then the :class:`Completion`.
+
+        Opening the stream is retried like :meth:`complete`; a failure after the first piece is
+        raised as it comes, since the caller has already seen part of the reply.
+        """
+        self.check()
+        kwargs = self._prepared(messages, True, overrides)
+        response = await self._call_with_retries(kwargs)
+        tool_calls = _ToolCallAssembly()
+        text: list[str] = []
+        reasoning: list[str] = []
+        usage_raw: Any = None
+        finish: str | None = None
+        repair = (TextRepair(), TextRepair())  # a surrogate pair may be split between chunks
+        try:
+            async for chunk in response:
+                usage_raw = getattr(chunk, "usage", None) or usage_raw
+                if not chunk.choices:
+                    continue
+                delta = chunk.choices[0].delta
+                thought = getattr(delta, "reasoning_content", None)
+                piece = StreamDelta(
+                    text=repair[0].feed(delta_text(delta, self.model)),
+                    reasoning=repair[1].feed(thought if isinstance(thought, str) else ""),
+                )
+                finish = chunk.choices[0].finish_reason or finish
+                tool_calls.add(getattr(delta, "tool_calls", None))
+                if piece.text or piece.reasoning:
+                    text.append(piece.text)
+                    reasoning.append(piece.reasoning)
+                    yield piece
+        except ProviderError:
+            raise
+        except Exception as error:
+            raise self._mapped(error) from None
+        finally:
+            if self._direct is not None:  # a reader that stops early stops the generation now
+                await _aclose(response)
+        last = StreamDelta(text=repair[0].flush(), reasoning=repair[1].flush())
+        if last.text or last.reasoning:
+            text.append(last.text)
+            reasoning.append(last.reasoning)
+            yield last
+        yield Completion(
+            text="".join(text),
+            reasoning="".join(reasoning) or None,
+            usage=self._usage(usage_raw),
+            model=self.model,
+            finish_reason=finish,
+            tool_calls=tuple(repair_surrogates(call) for call in tool_calls.calls()),
+        )
