@@ -25,7 +25,13 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
 from reflectkit.config import ReflectConfig
-from reflectkit.critics.base import Critic, CritiqueRequest
+from reflectkit.critics.base import (
+    Critic,
+    CriticSetup,
+    CritiqueRequest,
+    check_critic,
+    critic_label,
+)
 from reflectkit.critics.compose import as_critic
 from reflectkit.critics.llm_critic import LLMCritic
 from reflectkit.drafting import DeltaSink, DraftWriter, FormatPlan, plan_format_help
@@ -136,13 +142,14 @@ class Runtime:
     def check(self) -> None:
         """Fail before the first call if a model cannot be used (unknown, no key, blocked)."""
         self.generator.check()
+        if self.critic is not None:
+            check_critic(self.critic, self.critic_setup)
+
+    @property
+    def critic_setup(self) -> CriticSetup:
+        """What the critic is offered before a run (its check) and falls back to."""
         config = self.config
-        pending = [self.critic] if self.critic is not None else []
-        while pending:  # LLM critics, also inside AllOf/AnyOf
-            critic = pending.pop()
-            if isinstance(critic, LLMCritic):
-                critic.check(self.model, self.critic_kwargs, config.retry, config.timeout)
-            pending += getattr(critic, "critics", [])
+        return CriticSetup(self.model, self.critic_kwargs, config.retry, config.timeout)
 
     @property
     def critic_kwargs(self) -> dict[str, Any]:
@@ -154,9 +161,7 @@ class Runtime:
     def critic_name(self) -> str | None:
         if self.critic is None:
             return None
-        if isinstance(self.critic, LLMCritic):
-            return f"llm:{self.critic.model or self.model}"
-        return self.critic.name
+        return critic_label(self.critic, self.critic_setup)
 
     def generate_messages(self, conversation: Conversation) -> list[dict[str, Any]]:
         if self.plan is None:
