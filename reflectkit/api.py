@@ -27,7 +27,7 @@ from reflectkit.events import (
     StepStarted,
     TrialEvent,
 )
-from reflectkit.graph import STREAM_KEY, LoopState, Runtime, compile_runtime
+from reflectkit.graph import STREAM_KEY, LoopState, Runtime, compile_runtime, step_event
 from reflectkit.messages import Conversation, to_conversation
 from reflectkit.prompts import Prompts
 from reflectkit.reflexion import Reflexion, open_memory
@@ -44,7 +44,6 @@ from reflectkit.tags import (
     TagScheme,
     ThinkingDelta,
 )
-from reflectkit.usage import Usage
 
 __all__ = ["Prompt", "Reflector", "areflect", "reflect"]
 
@@ -347,7 +346,7 @@ class Reflector:
                     for node, change in cast("dict[str, Any]", chunk).items():
                         if change:
                             state.update(change)
-                            yield _step_event(node, change)
+                            yield step_event(node, change)
         except RunError as error:
             if state.get("iterations"):
                 error.partial = self._runtime.result(state, StopReason.ERROR)
@@ -480,22 +479,6 @@ def _refuse_misspelt_settings(model_kwargs: dict[str, Any]) -> None:
                 f"unknown setting {name!r}: did you mean {close[0]!r}? (unknown keywords are "
                 "passed to LiteLLM, so reflectkit refuses near-misses of its own settings)"
             )
-
-
-def _step_event(node: str, change: dict[str, Any]) -> StepEvent:
-    iterations = change.get("iterations")
-    last = iterations[-1] if iterations else None
-    stop = change.get("stop_reason")
-    if node == "finalize":
-        result: ReflectionResult = change["result"]
-        return StepEvent(node, result.final_iteration, usage=Usage(), stop_reason=stop)
-    if last is None:
-        return StepEvent(node, 0, stop_reason=stop)
-    if node == "critique":
-        return StepEvent(
-            node, last.number, verdict=last.verdict, usage=last.critique_usage, stop_reason=stop
-        )
-    return StepEvent(node, last.number, draft=last.draft, usage=last.draft_usage, stop_reason=stop)
 
 
 async def areflect(

@@ -36,7 +36,7 @@ from reflectkit.critics.compose import as_critic
 from reflectkit.critics.llm_critic import LLMCritic
 from reflectkit.drafting import DeltaSink, DraftWriter, FormatPlan, plan_format_help
 from reflectkit.errors import CriticError, ReflectkitError
-from reflectkit.events import DraftDelta, StepStarted
+from reflectkit.events import DraftDelta, StepEvent, StepStarted
 from reflectkit.messages import Conversation, PromptBuilder, to_conversation
 from reflectkit.models.capabilities import ModelProfile, profile_for
 from reflectkit.models.llm import ModelClient, without_tools
@@ -62,6 +62,7 @@ __all__ = [
     "Runtime",
     "build_graph",
     "resolve_mode",
+    "step_event",
 ]
 
 RunMode = Literal["loop", "single"]
@@ -385,6 +386,23 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
         return {"result": result, "output": result.output, "stop_reason": stop_reason}
 
     return {"generate": generate, "critique": critique, "revise": revise, "finalize": finalize}
+
+
+def step_event(node: str, change: dict[str, Any]) -> StepEvent:
+    """The :class:`StepEvent` for one node's update (what ``stream_mode="updates"`` yields)."""
+    iterations = change.get("iterations")
+    last = iterations[-1] if iterations else None
+    stop = change.get("stop_reason")
+    if node == "finalize":
+        result: ReflectionResult = change["result"]
+        return StepEvent(node, result.final_iteration, usage=Usage(), stop_reason=stop)
+    if last is None:
+        return StepEvent(node, 0, stop_reason=stop)
+    if node == "critique":
+        return StepEvent(
+            node, last.number, verdict=last.verdict, usage=last.critique_usage, stop_reason=stop
+        )
+    return StepEvent(node, last.number, draft=last.draft, usage=last.draft_usage, stop_reason=stop)
 
 
 def compile_runtime(
