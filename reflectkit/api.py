@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import difflib
 import functools
 import logging
@@ -23,13 +22,13 @@ from reflectkit.events import (
     DraftDelta,
     ReflectEvent,
     ResultEvent,
-    StepEvent,
     StepStarted,
     TrialEvent,
 )
 from reflectkit.graph import STREAM_KEY, LoopState, Runtime, compile_runtime, step_event
 from reflectkit.messages import Conversation, to_conversation
 from reflectkit.prompts import Prompts
+from reflectkit.recording import Recording
 from reflectkit.reflexion import Reflexion, open_memory
 from reflectkit.result import ReflectionResult, StopReason
 from reflectkit.runner import iterate_sync, run_sync
@@ -217,50 +216,18 @@ class Reflector:
         conversation = to_conversation(prompt)
         self._runtime.check()
         self._check_thread(run.thread_id)
-        log = self._run_log
-        run_id = None
-        if log is not None:
-            # Recording only queues the write for the run log's writer thread: neither the
-            # disk nor another process holding the file's lock ever stalls the event loop.
-            run_id = log.start(
-                messages=conversation.messages,
-                config=self._public_config,
-                model=self.model,
-                mode=self.mode,
-                thread_id=run.thread_id,
-            )
-        attributes: dict[str, str | int] = {"model": self.model, "mode": self.mode}
-        attributes.update({"run_id": run_id} if run_id else {})
-        attributes.update({"thread_id": run.thread_id} if run.thread_id else {})
-        span = tracing.start_run(attributes)
-        done = False  # the result was handed over: closing the stream after it is no failure
-        try:
-            async with aclosing(self._run(conversation, run, span)) as events:
-                async for event in events:
-                    if isinstance(event, StepEvent) and log is not None and run_id is not None:
-                        log.step_event(run_id, event)
-                    elif isinstance(event, ResultEvent):
-                        ids = {"run_id": run_id, "thread_id": run.thread_id}
-                        result = event.result.model_copy(update=ids)
-                        event = ResultEvent(result)
-                        if log is not None and run_id is not None:
-                            log.finish(run_id, result)
-                        stop = result.stop_reason.value
-                        tracing.end_run(span, stop_reason=stop, usage=result.usage)
-                        span, done = None, True
-                    yield event
-        except BaseException as error:
-            if done:
-                raise
-            stopped = isinstance(error, (GeneratorExit, asyncio.CancelledError))
-            recorded = asyncio.CancelledError("the caller stopped the run") if stopped else error
-            partial = error.partial if isinstance(error, RunError) else None
-            if isinstance(error, RunError):
-                error.run_id, error.thread_id = run_id, run.thread_id
-            if log is not None and run_id is not None:
-                log.fail(run_id, recorded, partial)
-            tracing.end_run(span, error=recorded)
-            raise
+        recording = Recording(
+            self._run_log,
+            messages=conversation.messages,
+            config=self._public_config,
+            model=self.model,
+            mode=self.mode,
+            thread_id=run.thread_id,
+        )
+        events = recording.around(self._run(conversation, run, recording.span))
+        async with aclosing(events) as recorded:
+            async for event in recorded:
+                yield event
 
     def _check_thread(self, thread_id: str | None) -> None:
         if thread_id is None:
