@@ -23,7 +23,6 @@ from reflectkit.events import (
     ReflectEvent,
     ResultEvent,
     StepStarted,
-    TrialEvent,
 )
 from reflectkit.graph import STREAM_KEY, LoopState, Runtime, compile_runtime, step_event
 from reflectkit.messages import Conversation, to_conversation
@@ -247,36 +246,23 @@ class Reflector:
             if run.thread_id is not None:
                 saver = await stack.enter_async_context(open_checkpointer(self.config.checkpointer))
                 graph = compile_runtime(self._runtime, saver)
+            trial = functools.partial(self._trial, graph, conversation, run=run, span=span)
+            events: AsyncGenerator[ReflectEvent]
             if self._memory is None:
-                async with aclosing(self._trial(graph, conversation, [], run, span)) as events:
-                    async for event in events:
-                        yield event
-                return
-            reflexion = Reflexion(self._runtime, self._memory, run.task_key)
-            lessons: list[str] | None = await reflexion.start(conversation)
-            number = 0
-            while lessons is not None:
-                number += 1
-                result: ReflectionResult | None = None
-                trial = self._trial(graph, conversation, lessons, run, span)
-                async with aclosing(trial) as events:
-                    async for event in events:
-                        if isinstance(event, ResultEvent):
-                            result = event.result
-                        else:
-                            yield event
-                assert result is not None  # a trial always ends with its result
-                lessons = await reflexion.after(number, result, conversation)
-                if lessons is None:
-                    yield ResultEvent(reflexion.finish(result))
-                else:
-                    yield TrialEvent(number, result, reflexion.records[-1].lesson or "")
+                events = trial([])
+            else:
+                reflexion = Reflexion(self._runtime, self._memory, run.task_key)
+                events = reflexion.trials(conversation, trial)
+            async with aclosing(events) as stream:
+                async for event in stream:
+                    yield event
 
     async def _trial(
         self,
         graph: Any,
         conversation: Conversation,
         lessons: list[str],
+        *,
         run: _Options,
         span: Any,
     ) -> AsyncGenerator[ReflectEvent]:
