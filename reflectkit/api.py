@@ -24,7 +24,14 @@ from reflectkit.events import (
     ResultEvent,
     StepStarted,
 )
-from reflectkit.graph import STREAM_KEY, LoopState, Runtime, compile_runtime, step_event
+from reflectkit.graph import (
+    CONVERSATION_KEY,
+    STREAM_KEY,
+    LoopState,
+    Runtime,
+    compile_runtime,
+    step_event,
+)
 from reflectkit.messages import Conversation, to_conversation
 from reflectkit.prompts import Prompts
 from reflectkit.recording import Recording
@@ -268,7 +275,7 @@ class Reflector:
     ) -> AsyncGenerator[ReflectEvent]:
         """One run of the graph: its events, then its result. A durable run whose thread has a
         checkpoint continues from it (or, when it finished, gives its result again)."""
-        config = _graph_config(run, span)
+        config = _graph_config(run, span, conversation)
         state: LoopState = {"messages": list(conversation.messages)}
         if lessons:
             state["lessons"] = lessons
@@ -382,9 +389,12 @@ class _Options:
     callbacks: Callbacks
 
 
-def _graph_config(run: _Options, span: Any) -> RunnableConfig:
-    """The graph's config for a run: live streaming, the trace parent, the thread, callbacks."""
-    configurable: dict[str, Any] = {STREAM_KEY: True} if run.live else {}
+def _graph_config(run: _Options, span: Any, conversation: Conversation) -> RunnableConfig:
+    """The graph's config for a run: live streaming, the trace parent, the thread, callbacks,
+    and the conversation, validated once for the run's nodes."""
+    configurable: dict[str, Any] = {CONVERSATION_KEY: conversation}
+    if run.live:
+        configurable[STREAM_KEY] = True
     if span is not None:
         configurable[tracing.PARENT_KEY] = span
     if run.thread_id is not None:

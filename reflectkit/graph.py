@@ -55,6 +55,7 @@ from reflectkit.usage import Usage
 from reflectkit.verdict import Verdict
 
 __all__ = [
+    "CONVERSATION_KEY",
     "STREAM_KEY",
     "LoopInput",
     "LoopOutput",
@@ -70,6 +71,11 @@ RunMode = Literal["loop", "single"]
 STREAM_KEY = "reflectkit_stream_output"
 """Set in ``config["configurable"]`` to have single-pass runs write tag deltas to the graph's
 custom stream (``stream_mode="custom"``) as the model produces them."""
+
+CONVERSATION_KEY = "reflectkit_conversation"
+"""Set in ``config["configurable"]`` to the run's :class:`~reflectkit.messages.Conversation`,
+already validated from the input's messages (without lessons), so the nodes do not validate and
+copy the messages again."""
 
 
 class LoopInput(TypedDict):
@@ -201,6 +207,7 @@ def _request(runtime: Runtime, conversation: Conversation, last: Iteration) -> C
         draft=last.draft,
         iteration=last.number,
         messages=list(conversation.messages),
+        conversation=conversation,
         prompts=runtime.builder,
         default_model=runtime.model,
         default_model_kwargs=runtime.critic_kwargs,
@@ -223,8 +230,12 @@ async def _judge(critic: Critic, request: CritiqueRequest, limit: float | None) 
         raise CriticError(f"critic {critic.name} raised {type(error).__name__}: {error}") from error
 
 
-def _conversation(state: LoopState) -> Conversation:
-    conversation = to_conversation(state["messages"])
+def _conversation(state: LoopState, config: RunnableConfig | None) -> Conversation:
+    """The run's conversation with the state's lessons. It is validated once per run: a caller
+    that validated it already puts it in the config (:data:`CONVERSATION_KEY`, as
+    :class:`~reflectkit.Reflector` does); else the state's messages are validated here."""
+    given = (config.get("configurable") or {}).get(CONVERSATION_KEY) if config else None
+    conversation = given if given is not None else to_conversation(state["messages"])
     lessons = state.get("lessons")
     return replace(conversation, lessons=tuple(lessons)) if lessons else conversation
 
@@ -281,7 +292,7 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
 
     async def generate(state: LoopState, config: RunnableConfig) -> Command[str] | dict[str, Any]:
         started = time.time()
-        conversation = _conversation(state)
+        conversation = _conversation(state, config)
         clock = time.perf_counter()
         write = _live(config)
         if write is not None:
@@ -314,7 +325,7 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
         write = _live(config)
         if write is not None:
             write(StepStarted("critique", last.number))
-        conversation = _conversation(state)
+        conversation = _conversation(state, config)
         clock = time.perf_counter()
         async with _TimeBudget(runtime, state) as budget:
             request = _request(runtime, conversation, last)
@@ -341,7 +352,7 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
         if write is not None:
             write(StepStarted("revise", last.number + 1))
         verdict = last.verdict or Verdict(passed=False)
-        conversation = _conversation(state)
+        conversation = _conversation(state, config)
         clock = time.perf_counter()
         messages = builder.revise(
             conversation,

@@ -13,7 +13,7 @@ from reflectkit.verdict import Verdict
 
 if TYPE_CHECKING:
     from reflectkit.config import RetryPolicy
-    from reflectkit.messages import Message, PromptBuilder
+    from reflectkit.messages import Conversation, Message, PromptBuilder
     from reflectkit.result import Draft
 
 __all__ = [
@@ -56,6 +56,9 @@ class CritiqueRequest:
     default_model_kwargs: dict[str, Any] = field(default_factory=dict)
     retry: RetryPolicy | None = None
     timeout: float | None = None
+    conversation: Conversation | None = None
+    """The validated conversation ``messages`` come from (set by the loop), so a critic that
+    reads it needs not validate the messages again."""
 
 
 @runtime_checkable

@@ -69,7 +69,12 @@ class LLMCritic:
         client = self._client(
             request.default_model, request.default_model_kwargs, request.retry, request.timeout
         )
-        results = tool_results(request.messages)
+        conversation = request.conversation
+        results = (
+            conversation.tool_results()
+            if conversation is not None
+            else tool_results(request.messages)
+        )
         messages = request.prompts.critique(
             request.question, request.answer, self.template, results
         )
