@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import difflib
 import functools
 import logging
@@ -23,13 +22,19 @@ from reflectkit.events import (
     DraftDelta,
     ReflectEvent,
     ResultEvent,
-    StepEvent,
     StepStarted,
-    TrialEvent,
 )
-from reflectkit.graph import STREAM_KEY, LoopState, Runtime, compile_runtime
+from reflectkit.graph import (
+    CONVERSATION_KEY,
+    STREAM_KEY,
+    LoopState,
+    Runtime,
+    compile_runtime,
+    step_event,
+)
 from reflectkit.messages import Conversation, to_conversation
 from reflectkit.prompts import Prompts
+from reflectkit.recording import Recording
 from reflectkit.reflexion import Reflexion, open_memory
 from reflectkit.result import ReflectionResult, StopReason
 from reflectkit.runner import iterate_sync, run_sync
@@ -44,7 +49,6 @@ from reflectkit.tags import (
     TagScheme,
     ThinkingDelta,
 )
-from reflectkit.usage import Usage
 
 __all__ = ["Prompt", "Reflector", "areflect", "reflect"]
 
@@ -218,50 +222,18 @@ class Reflector:
         conversation = to_conversation(prompt)
         self._runtime.check()
         self._check_thread(run.thread_id)
-        log = self._run_log
-        run_id = None
-        if log is not None:
-            # Recording only queues the write for the run log's writer thread: neither the
-            # disk nor another process holding the file's lock ever stalls the event loop.
-            run_id = log.start(
-                messages=conversation.messages,
-                config=self._public_config,
-                model=self.model,
-                mode=self.mode,
-                thread_id=run.thread_id,
-            )
-        attributes: dict[str, str | int] = {"model": self.model, "mode": self.mode}
-        attributes.update({"run_id": run_id} if run_id else {})
-        attributes.update({"thread_id": run.thread_id} if run.thread_id else {})
-        span = tracing.start_run(attributes)
-        done = False  # the result was handed over: closing the stream after it is no failure
-        try:
-            async with aclosing(self._run(conversation, run, span)) as events:
-                async for event in events:
-                    if isinstance(event, StepEvent) and log is not None and run_id is not None:
-                        log.step_event(run_id, event)
-                    elif isinstance(event, ResultEvent):
-                        ids = {"run_id": run_id, "thread_id": run.thread_id}
-                        result = event.result.model_copy(update=ids)
-                        event = ResultEvent(result)
-                        if log is not None and run_id is not None:
-                            log.finish(run_id, result)
-                        stop = result.stop_reason.value
-                        tracing.end_run(span, stop_reason=stop, usage=result.usage)
-                        span, done = None, True
-                    yield event
-        except BaseException as error:
-            if done:
-                raise
-            stopped = isinstance(error, (GeneratorExit, asyncio.CancelledError))
-            recorded = asyncio.CancelledError("the caller stopped the run") if stopped else error
-            partial = error.partial if isinstance(error, RunError) else None
-            if isinstance(error, RunError):
-                error.run_id, error.thread_id = run_id, run.thread_id
-            if log is not None and run_id is not None:
-                log.fail(run_id, recorded, partial)
-            tracing.end_run(span, error=recorded)
-            raise
+        recording = Recording(
+            self._run_log,
+            messages=conversation.messages,
+            config=self._public_config,
+            model=self.model,
+            mode=self.mode,
+            thread_id=run.thread_id,
+        )
+        events = recording.around(self._run(conversation, run, recording.span))
+        async with aclosing(events) as recorded:
+            async for event in recorded:
+                yield event
 
     def _check_thread(self, thread_id: str | None) -> None:
         if thread_id is None:
@@ -281,42 +253,29 @@ class Reflector:
             if run.thread_id is not None:
                 saver = await stack.enter_async_context(open_checkpointer(self.config.checkpointer))
                 graph = compile_runtime(self._runtime, saver)
+            trial = functools.partial(self._trial, graph, conversation, run=run, span=span)
+            events: AsyncGenerator[ReflectEvent]
             if self._memory is None:
-                async with aclosing(self._trial(graph, conversation, [], run, span)) as events:
-                    async for event in events:
-                        yield event
-                return
-            reflexion = Reflexion(self._runtime, self._memory, run.task_key)
-            lessons: list[str] | None = await reflexion.start(conversation)
-            number = 0
-            while lessons is not None:
-                number += 1
-                result: ReflectionResult | None = None
-                trial = self._trial(graph, conversation, lessons, run, span)
-                async with aclosing(trial) as events:
-                    async for event in events:
-                        if isinstance(event, ResultEvent):
-                            result = event.result
-                        else:
-                            yield event
-                assert result is not None  # a trial always ends with its result
-                lessons = await reflexion.after(number, result, conversation)
-                if lessons is None:
-                    yield ResultEvent(reflexion.finish(result))
-                else:
-                    yield TrialEvent(number, result, reflexion.records[-1].lesson or "")
+                events = trial([])
+            else:
+                reflexion = Reflexion(self._runtime, self._memory, run.task_key)
+                events = reflexion.trials(conversation, trial)
+            async with aclosing(events) as stream:
+                async for event in stream:
+                    yield event
 
     async def _trial(
         self,
         graph: Any,
         conversation: Conversation,
         lessons: list[str],
+        *,
         run: _Options,
         span: Any,
     ) -> AsyncGenerator[ReflectEvent]:
         """One run of the graph: its events, then its result. A durable run whose thread has a
         checkpoint continues from it (or, when it finished, gives its result again)."""
-        config = _graph_config(run, span)
+        config = _graph_config(run, span, conversation)
         state: LoopState = {"messages": list(conversation.messages)}
         if lessons:
             state["lessons"] = lessons
@@ -347,7 +306,7 @@ class Reflector:
                     for node, change in cast("dict[str, Any]", chunk).items():
                         if change:
                             state.update(change)
-                            yield _step_event(node, change)
+                            yield step_event(node, change)
         except RunError as error:
             if state.get("iterations"):
                 error.partial = self._runtime.result(state, StopReason.ERROR)
@@ -430,9 +389,12 @@ class _Options:
     callbacks: Callbacks
 
 
-def _graph_config(run: _Options, span: Any) -> RunnableConfig:
-    """The graph's config for a run: live streaming, the trace parent, the thread, callbacks."""
-    configurable: dict[str, Any] = {STREAM_KEY: True} if run.live else {}
+def _graph_config(run: _Options, span: Any, conversation: Conversation) -> RunnableConfig:
+    """The graph's config for a run: live streaming, the trace parent, the thread, callbacks,
+    and the conversation, validated once for the run's nodes."""
+    configurable: dict[str, Any] = {CONVERSATION_KEY: conversation}
+    if run.live:
+        configurable[STREAM_KEY] = True
     if span is not None:
         configurable[tracing.PARENT_KEY] = span
     if run.thread_id is not None:
@@ -480,22 +442,6 @@ def _refuse_misspelt_settings(model_kwargs: dict[str, Any]) -> None:
                 f"unknown setting {name!r}: did you mean {close[0]!r}? (unknown keywords are "
                 "passed to LiteLLM, so reflectkit refuses near-misses of its own settings)"
             )
-
-
-def _step_event(node: str, change: dict[str, Any]) -> StepEvent:
-    iterations = change.get("iterations")
-    last = iterations[-1] if iterations else None
-    stop = change.get("stop_reason")
-    if node == "finalize":
-        result: ReflectionResult = change["result"]
-        return StepEvent(node, result.final_iteration, usage=Usage(), stop_reason=stop)
-    if last is None:
-        return StepEvent(node, 0, stop_reason=stop)
-    if node == "critique":
-        return StepEvent(
-            node, last.number, verdict=last.verdict, usage=last.critique_usage, stop_reason=stop
-        )
-    return StepEvent(node, last.number, draft=last.draft, usage=last.draft_usage, stop_reason=stop)
 
 
 async def areflect(

@@ -25,12 +25,18 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
 from reflectkit.config import ReflectConfig
-from reflectkit.critics.base import Critic, CritiqueRequest
+from reflectkit.critics.base import (
+    Critic,
+    CriticSetup,
+    CritiqueRequest,
+    check_critic,
+    critic_label,
+)
 from reflectkit.critics.compose import as_critic
 from reflectkit.critics.llm_critic import LLMCritic
 from reflectkit.drafting import DeltaSink, DraftWriter, FormatPlan, plan_format_help
 from reflectkit.errors import CriticError, ReflectkitError
-from reflectkit.events import DraftDelta, StepStarted
+from reflectkit.events import DraftDelta, StepEvent, StepStarted
 from reflectkit.messages import Conversation, PromptBuilder, to_conversation
 from reflectkit.models.capabilities import ModelProfile, profile_for
 from reflectkit.models.llm import ModelClient, without_tools
@@ -49,6 +55,7 @@ from reflectkit.usage import Usage
 from reflectkit.verdict import Verdict
 
 __all__ = [
+    "CONVERSATION_KEY",
     "STREAM_KEY",
     "LoopInput",
     "LoopOutput",
@@ -56,6 +63,7 @@ __all__ = [
     "Runtime",
     "build_graph",
     "resolve_mode",
+    "step_event",
 ]
 
 RunMode = Literal["loop", "single"]
@@ -63,6 +71,11 @@ RunMode = Literal["loop", "single"]
 STREAM_KEY = "reflectkit_stream_output"
 """Set in ``config["configurable"]`` to have single-pass runs write tag deltas to the graph's
 custom stream (``stream_mode="custom"``) as the model produces them."""
+
+CONVERSATION_KEY = "reflectkit_conversation"
+"""Set in ``config["configurable"]`` to the run's :class:`~reflectkit.messages.Conversation`,
+already validated from the input's messages (without lessons), so the nodes do not validate and
+copy the messages again."""
 
 
 class LoopInput(TypedDict):
@@ -136,13 +149,14 @@ class Runtime:
     def check(self) -> None:
         """Fail before the first call if a model cannot be used (unknown, no key, blocked)."""
         self.generator.check()
+        if self.critic is not None:
+            check_critic(self.critic, self.critic_setup)
+
+    @property
+    def critic_setup(self) -> CriticSetup:
+        """What the critic is offered before a run (its check) and falls back to."""
         config = self.config
-        pending = [self.critic] if self.critic is not None else []
-        while pending:  # LLM critics, also inside AllOf/AnyOf
-            critic = pending.pop()
-            if isinstance(critic, LLMCritic):
-                critic.check(self.model, self.critic_kwargs, config.retry, config.timeout)
-            pending += getattr(critic, "critics", [])
+        return CriticSetup(self.model, self.critic_kwargs, config.retry, config.timeout)
 
     @property
     def critic_kwargs(self) -> dict[str, Any]:
@@ -154,9 +168,7 @@ class Runtime:
     def critic_name(self) -> str | None:
         if self.critic is None:
             return None
-        if isinstance(self.critic, LLMCritic):
-            return f"llm:{self.critic.model or self.model}"
-        return self.critic.name
+        return critic_label(self.critic, self.critic_setup)
 
     def generate_messages(self, conversation: Conversation) -> list[dict[str, Any]]:
         if self.plan is None:
@@ -195,6 +207,7 @@ def _request(runtime: Runtime, conversation: Conversation, last: Iteration) -> C
         draft=last.draft,
         iteration=last.number,
         messages=list(conversation.messages),
+        conversation=conversation,
         prompts=runtime.builder,
         default_model=runtime.model,
         default_model_kwargs=runtime.critic_kwargs,
@@ -217,8 +230,12 @@ async def _judge(critic: Critic, request: CritiqueRequest, limit: float | None) 
         raise CriticError(f"critic {critic.name} raised {type(error).__name__}: {error}") from error
 
 
-def _conversation(state: LoopState) -> Conversation:
-    conversation = to_conversation(state["messages"])
+def _conversation(state: LoopState, config: RunnableConfig | None) -> Conversation:
+    """The run's conversation with the state's lessons. It is validated once per run: a caller
+    that validated it already puts it in the config (:data:`CONVERSATION_KEY`, as
+    :class:`~reflectkit.Reflector` does); else the state's messages are validated here."""
+    given = (config.get("configurable") or {}).get(CONVERSATION_KEY) if config else None
+    conversation = given if given is not None else to_conversation(state["messages"])
     lessons = state.get("lessons")
     return replace(conversation, lessons=tuple(lessons)) if lessons else conversation
 
@@ -275,7 +292,7 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
 
     async def generate(state: LoopState, config: RunnableConfig) -> Command[str] | dict[str, Any]:
         started = time.time()
-        conversation = _conversation(state)
+        conversation = _conversation(state, config)
         clock = time.perf_counter()
         write = _live(config)
         if write is not None:
@@ -308,7 +325,7 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
         write = _live(config)
         if write is not None:
             write(StepStarted("critique", last.number))
-        conversation = _conversation(state)
+        conversation = _conversation(state, config)
         clock = time.perf_counter()
         async with _TimeBudget(runtime, state) as budget:
             request = _request(runtime, conversation, last)
@@ -335,7 +352,7 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
         if write is not None:
             write(StepStarted("revise", last.number + 1))
         verdict = last.verdict or Verdict(passed=False)
-        conversation = _conversation(state)
+        conversation = _conversation(state, config)
         clock = time.perf_counter()
         messages = builder.revise(
             conversation,
@@ -380,6 +397,23 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
         return {"result": result, "output": result.output, "stop_reason": stop_reason}
 
     return {"generate": generate, "critique": critique, "revise": revise, "finalize": finalize}
+
+
+def step_event(node: str, change: dict[str, Any]) -> StepEvent:
+    """The :class:`StepEvent` for one node's update (what ``stream_mode="updates"`` yields)."""
+    iterations = change.get("iterations")
+    last = iterations[-1] if iterations else None
+    stop = change.get("stop_reason")
+    if node == "finalize":
+        result: ReflectionResult = change["result"]
+        return StepEvent(node, result.final_iteration, usage=Usage(), stop_reason=stop)
+    if last is None:
+        return StepEvent(node, 0, stop_reason=stop)
+    if node == "critique":
+        return StepEvent(
+            node, last.number, verdict=last.verdict, usage=last.critique_usage, stop_reason=stop
+        )
+    return StepEvent(node, last.number, draft=last.draft, usage=last.draft_usage, stop_reason=stop)
 
 
 def compile_runtime(

@@ -69,12 +69,19 @@ class Conversation:
         """The tool exchange after the last user turn, if any (fresh copies)."""
         return [copy.deepcopy(m) for m in self.messages[self._index + 1 :]]
 
+    def tool_results(self) -> list[tuple[str, str]]:
+        """The ``(tool name, result text)`` of each tool result after the last user turn, the
+        name taken from the result's ``name`` or from the tool call it answers."""
+        return _tool_results(self.tail)
+
 
 def tool_results(messages: Sequence[Message]) -> list[tuple[str, str]]:
     """The ``(tool name, result text)`` of each tool result after the last user turn, the name
     taken from the result's ``name`` or from the tool call it answers."""
-    conversation = to_conversation(list(messages))
-    tail = conversation.tail
+    return to_conversation(list(messages)).tool_results()
+
+
+def _tool_results(tail: list[Message]) -> list[tuple[str, str]]:
     names: dict[str, str] = {}
     for message in tail:
         for call in message.get("tool_calls") or []:

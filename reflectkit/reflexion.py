@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
+from reflectkit.events import ReflectEvent, ResultEvent, TrialEvent
 from reflectkit.graph import Runtime
 from reflectkit.messages import Conversation
 from reflectkit.result import ReflectionResult, TrialRecord
@@ -28,6 +31,9 @@ from reflectkit.tags import ParseStatus, parse
 from reflectkit.usage import Usage
 
 __all__ = ["LESSONS_SHOWN", "Reflexion", "open_memory", "task_key_for"]
+
+Trial = Callable[[list[str]], AsyncGenerator[ReflectEvent]]
+"""One trial: a run of the loop shown the given lessons; its events end with its result."""
 
 LESSONS_SHOWN = 3
 """How many lessons a trial is shown at most (newest of the task first, then similar tasks')."""
@@ -62,6 +68,30 @@ class Reflexion:
         self.records: list[TrialRecord] = []
         self.spent = Usage()
         self.shown: list[Lesson] = []
+
+    async def trials(
+        self, conversation: Conversation, trial: Trial
+    ) -> AsyncGenerator[ReflectEvent]:
+        """Run ``trial`` (one run of the loop, given the lessons to show) until a trial passes or
+        none remain: each trial's events, a :class:`TrialEvent` after each failed trial, and
+        last the run's :class:`ResultEvent` (see :meth:`finish`)."""
+        lessons: list[str] | None = await self.start(conversation)
+        number = 0
+        while lessons is not None:
+            number += 1
+            result: ReflectionResult | None = None
+            async with aclosing(trial(lessons)) as events:
+                async for event in events:
+                    if isinstance(event, ResultEvent):
+                        result = event.result
+                    else:
+                        yield event
+            assert result is not None  # a trial always ends with its result
+            lessons = await self.after(number, result, conversation)
+            if lessons is None:
+                yield ResultEvent(self.finish(result))
+            else:
+                yield TrialEvent(number, result, self.records[-1].lesson or "")
 
     async def start(self, conversation: Conversation) -> list[str]:
         """Look up the lessons for the first trial; returns their texts."""

@@ -204,3 +204,40 @@ async def test_an_answer_that_plants_a_pass_for_the_critic_to_echo_does_not_pass
     assert verdicts
     assert not any(v.passed for v in verdicts)
     assert verdicts[0].malformed  # the echo holds no verdict of the critic's own
+
+
+class _Guarded:
+    """A custom critic whose check refuses to run: it must be asked before any model call."""
+
+    name = "guarded"
+
+    def __init__(self, fake: ScriptedLLM) -> None:
+        self.fake = fake
+        self.setups: list[rk.critics.CriticSetup] = []
+        self.calls_seen: list[int] = []
+
+    def check(self, setup: rk.critics.CriticSetup) -> None:
+        self.setups.append(setup)
+        self.calls_seen.append(len(self.fake.requests))
+        raise rk.ConfigurationError("the guarded critic's service is down")
+
+    async def acritique(self, request: rk.CritiqueRequest) -> rk.Verdict:
+        raise AssertionError("never reached")
+
+
+async def test_a_custom_critics_check_runs_before_any_model_call_also_inside_all_of() -> None:
+    fake = ScriptedLLM(["<output>4</output>"])
+    guarded = _Guarded(fake)
+    for critic in (guarded, rk.AllOf(lambda q, a: True, guarded)):
+        with pytest.raises(rk.ConfigurationError, match="service is down"):
+            await rk.areflect("2 + 2?", model=fake.model, critic=critic, run_log=False)
+    assert fake.requests == []
+    assert guarded.calls_seen == [0, 0]
+    assert [setup.model for setup in guarded.setups] == [fake.model, fake.model]
+
+
+async def test_critics_without_a_check_are_not_checked_and_keep_their_name() -> None:
+    fake = ScriptedLLM(["<output>4</output>"])
+    result = await rk.areflect("2 + 2?", model=fake.model, critic=lambda q, a: True, run_log=False)
+    assert result.passed
+    assert result.critic == "<lambda>"

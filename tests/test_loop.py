@@ -616,3 +616,33 @@ async def test_revise_kwargs_apply_to_revisions_only() -> None:
     first, revision = fake.requests
     assert (first.params["temperature"], first.params.get("seed")) == (0, None)
     assert (revision.params["temperature"], revision.params["seed"]) == (0.8, 3)
+
+
+async def test_the_conversation_is_validated_once_per_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    import reflectkit.api
+    import reflectkit.graph
+    import reflectkit.messages
+
+    real = reflectkit.messages.to_conversation
+    calls: list[object] = []
+
+    def counting(prompt: Any) -> Any:
+        calls.append(prompt)
+        return real(prompt)
+
+    for module in (reflectkit.api, reflectkit.graph, reflectkit.messages):
+        monkeypatch.setattr(module, "to_conversation", counting)
+    fake = ScriptedLLM(
+        [
+            "<output>a</output>",
+            verdict(False, "no"),
+            "<output>b</output>",
+            verdict(False, "no"),
+            "<output>c</output>",
+            verdict(False, "no"),
+        ]
+    )
+    result = await rk.areflect("q", model=fake.model, max_iterations=3, run_log=False)
+    assert len(result.iterations) == 3
+    assert len(fake.requests) == 6  # generate, 3 critiques, 2 revisions
+    assert calls == ["q"]  # once, at the start; no node validates the messages again

@@ -2,6 +2,7 @@
 
 from reflectkit.critics.base import (
     Critic,
+    CriticSetup,
     CritiqueRequest,
     FunctionCritic,
     coerce_verdict,
@@ -17,6 +18,7 @@ __all__ = [
     "AnyOf",
     "CodeTestCritic",
     "Critic",
+    "CriticSetup",
     "CritiqueRequest",
     "FunctionCritic",
     "LLMCritic",

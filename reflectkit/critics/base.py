@@ -13,10 +13,29 @@ from reflectkit.verdict import Verdict
 
 if TYPE_CHECKING:
     from reflectkit.config import RetryPolicy
-    from reflectkit.messages import Message, PromptBuilder
+    from reflectkit.messages import Conversation, Message, PromptBuilder
     from reflectkit.result import Draft
 
-__all__ = ["Critic", "CritiqueRequest", "FunctionCritic", "coerce_verdict"]
+__all__ = [
+    "Critic",
+    "CriticSetup",
+    "CritiqueRequest",
+    "FunctionCritic",
+    "check_critic",
+    "coerce_verdict",
+    "critic_label",
+]
+
+
+@dataclass(frozen=True)
+class CriticSetup:
+    """What a run offers its critic before the first draft: the generator's model and the
+    settings a critic that calls a model starts from (see :meth:`Critic.check`)."""
+
+    model: str
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    retry: RetryPolicy | None = None
+    timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -37,11 +56,21 @@ class CritiqueRequest:
     default_model_kwargs: dict[str, Any] = field(default_factory=dict)
     retry: RetryPolicy | None = None
     timeout: float | None = None
+    conversation: Conversation | None = None
+    """The validated conversation ``messages`` come from (set by the loop), so a critic that
+    reads it needs not validate the messages again."""
 
 
 @runtime_checkable
 class Critic(Protocol):
-    """Decides whether a draft passes. Implement ``acritique``; ``name`` labels its verdicts."""
+    """Decides whether a draft passes. Implement ``acritique``; ``name`` labels its verdicts.
+
+    A critic may also define ``check(self, setup: CriticSetup) -> None``: it is called before
+    every run, before any model is called, and raising there (a ConfigurationError, say) fails
+    the run at once. Without one there is nothing to check. ``label(self, setup) -> str``, where
+    defined, is the name the run's result records (an LLM critic without a model of its own
+    names the generator's).
+    """
 
     name: str
 
@@ -98,3 +127,16 @@ class FunctionCritic:
             if inspect.isawaitable(value):
                 value = await value
         return coerce_verdict(value, self.name)
+
+
+def check_critic(critic: Critic, setup: CriticSetup) -> None:
+    """Call ``critic.check(setup)`` if the critic has one (the default is to check nothing)."""
+    check = getattr(critic, "check", None)
+    if check is not None:
+        check(setup)
+
+
+def critic_label(critic: Critic, setup: CriticSetup) -> str:
+    """The name a run records for ``critic``: its ``label(setup)`` if it has one, else its name."""
+    label = getattr(critic, "label", None)
+    return str(label(setup)) if label is not None else critic.name

@@ -12,7 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from reflectkit.critics.base import Critic, CritiqueRequest, FunctionCritic
+from reflectkit.critics.base import (
+    Critic,
+    CriticSetup,
+    CritiqueRequest,
+    FunctionCritic,
+    check_critic,
+)
 from reflectkit.errors import ConfigurationError
 from reflectkit.usage import Usage
 from reflectkit.verdict import Verdict
@@ -55,6 +61,11 @@ class _Composite:
         self.expensive = any(is_expensive(c) for c in self.critics)
         label = "all" if isinstance(self, AllOf) else "any"
         self.name = name or f"{label}({', '.join(c.name for c in self.critics)})"
+
+    def check(self, setup: CriticSetup) -> None:
+        """Check every member critic."""
+        for critic in self.critics:
+            check_critic(critic, setup)
 
 
 class AllOf(_Composite):

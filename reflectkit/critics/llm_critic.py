@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from reflectkit.config import RetryPolicy
-from reflectkit.critics.base import CritiqueRequest
+from reflectkit.critics.base import CriticSetup, CritiqueRequest
 from reflectkit.errors import ConfigurationError, CriticError
 from reflectkit.messages import tool_results
 from reflectkit.models.llm import ModelClient
@@ -55,15 +55,13 @@ class LLMCritic:
             self._clients[model] = client
         return client
 
-    def check(
-        self,
-        default_model: str,
-        default_kwargs: dict[str, Any],
-        retry: RetryPolicy | None = None,
-        timeout: float | None = None,
-    ) -> None:
+    def check(self, setup: CriticSetup) -> None:
         """Fail early if the critic's model cannot be called (checked once per model)."""
-        self._client(default_model, default_kwargs, retry, timeout).check()
+        self._client(setup.model, setup.model_kwargs, setup.retry, setup.timeout).check()
+
+    def label(self, setup: CriticSetup) -> str:
+        """``llm:<model>``, with the generator's model when the critic has none of its own."""
+        return f"llm:{self.model or setup.model}"
 
     async def acritique(self, request: CritiqueRequest) -> Verdict:
         if request.prompts is None:
@@ -71,7 +69,12 @@ class LLMCritic:
         client = self._client(
             request.default_model, request.default_model_kwargs, request.retry, request.timeout
         )
-        results = tool_results(request.messages)
+        conversation = request.conversation
+        results = (
+            conversation.tool_results()
+            if conversation is not None
+            else tool_results(request.messages)
+        )
         messages = request.prompts.critique(
             request.question, request.answer, self.template, results
         )
