@@ -163,9 +163,15 @@ class Reflector:
                 "trials > 1 needs a critic to fail a trial: pass critic=... or mode='loop'"
             )
         self._graph = compile_runtime(self._runtime)
+        # Each store checks its own setting here, before any model is paid for (the config is
+        # plain data); nothing touches the disk until first use.
+        saves = config.checkpointer is not None and config.checkpointer is not False
+        checkpoints = open_checkpointer(config.checkpointer) if saves else None
         self._memory, self._owns_memory = open_memory(config.memory, config.trials)
         self._run_log = open_run_log(config.run_log)
         self._public_config = config.public_dict()  # recorded with every run; computed once
+        if checkpoints is not None:
+            self._public_config["checkpointer"] = checkpoints.location  # resolved, no password
         self._owns_run_log = not isinstance(config.run_log, RunLog)
 
     @property

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, InstanceOf, field_validator
 
 from reflectkit.errors import ConfigurationError
-from reflectkit.redaction import redact_mapping
+from reflectkit.redaction import redact, redact_mapping
 from reflectkit.tags import REFLECTION_TAGS, TagScheme
 from reflectkit.validation import StrictModel
 
@@ -167,41 +167,6 @@ class ReflectConfig(StrictModel):
                 raise ValueError(f"{name!r} is set by reflectkit and cannot be a model kwarg")
         return dict(value)
 
-    @field_validator("memory")
-    @classmethod
-    def _memory(cls, value: Any) -> Any:
-        from reflectkit.stores.memory import LessonStore
-
-        if value is None or value is False or value is True:
-            return value
-        if isinstance(value, (str, Path, LessonStore)):
-            return value
-        raise ValueError("memory must be True, a path or a LessonStore")
-
-    @field_validator("run_log")
-    @classmethod
-    def _run_log(cls, value: Any) -> Any:
-        from reflectkit.stores.runlog import RunLog
-
-        if value is None or isinstance(value, (bool, RunLog)):
-            return value
-        if isinstance(value, (str, Path)) and str(value).strip():
-            return value
-        raise ValueError("run_log must be None, a bool, a path or a RunLog")
-
-    @field_validator("checkpointer")
-    @classmethod
-    def _checkpointer(cls, value: Any) -> Any:
-        if value is None or value is False:
-            return value
-        from reflectkit.stores.durability import Checkpointer
-
-        try:
-            Checkpointer(value)  # checks the setting; opens nothing
-        except ConfigurationError as error:
-            raise ValueError(str(error)) from None
-        return value
-
     @field_validator("template_dir")
     @classmethod
     def _existing_dir(cls, value: Path | None) -> Path | None:
@@ -278,11 +243,14 @@ class ReflectConfig(StrictModel):
         }
 
     def _checkpointer_location(self) -> str | bool | None:
-        if self.checkpointer is None or self.checkpointer is False:
-            return self.checkpointer
-        from reflectkit.stores.durability import Checkpointer
-
-        return Checkpointer(self.checkpointer).location  # a URL without its password
+        """Where durable runs are saved, as a person reads it, with no password: the setting as
+        given (the store resolves it when a run opens it; ``Reflector`` records that)."""
+        setting = self.checkpointer
+        if setting is None or isinstance(setting, bool):
+            return setting
+        if isinstance(setting, (str, os.PathLike)):
+            return redact(os.fspath(setting))
+        return type(setting).__name__
 
 
 def resolve_model(model: str | None) -> str:

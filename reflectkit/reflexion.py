@@ -22,6 +22,7 @@ from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
+from reflectkit.errors import ConfigurationError
 from reflectkit.events import ReflectEvent, ResultEvent, TrialEvent
 from reflectkit.graph import Runtime
 from reflectkit.messages import Conversation
@@ -53,6 +54,10 @@ def open_memory(setting: Any, trials: int) -> tuple[LessonStore | None, bool]:
         return LessonStore(), True
     if isinstance(setting, (str, Path)):
         return LessonStore(setting), True
+    if setting is not None and setting is not False:
+        raise ConfigurationError(
+            f"memory must be True, a path or a LessonStore, not {type(setting).__name__}"
+        )
     if trials > 1:
         return LessonStore(":memory:"), True
     return None, False

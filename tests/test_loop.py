@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -646,3 +648,23 @@ async def test_the_conversation_is_validated_once_per_run(monkeypatch: pytest.Mo
     assert len(result.iterations) == 3
     assert len(fake.requests) == 6  # generate, 3 critiques, 2 revisions
     assert calls == ["q"]  # once, at the start; no node validates the messages again
+
+
+def test_the_config_is_plain_data_and_each_store_checks_its_own_setting() -> None:
+    code = (
+        "import sys, reflectkit.config as c\n"
+        "c.ReflectConfig(memory=5, run_log=3, checkpointer=2.5)  # plain data: no store loaded\n"
+        "assert not [m for m in sys.modules if m.startswith('reflectkit.stores.')], sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    fake = ScriptedLLM([])
+    for bad, says in [
+        ({"memory": 5}, "memory must be"),
+        ({"run_log": 3}, "run_log must be"),
+        ({"checkpointer": 2.5}, "checkpointer must be"),
+    ]:
+        with pytest.raises(rk.ConfigurationError, match=says):
+            rk.Reflector(fake.model, **bad)
+    secret = "postgresql://app:hunter2hunter2@db/runs"
+    recorded = rk.Reflector(fake.model, checkpointer=secret, run_log=False)
+    assert "hunter2" not in str(recorded.config.public_dict())
