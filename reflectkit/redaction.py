@@ -18,6 +18,7 @@ __all__ = [
     "REDACTED",
     "environment_secrets",
     "is_secret_name",
+    "one_line",
     "redact",
     "redact_mapping",
     "snapshot",
@@ -198,3 +199,13 @@ def redact_mapping(values: Mapping[str, Any]) -> dict[str, Any]:
         else:
             clean[name] = value
     return clean
+
+
+def one_line(error: BaseException, secrets: Iterable[str] = (), limit: int | None = None) -> str:
+    """``error`` as one line a log, a run record or a failure file can hold: its message with
+    whitespace runs collapsed (its class name when it has none), redacted, and cut to ``limit``
+    characters (ending in "...") when given."""
+    text = redact(" ".join(str(error).split()) or type(error).__name__, secrets)
+    if limit is not None and len(text) > limit:
+        return text[: max(0, limit - 3)] + "..."
+    return text

@@ -1,4 +1,4 @@
-"""The public surface: __all__, the API page and DESIGN's stable names agree."""
+"""The public surface: __all__, the API page and the stable names agree."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import reflectkit as rk
 
 API_PAGE = Path(__file__).resolve().parents[1] / "docs" / "api.md"
 
-# Names that checks outside the repository call (DESIGN.md); they must never disappear.
+# Names that checks outside this repository call (the project's design document, which is not
+# kept here, names them as the public API); they must never disappear.
 STABLE = {
     "reflect",
     "areflect",

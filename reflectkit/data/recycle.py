@@ -35,6 +35,7 @@ from reflectkit.config import RetryPolicy
 from reflectkit.errors import ConfigurationError, InputError, ProviderError, RunError
 from reflectkit.models.llm import ModelClient
 from reflectkit.prompts import Prompts
+from reflectkit.redaction import one_line
 from reflectkit.runner import run_sync
 from reflectkit.stores.jsonl import canonical_sha256, cut_partial_line, dumps_line
 from reflectkit.tags import escape_tags
@@ -268,7 +269,9 @@ def read_records(
                 if line.strip():
                     yield number, _parsed(line)
     except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise ConfigurationError(f"cannot read {os.fspath(path)}: {_one_line(error)}") from error
+        raise ConfigurationError(
+            f"cannot read {os.fspath(path)}: {one_line(error, limit=_MESSAGE_CHARS)}"
+        ) from error
 
 
 def _done_hashes(path: Path) -> set[str]:
@@ -321,18 +324,13 @@ class _Files:
             self.failures.close()
 
 
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= _MESSAGE_CHARS else text[: _MESSAGE_CHARS - 3] + "..."
-
-
 def _failure(line: int, record: Any, digest: str | None, error: BaseException) -> dict[str, Any]:
     return {
         "line": line,
         "source_sha256": digest,
         "stage": getattr(error, "stage", "input"),
         "error": type(error).__name__,
-        "message": _one_line(error),
+        "message": one_line(error, limit=_MESSAGE_CHARS),
         "reply": getattr(error, "reply", None),
         "record": record,
     }
@@ -427,7 +425,7 @@ class _Run:
         """The job for one input record, or None when it is unusable or already done."""
         if isinstance(item, InputError):
             self.failed += 1
-            logger.warning("line %d skipped: %s", line, _one_line(item))
+            logger.warning("line %d skipped: %s", line, one_line(item, limit=_MESSAGE_CHARS))
             self.files.fail(_failure(line, None, None, item))
             return None
         digest = record_hash(item)
@@ -446,7 +444,9 @@ class _Run:
             self.failed += 1
             if isinstance(error, RecycleError):
                 self.usage += error.usage
-            logger.warning("record at line %d failed: %s", job.line, _one_line(error))
+            logger.warning(
+                "record at line %d failed: %s", job.line, one_line(error, limit=_MESSAGE_CHARS)
+            )
             self.files.fail(_failure(job.line, job.record, job.digest, error))
             return
         self.written += 1

@@ -21,9 +21,10 @@ from contextlib import aclosing
 from typing import Any, cast
 
 from reflectkit.api import Reflector
+from reflectkit.config import ReflectConfig
 from reflectkit.critics.llm_critic import LLMCritic
 from reflectkit.events import DraftDelta, ReflectEvent, ResultEvent, StepEvent, StepStarted
-from reflectkit.models.capabilities import profile_for
+from reflectkit.graph import resolve_mode
 from reflectkit.result import ReflectionResult
 from reflectkit.server.protocol import Answer, ChatRequest, Delta, Usage
 from reflectkit.server.settings import ServerSettings
@@ -52,9 +53,8 @@ class Reflectors:
         mode = (options.mode if options else None) or settings.mode
         critic_model = (options.critic_model if options else None) or settings.critic_model
         iterations = (options.max_iterations if options else None) or settings.max_iterations
-        if mode == "auto":
-            single = profile_for(model).single_pass and critic_model is None
-            mode = "single" if single else "loop"
+        # The library's own rule for "auto" (the server gives no critic object, only a model).
+        mode = resolve_mode(ReflectConfig(mode=mode, critic_model=critic_model), model)
         params = {**settings.upstream_kwargs, **request.params}
         key = json.dumps([model, mode, critic_model, iterations, params], default=repr)
         reflector = self._kept.get(key)

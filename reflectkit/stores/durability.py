@@ -53,7 +53,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from reflectkit.errors import ConfigurationError
-from reflectkit.redaction import REDACTED, is_secret_name, redact
+from reflectkit.redaction import REDACTED, is_secret_name, one_line, redact
 from reflectkit.result import Draft, Iteration, ReflectionResult, StopReason, TrialRecord
 from reflectkit.stores.sqlite import BUSY_TIMEOUT, connect, user_data_dir
 from reflectkit.tags import ParseStatus
@@ -174,11 +174,6 @@ def _url_secrets(url: str) -> list[str]:
     found = [userinfo.partition(":")[2]] if ":" in userinfo else []
     found += [v for k, v in parse_qsl(parts.query) if is_secret_name(k)]
     return [s for value in found if value for s in {value, unquote(value)}]
-
-
-def _one_line(error: BaseException, secrets: Iterable[str] = ()) -> str:
-    detail = " ".join(str(error).split()) or type(error).__name__
-    return redact(detail, secrets)
 
 
 class Checkpointer:
@@ -362,13 +357,13 @@ class Checkpointer:
             )
         except (psycopg.Error, OSError) as error:
             # `from None`: the original error may quote the URL it could not parse.
-            raise ConfigurationError(f"{where}: {_one_line(error, secrets)}") from None
+            raise ConfigurationError(f"{where}: {one_line(error, secrets)}") from None
         stack.push_async_callback(conn.close)
         saver = AsyncPostgresSaver(conn, serde=serializer(self._allowed))
         try:
             await saver.setup()
         except psycopg.Error as error:
-            raise ConfigurationError(f"{where}: {_one_line(error, secrets)}") from None
+            raise ConfigurationError(f"{where}: {one_line(error, secrets)}") from None
         return saver
 
 
@@ -384,7 +379,7 @@ def _is_damage(error: BaseException) -> bool:
 
 def _damaged(path: str, error: BaseException) -> ConfigurationError:
     return ConfigurationError(
-        f"checkpoint file {path} is damaged ({_one_line(error)}): move it aside, with its -wal "
+        f"checkpoint file {path} is damaged ({one_line(error)}): move it aside, with its -wal "
         "and -shm files if any (runs then start a new file there, and `sqlite3 FILE .recover` "
         "may save what is left of the old one), or choose another checkpointer path"
     )
@@ -394,10 +389,10 @@ def _open_error(where: str, error: BaseException) -> ConfigurationError:
     """The ConfigurationError for a failure to open; a damaged file says what to do."""
     if _is_damage(error):
         return ConfigurationError(
-            f"{where}: {_one_line(error)} (a damaged checkpoint file, or not one at all): move "
+            f"{where}: {one_line(error)} (a damaged checkpoint file, or not one at all): move "
             "it aside, with its -wal and -shm files if any, or choose another checkpointer path"
         )
-    return ConfigurationError(f"{where}: {_one_line(error)}")
+    return ConfigurationError(f"{where}: {one_line(error)}")
 
 
 def _lost_data(path: str, now: float) -> str | None:

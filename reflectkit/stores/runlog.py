@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from reflectkit.errors import ConfigurationError, ReflectkitError
-from reflectkit.redaction import REDACTED, is_secret_name, redact, snapshot
+from reflectkit.redaction import REDACTED, is_secret_name, one_line, redact, snapshot
 from reflectkit.redaction import environment_secrets as _secrets_now
 from reflectkit.stores import run_owner
 from reflectkit.stores import sqlite as _sqlite
@@ -444,10 +444,6 @@ def _summary(row: Sequence[Any]) -> tuple[RunSummary, list[Any]]:
     return RunSummary(*fields), messages
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def _common_prefix(a: str, b: str) -> int:
     return next(
         (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
@@ -566,7 +562,7 @@ class RunLog:
             except ReflectkitError:
                 raise
             except (sqlite3.Error, OSError, ValueError) as exc:
-                raise ConfigurationError(f"run log {self.path}: {_one_line(exc)}") from exc
+                raise ConfigurationError(f"run log {self.path}: {one_line(exc)}") from exc
 
     def _record(self, what: str, write: Callable[[sqlite3.Connection], None]) -> None:
         """Queue one write of a recording method for the writer thread."""
@@ -585,7 +581,7 @@ class RunLog:
         except Exception as exc:
             level = logging.DEBUG if self._warned else logging.WARNING
             self._warned = True
-            logger.log(level, "could not record %s in %s: %s", what, self.path, _one_line(exc))
+            logger.log(level, "could not record %s in %s: %s", what, self.path, one_line(exc))
 
     def _one_row(
         self, sql: str, params: Callable[[], Sequence[Any]]
@@ -855,7 +851,7 @@ class RunLog:
             with open(file, "w", encoding="utf-8") as stream:
                 return self._export(stream, status, gone)
         except OSError as exc:
-            raise ConfigurationError(f"cannot write {os.fspath(file)}: {_one_line(exc)}") from exc
+            raise ConfigurationError(f"cannot write {os.fspath(file)}: {one_line(exc)}") from exc
 
     def _export(self, stream: IO[str], status: str | None, gone: Mapping[str, _Gone]) -> int:
         if self._absent():
