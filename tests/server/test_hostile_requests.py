@@ -27,7 +27,7 @@ from reflectkit.server import ServerSettings, create_app
 from reflectkit.server.checks import check_params
 from reflectkit.server.protocol import MAX_JSON_DEPTH, _deeper_than, _repair_escapes
 from reflectkit.testing import FunctionLLM, Request
-from tests.test_server import running
+from tests.server.test_server import running
 
 # LiteLLM imports some modules on first use (a call with tools), and pydantic warns about their
 # TypedDicts then; conftest ignores only the singular form of that warning.

@@ -28,7 +28,7 @@ from reflectkit.models.llm import check_model
 from reflectkit.server import ServerSettings, create_app
 from reflectkit.testing import FunctionLLM, Request
 from tests.conftest import verdict
-from tests.test_hostile_connections import serving
+from tests.server.test_hostile_connections import serving
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Items .* are using the `ReadOnly` qualifier:UserWarning"
