@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Literal
 
 import pytest
 
@@ -239,7 +240,7 @@ async def test_the_grammar_goes_only_where_it_is_asked_for(
 
 @pytest.mark.parametrize("exemplar_in", ["turns", "system"])
 async def test_the_generator_preamble_is_how_every_generator_call_starts(
-    small_model: str, exemplar_in: str
+    small_model: str, exemplar_in: Literal["turns", "system"]
 ) -> None:
     """The CLI has the local model read this preamble ahead of the run: it must be exactly the
     messages the generator's calls begin with, whatever the question."""
@@ -250,7 +251,7 @@ async def test_the_generator_preamble_is_how_every_generator_call_starts(
         ["4</thinking><output>4</output>", "Paris</thinking><output>Paris</output>"],
         name=f"{small_model}-preamble-{exemplar_in}",
     )
-    help_ = FormatHelp(exemplar_in=exemplar_in)  # type: ignore[arg-type]
+    help_ = FormatHelp(exemplar_in=exemplar_in)
     config = ReflectConfig(model=fake.model, mode="single", format_help=help_)
     preamble = generator_preamble(config)
 

@@ -96,26 +96,40 @@ def map_error(litellm: Any, error: Exception, model: str, secrets: list[str]) ->
     status = status if isinstance(status, int) else None
     text = redact(str(error), secrets).strip().splitlines()
     message = f"{model}: {text[0] if text else type(error).__name__}"
-    kind: type[ProviderError]
+    kind: type[ProviderError] | None
     if isinstance(error, litellm.ContextWindowExceededError):
         kind = ContextWindowError
     elif isinstance(error, litellm.RateLimitError) or status == 429:
         return RateLimitedError(message, model=model, retry_after=retry_after(error))
-    elif isinstance(error, litellm.Timeout) or status == 408:
+    elif isinstance(error, litellm.Timeout):
         kind = ProviderTimeoutError
     elif isinstance(error, (litellm.AuthenticationError, litellm.PermissionDeniedError)):
         kind = ProviderAuthError
     elif isinstance(error, litellm.APIConnectionError):
         kind = ProviderConnectionError
-    elif isinstance(error, (litellm.InternalServerError, litellm.ServiceUnavailableError)) or (
-        status is not None and status >= 500
-    ):
+    elif isinstance(error, (litellm.InternalServerError, litellm.ServiceUnavailableError)):
         kind = ProviderServerError
-    elif status is not None and 400 <= status < 500:
-        kind = ProviderRequestError
     else:
+        kind = _kind_of_status(status)
+    if kind is None:
         return ProviderError(message, model=model, status_code=status, retryable=False)
     return kind(message, model=model, status_code=status)
+
+
+def _kind_of_status(status: int | None) -> type[ProviderError] | None:
+    """The error class an HTTP status alone says, once the richer signals are checked (LiteLLM's
+    exception classes, a context-window or 429 failure); shared by both translations."""
+    if status is None:
+        return None
+    if status in (408, 504):  # a gateway timeout is a timeout, as LiteLLM has it
+        return ProviderTimeoutError
+    if status in (401, 403):
+        return ProviderAuthError
+    if status >= 500:
+        return ProviderServerError
+    if 400 <= status < 500:
+        return ProviderRequestError
+    return None
 
 
 def failure_error(failure: ProviderFailure, model: str, secrets: list[str]) -> ProviderError:
@@ -125,19 +139,11 @@ def failure_error(failure: ProviderFailure, model: str, secrets: list[str]) -> P
     status = failure.status_code
     detail = redact(failure.message, secrets).strip().splitlines()
     message = f"{model}: {detail[0] if detail else f'provider failure {status}'}"
-    kind: type[ProviderError]
     if failure.context_window:
-        kind = ContextWindowError
-    elif status == 429:
+        return ContextWindowError(message, model=model, status_code=status)
+    if status == 429:
         return RateLimitedError(message, model=model, retry_after=failure.retry_after)
-    elif status in (408, 504):  # a gateway timeout is a timeout, as LiteLLM has it
-        kind = ProviderTimeoutError
-    elif status in (401, 403):
-        kind = ProviderAuthError
-    elif status >= 500:
-        kind = ProviderServerError
-    elif 400 <= status < 500:
-        kind = ProviderRequestError
-    else:
+    kind = _kind_of_status(status)
+    if kind is None:
         return ProviderError(message, model=model, status_code=status, retryable=False)
     return kind(message, model=model, status_code=status)
