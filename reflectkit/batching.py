@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from reflectkit.api import Prompt, Reflector
 from reflectkit.errors import ConfigurationError, InputError, RunError
 from reflectkit.messages import to_conversation
-from reflectkit.result import ReflectionResult
+from reflectkit.result import ReflectionResult, partial_result
 from reflectkit.runner import run_sync
 from reflectkit.stores.jsonl import canonical_sha256, cut_partial_line, dumps_line
 
@@ -62,7 +62,7 @@ class BatchError:
         first = text.splitlines()[0] if text else type(error).__name__
         if len(first) > _MESSAGE_CHARS:
             first = first[: _MESSAGE_CHARS - 3] + "..."
-        partial = error.partial if isinstance(error, RunError) else None
+        partial = partial_result(error)
         retryable = bool(getattr(error, "retryable", False))
         return cls(type(error).__name__, first, partial, retryable)
 

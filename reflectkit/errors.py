@@ -36,10 +36,44 @@ secrets: provider text is passed through :func:`reflectkit.redaction.redact` fir
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from reflectkit.result import ReflectionResult
+    from reflectkit.usage import Usage
+
+
+class PartialResult(Protocol):
+    """What :attr:`RunError.partial` holds: the work a failed run kept.
+
+    Always a :class:`reflectkit.ReflectionResult` (stop reason ``error``) at run time; typed here
+    by the part of its shape a caller reads, so that this module, which every other module
+    imports, imports none of them (the result's module is built on the tag parser and verdicts,
+    which raise the errors defined here)."""
+
+    @property
+    def output(self) -> str: ...
+    @property
+    def thinking(self) -> list[str]: ...
+    @property
+    def reflections(self) -> list[str]: ...
+    @property
+    def iterations(self) -> Sequence[Any]: ...
+    @property
+    def stop_reason(self) -> str: ...
+    @property
+    def usage(self) -> Usage: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def seconds(self) -> float: ...
+    @property
+    def run_id(self) -> str | None: ...
+    @property
+    def thread_id(self) -> str | None: ...
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of everything the failed run kept."""
+        ...
 
 
 class ReflectkitError(Exception):
@@ -106,7 +140,8 @@ class RunError(ReflectkitError):
     already paid for is not lost; it is ``None`` when the failure came before the first step.
     """
 
-    partial: ReflectionResult | None = None
+    partial: PartialResult | None = None
+    """A :class:`reflectkit.ReflectionResult` with what the run did before it failed."""
     run_id: str | None = None
     """The failed run's id in the run log (``reflectkit runs show ID``), when it was recorded."""
     thread_id: str | None = None

@@ -19,6 +19,7 @@ from reflectkit import tracing
 from reflectkit.errors import RunError
 from reflectkit.events import ReflectEvent, ResultEvent, StepEvent
 from reflectkit.messages import Message
+from reflectkit.result import partial_result
 from reflectkit.stores.runlog import RunLog
 
 __all__ = ["Recording"]
@@ -76,7 +77,7 @@ class Recording:
                 raise
             stopped = isinstance(error, (GeneratorExit, asyncio.CancelledError))
             recorded = asyncio.CancelledError("the caller stopped the run") if stopped else error
-            partial = error.partial if isinstance(error, RunError) else None
+            partial = partial_result(error)
             if isinstance(error, RunError):
                 error.run_id, error.thread_id = run_id, self.thread_id
             if log is not None and run_id is not None:

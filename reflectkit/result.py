@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from reflectkit.errors import RunError
 from reflectkit.resources import render_html
 from reflectkit.tags import Parsed, ParseStatus
 from reflectkit.usage import Usage
@@ -18,6 +19,7 @@ __all__ = [
     "ReflectionResult",
     "StopReason",
     "TrialRecord",
+    "partial_result",
     "result_facts",
     "result_html",
 ]
@@ -215,3 +217,12 @@ def result_html(result: ReflectionResult) -> str:
     ``ReflectionResult._repr_html_``; :mod:`reflectkit.integrations.display` re-exports it."""
     accent = _PASSED if result.passed else _OTHER
     return render_html("result.html.j2", result=result, facts=result_facts(result), accent=accent)
+
+
+def partial_result(error: BaseException) -> ReflectionResult | None:
+    """The :class:`ReflectionResult` a failed run kept (``RunError.partial``), or None.
+
+    ``RunError.partial`` is typed by its shape (:class:`reflectkit.errors.PartialResult`) so the
+    error tree imports nothing above it; what reflectkit puts there is always a result."""
+    partial = error.partial if isinstance(error, RunError) else None
+    return partial if isinstance(partial, ReflectionResult) else None

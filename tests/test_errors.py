@@ -5,8 +5,12 @@ from __future__ import annotations
 import inspect
 import re
 
+import pytest
+
 import reflectkit as rk
 from reflectkit import errors
+from reflectkit.result import partial_result
+from reflectkit.testing import ScriptedLLM
 
 
 def _classes() -> dict[str, type[BaseException]]:
@@ -72,3 +76,22 @@ def test_messages_name_what_to_do() -> None:
     assert "blocked" in str(rk.ModelRequestsBlockedError("gpt-4o"))
     assert rk.RateLimitedError("slow", retry_after=2.5).retry_after == 2.5
     assert rk.RunError("x").partial is None
+
+
+def test_a_failed_runs_partial_is_its_result_and_has_the_shape_errors_declares() -> None:
+    def fails(question: str, answer: str) -> bool:
+        raise RuntimeError("critic broke")
+
+    fake = ScriptedLLM(["<thinking>t</thinking><output>x</output>"])
+    with pytest.raises(rk.CriticError) as caught:
+        rk.reflect("q", model=fake.model, critic=fails)
+    partial = caught.value.partial
+    assert isinstance(partial, rk.ReflectionResult)
+    assert partial_result(caught.value) is partial
+    assert partial.stop_reason == "error"
+    for member in ("output", "thinking", "reflections", "iterations", "stop_reason", "usage"):
+        assert member in vars(errors.PartialResult), member
+        assert getattr(partial, member) is not None
+    assert partial.to_dict()["output"] == "x"
+    assert partial_result(RuntimeError("x")) is None
+    assert partial_result(rk.RunError("x")) is None
