@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import functools
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
@@ -16,7 +15,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.types import StreamMode
 
 from reflectkit import tracing
-from reflectkit.config import FormatHelp, Mode, ReflectConfig, RetryPolicy
+from reflectkit.config import FormatHelp, Mode, ReflectConfig, RetryPolicy, config_from_arguments
 from reflectkit.errors import ConfigurationError, RunError
 from reflectkit.events import (
     DraftDelta,
@@ -56,10 +55,6 @@ logger = logging.getLogger(__name__)
 
 Prompt = str | Sequence[Any]
 """A question, or a conversation: OpenAI-style message dicts or LangChain messages."""
-
-
-_SETTING_PARAMETERS = frozenset(ReflectConfig.model_fields) - {"model_kwargs"}
-"""Reflector's parameters that are ReflectConfig fields of the same name."""
 
 
 def _noting_given_settings(init: Callable[..., None]) -> Callable[..., None]:
@@ -112,48 +107,8 @@ class Reflector:
         config: ReflectConfig | None = None,
         **model_kwargs: Any,
     ) -> None:
-        _refuse_misspelt_settings(model_kwargs)
-        if config is not None:
-            # The one rule for config= plus keywords (ReflectConfig.with_settings): the keywords
-            # given win, the rest comes from config; nothing is dropped.
-            given: frozenset[str] = getattr(self, "_given_settings", frozenset())
-            values = locals()
-            explicit = {name: values[name] for name in given if name in _SETTING_PARAMETERS}
-            if "template_dir" in explicit and explicit["template_dir"] is not None:
-                explicit["template_dir"] = Path(explicit["template_dir"])
-            for name in ("critic_kwargs", "revise_kwargs"):
-                if name in explicit and explicit[name] is None:
-                    explicit[name] = {}
-            if "retry" in explicit and explicit["retry"] is None:
-                explicit["retry"] = RetryPolicy()
-            if model_kwargs:
-                explicit["model_kwargs"] = model_kwargs
-            config = config.with_settings(**explicit)
-        else:
-            config = ReflectConfig(
-                model=model,
-                critic=critic,
-                critic_model=critic_model,
-                max_iterations=max_iterations,
-                mode=mode,
-                scheme=scheme,
-                template_dir=Path(template_dir) if template_dir is not None else None,
-                retry=retry or RetryPolicy(),
-                timeout=timeout,
-                critic_kwargs=critic_kwargs or {},
-                revise_kwargs=revise_kwargs or {},
-                format_help=format_help,
-                token_budget=token_budget,
-                cost_budget=cost_budget,
-                time_budget=time_budget,
-                min_score=min_score,
-                critic_timeout=critic_timeout,
-                trials=trials,
-                memory=memory,
-                run_log=run_log,
-                checkpointer=checkpointer,
-                model_kwargs=model_kwargs,
-            )
+        given: frozenset[str] = getattr(self, "_given_settings", frozenset())
+        config = config_from_arguments(locals(), given, config)
         self.config = config
         prompts = Prompts(config.template_dir)
         prompts.check()
@@ -428,26 +383,12 @@ def _same_question(thread_id: str, saved: Any, conversation: Conversation) -> No
         )
 
 
-_SETTINGS = (*ReflectConfig.model_fields, "config")
-
-
 def _wanted(event: Any, deltas: tuple[type[TagDelta], ...]) -> bool:
     """Whether a custom-stream event goes to the caller: steps always; tag deltas (bare, or of a
     loop draft) only of the kinds asked for."""
     if isinstance(event, DraftDelta):
         return isinstance(event.delta, deltas)
     return isinstance(event, (StepStarted, *deltas))
-
-
-def _refuse_misspelt_settings(model_kwargs: dict[str, Any]) -> None:
-    """Extra keywords go to LiteLLM, so a misspelt setting would be sent there silently."""
-    for name in model_kwargs:
-        close = difflib.get_close_matches(name, _SETTINGS, n=1, cutoff=0.8)
-        if close:
-            raise ConfigurationError(
-                f"unknown setting {name!r}: did you mean {close[0]!r}? (unknown keywords are "
-                "passed to LiteLLM, so reflectkit refuses near-misses of its own settings)"
-            )
 
 
 async def areflect(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +22,7 @@ __all__ = [
     "Mode",
     "ReflectConfig",
     "RetryPolicy",
+    "config_from_arguments",
     "resolve_model",
 ]
 
@@ -258,3 +261,49 @@ def resolve_model(model: str | None) -> str:
     if model:
         return model
     return os.environ.get(MODEL_ENV_VAR, "").strip() or DEFAULT_MODEL
+
+
+_SETTINGS = (*ReflectConfig.model_fields, "config")
+"""Every name a near-miss keyword is compared with."""
+
+
+def config_from_arguments(
+    arguments: Mapping[str, Any], given: frozenset[str], config: ReflectConfig | None
+) -> ReflectConfig:
+    """The configuration a call's settings describe (``Reflector(...)``'s arguments).
+
+    ``arguments`` holds every setting parameter's value, defaults included, and
+    ``model_kwargs`` (the keywords left over for LiteLLM); ``given`` the names the caller actually
+    passed. Without ``config``, the arguments are the configuration; with it, only the settings
+    given go on top of it by the one rule, :meth:`ReflectConfig.with_settings` (a default cannot
+    tell ``max_iterations=3`` from no ``max_iterations``, so it must not override the config).
+    A leftover keyword that is a near-miss of a setting's name is refused, since it would
+    otherwise be sent to LiteLLM silently.
+    """
+    values = {name: arguments[name] for name in ReflectConfig.model_fields if name in arguments}
+    model_kwargs: dict[str, Any] = dict(values.get("model_kwargs") or {})
+    _refuse_misspelt_settings(model_kwargs)
+    if values.get("template_dir") is not None:
+        values["template_dir"] = Path(values["template_dir"])
+    for name in ("critic_kwargs", "revise_kwargs"):
+        if name in values and values[name] is None:
+            values[name] = {}
+    if "retry" in values and values["retry"] is None:
+        values["retry"] = RetryPolicy()
+    if config is None:
+        return ReflectConfig(**values)
+    explicit = {name: values[name] for name in given if name in values and name != "model_kwargs"}
+    if model_kwargs:
+        explicit["model_kwargs"] = model_kwargs
+    return config.with_settings(**explicit)
+
+
+def _refuse_misspelt_settings(model_kwargs: Mapping[str, Any]) -> None:
+    """Extra keywords go to LiteLLM, so a misspelt setting would be sent there silently."""
+    for name in model_kwargs:
+        close = difflib.get_close_matches(name, _SETTINGS, n=1, cutoff=0.8)
+        if close:
+            raise ConfigurationError(
+                f"unknown setting {name!r}: did you mean {close[0]!r}? (unknown keywords are "
+                "passed to LiteLLM, so reflectkit refuses near-misses of its own settings)"
+            )
