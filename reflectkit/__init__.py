@@ -10,11 +10,11 @@ Importing reflectkit is cheap: the tag protocol and the errors load at once, eve
 
 from __future__ import annotations
 
-import importlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from reflectkit import _aliases
+from reflectkit._lazy import lazy_attributes
 from reflectkit.errors import (
     ConfigurationError,
     ContextWindowError,
@@ -197,14 +197,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'reflectkit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, __all__)
