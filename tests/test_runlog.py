@@ -25,7 +25,7 @@ from reflectkit.events import ResultEvent, StepEvent
 from reflectkit.models.provider import ProviderFailure
 from reflectkit.redaction import REDACTED
 from reflectkit.result import ReflectionResult, StopReason
-from reflectkit.stores import runlog
+from reflectkit.stores import run_ids, run_writer, runlog
 from reflectkit.stores.runlog import RunLog, new_run_id, open_run_log, scrub
 from reflectkit.testing import ScriptedLLM, fail
 from reflectkit.usage import Usage
@@ -96,14 +96,14 @@ def _query(path: Path, sql: str) -> list[tuple[Any, ...]]:
 
 def _on_disk(path: Path) -> bytes:
     """The bytes of the log file and its -wal and -shm files, once queued writes are done."""
-    runlog._flush()
+    run_writer.flush()
     files = [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
     return b"".join(p.read_bytes() for p in files if p.exists())
 
 
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     """reflectkit's warnings (not, say, asyncio's about a task collected meanwhile)."""
-    runlog._flush()  # failures to record are logged by the writer thread
+    run_writer.flush()  # failures to record are logged by the writer thread
     return [
         r.getMessage()
         for r in caplog.records
@@ -251,7 +251,7 @@ def test_ids_are_lower_case_ulids_that_sort_by_time() -> None:
     after = time.time_ns() // 1_000_000
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
-    assert all(len(i) == 26 and set(i) <= set(runlog._CROCKFORD) for i in ids)
+    assert all(len(i) == 26 and set(i) <= set(run_ids._CROCKFORD) for i in ids)
     stamps = [int.from_bytes(_decode(i)[:6], "big") for i in (ids[0], ids[-1])]
     assert before <= stamps[0] <= stamps[1] <= after
 
@@ -259,7 +259,7 @@ def test_ids_are_lower_case_ulids_that_sort_by_time() -> None:
 def _decode(run_id: str) -> bytes:
     value = 0
     for char in run_id:
-        value = value * 32 + runlog._CROCKFORD.index(char)
+        value = value * 32 + run_ids._CROCKFORD.index(char)
     return value.to_bytes(16, "big")
 
 
@@ -280,7 +280,7 @@ def test_an_overflowing_random_part_carries_into_the_next_millisecond(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     ms = time.time_ns() // 1_000_000 + 60_000
-    monkeypatch.setattr(runlog, "_last_id", (ms, 2**80 - 1))
+    monkeypatch.setattr(run_ids, "_last_id", (ms, 2**80 - 1))
     monkeypatch.setattr(time, "time_ns", lambda: ms * 1_000_000)
     run_id = new_run_id()
     assert int.from_bytes(_decode(run_id)[:6], "big") == ms + 1

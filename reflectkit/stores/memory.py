@@ -25,10 +25,8 @@ import logging
 import os
 import re
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
@@ -157,57 +155,25 @@ def _check_outcome(outcome: str) -> Outcome:
     return cast("Outcome", outcome)
 
 
-class LessonStore:
+class LessonStore(_sqlite.SqliteStore):
     """Lessons in a SQLite file (``path``; default :func:`default_path`; ``":memory:"`` for a
     throw-away store). The file is created (owner-only: lessons quote questions), upgraded and
     opened on first use; ``close()`` it, or use the store as a context manager. SQLite failures
     raise :class:`ConfigurationError`."""
 
+    _noun = "lesson store"
+
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = os.fspath(default_path() if path is None else path)
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-        self._closed = False
+        super().__init__(os.fspath(default_path() if path is None else path))
         self._fts = False
 
-    def __enter__(self) -> LessonStore:
-        return self
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        migrate(conn)
+        found = "SELECT 1 FROM sqlite_master WHERE name = 'lessons_fts'"
+        self._fts = conn.execute(found).fetchone() is not None
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the connection; the store cannot be used afterwards."""
-        with self._lock:
-            self._closed = True
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    def _open(self) -> sqlite3.Connection:
-        if self._closed:
-            raise ConfigurationError(f"lesson store {self.path} is closed")
-        if self._conn is not None:
-            return self._conn
-        conn = _sqlite.connect(self.path)
-        try:
-            migrate(conn)
-            found = "SELECT 1 FROM sqlite_master WHERE name = 'lessons_fts'"
-            self._fts = conn.execute(found).fetchone() is not None
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
-        return conn
-
-    @contextmanager
-    def _session(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                yield self._open()
-            except (sqlite3.Error, OSError) as exc:
-                detail = " ".join(str(exc).split()) or type(exc).__name__
-                raise ConfigurationError(f"lesson store {self.path}: {detail}") from exc
+    def _detail(self, error: BaseException) -> str:
+        return " ".join(str(error).split()) or type(error).__name__  # as it was: not redacted
 
     @property
     def full_text_search(self) -> bool:

@@ -15,6 +15,10 @@
   off while migrations run, as SQLite's procedure for rebuilding a table asks (a ``DROP TABLE``
   with them on would empty the tables that reference it, through ``ON DELETE CASCADE``), and
   checked before each migration commits.
+* :class:`SqliteStore` is the life of a store kept in one such file: one connection, opened,
+  set up and upgraded on first use, shared by threads under a lock, closed by ``close()`` or at
+  the end of a ``with`` block; failures come out as one-line
+  :class:`~reflectkit.errors.ConfigurationError` naming the file.
 """
 
 from __future__ import annotations
@@ -24,15 +28,21 @@ import logging
 import os
 import sqlite3
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import ClassVar, Self
+
+from reflectkit.errors import ConfigurationError, ReflectkitError
+from reflectkit.redaction import one_line
 
 __all__ = [
     "BUSY_TIMEOUT",
     "DIRECTORY_MODE",
     "FILE_MODE",
     "Migration",
+    "SqliteStore",
     "connect",
     "create_private",
     "migrate",
@@ -162,3 +172,73 @@ def _apply(conn: sqlite3.Connection, name: str, function: Migration) -> bool:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+class SqliteStore:
+    """A store kept in the SQLite file ``path`` (``":memory:"`` for a throw-away one): one
+    connection, opened by :func:`connect` and made ready by :meth:`_prepare` on first use,
+    shared by threads under a lock; ``close()`` it, or use the store as a context manager.
+
+    A store names itself in messages (``_noun``), and says which errors its sessions turn
+    into a :class:`~reflectkit.errors.ConfigurationError` (``_errors``) and how they read
+    (:meth:`_detail`)."""
+
+    _noun: ClassVar[str]
+    """What messages call the store: "run log", "lesson store"."""
+    _errors: ClassVar[tuple[type[BaseException], ...]] = (sqlite3.Error, OSError)
+    """The errors of a session that come out as a ConfigurationError naming the file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection; the store cannot be used afterwards."""
+        with self._lock:
+            self._closed = True
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """Make a connection just opened ready for use (pragmas, migrations); if this raises,
+        the connection is closed and the error goes on."""
+        raise NotImplementedError
+
+    def _open(self) -> sqlite3.Connection:
+        """The connection, opened and prepared on first use; refused once the store is closed."""
+        if self._closed:
+            raise ConfigurationError(f"{self._noun} {self.path} is closed")
+        if self._conn is None:
+            conn = connect(self.path)  # a new file is created owner-only
+            try:
+                self._prepare(conn)
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    def _detail(self, error: BaseException) -> str:
+        """``error`` as the one line a session's ConfigurationError ends with."""
+        return one_line(error)
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[sqlite3.Connection]:
+        """The open connection, under the lock; ``_errors`` come out as a one-line
+        :class:`~reflectkit.errors.ConfigurationError` naming the file."""
+        with self._lock:
+            try:
+                yield self._open()
+            except ReflectkitError:
+                raise
+            except self._errors as exc:
+                raise ConfigurationError(f"{self._noun} {self.path}: {self._detail(exc)}") from exc
