@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import logging
 import os
@@ -174,7 +175,7 @@ def _apply(conn: sqlite3.Connection, name: str, function: Migration) -> bool:
         raise
 
 
-class SqliteStore:
+class SqliteStore(abc.ABC):
     """A store kept in the SQLite file ``path`` (``":memory:"`` for a throw-away one): one
     connection, opened by :func:`connect` and made ready by :meth:`_prepare` on first use,
     shared by threads under a lock; ``close()`` it, or use the store as a context manager.
@@ -208,10 +209,10 @@ class SqliteStore:
                 self._conn.close()
                 self._conn = None
 
+    @abc.abstractmethod
     def _prepare(self, conn: sqlite3.Connection) -> None:
         """Make a connection just opened ready for use (pragmas, migrations); if this raises,
         the connection is closed and the error goes on."""
-        raise NotImplementedError
 
     def _open(self) -> sqlite3.Connection:
         """The connection, opened and prepared on first use; refused once the store is closed."""
