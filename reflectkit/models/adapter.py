@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from reflectkit.models.provider import (
+    Message,
     ProviderBackend,
     ProviderChunk,
     ProviderFailure,
@@ -34,8 +35,6 @@ from reflectkit.models.provider import (
 )
 
 __all__ = ["ToolCallChunk", "ToolCallReply", "adapter_class", "direct_chunk", "direct_reply"]
-
-Message = dict[str, Any]
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,12 @@ from reflectkit.errors import (
     UnknownModelError,
 )
 from reflectkit.models.adapter import adapter_class, direct_chunk, direct_reply
-from reflectkit.models.provider import ProviderBackend, ProviderFailure, model_requests_allowed
+from reflectkit.models.provider import (
+    Message,
+    ProviderBackend,
+    ProviderFailure,
+    model_requests_allowed,
+)
 from reflectkit.models.provider_errors import failure_error, map_error, own_error
 from reflectkit.redaction import redact
 from reflectkit.stores.jsonl import TextRepair, repair_surrogates, repair_text
@@ -68,7 +73,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Message = dict[str, Any]
 
 # Providers that ship with reflectkit, imported only when LiteLLM is first loaded.
 _BUILTIN_PROVIDERS = {

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 __all__ = [
+    "Message",
     "ProviderBackend",
     "ProviderChunk",
     "ProviderFailure",
@@ -28,6 +29,7 @@ __all__ = [
 ]
 
 Message = dict[str, Any]
+"""A chat message in OpenAI's format; the model layer's modules all take this one."""
 
 
 T = TypeVar("T")

@@ -48,12 +48,11 @@ import importlib.util
 import queue
 from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
-from typing import Any
 
 from reflectkit.errors import LocalModelError
 from reflectkit.models.local import supervisor
-from reflectkit.models.local.engine import DEFAULT_N_CTX, INSTALL_HINT, Settings
-from reflectkit.models.provider import ProviderChunk, ProviderFailure, ProviderReply
+from reflectkit.models.local.engine import DEFAULT_N_CTX, INSTALL_HINT, Params, Settings
+from reflectkit.models.provider import Message, ProviderChunk, ProviderFailure, ProviderReply
 
 __all__ = [
     "BACKEND",
@@ -89,9 +88,6 @@ _PARAMS = frozenset(
         "grammar",
     }
 )
-
-Message = dict[str, Any]
-Params = dict[str, Any]
 
 
 def model_path(model: str) -> Path:

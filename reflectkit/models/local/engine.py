@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from reflectkit.errors import LocalModelError
-from reflectkit.models.provider import ProviderChunk, ProviderFailure
+from reflectkit.models.provider import Message, ProviderChunk, ProviderFailure
 
 __all__ = [
     "CPUS",
@@ -68,7 +68,6 @@ CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.
 DECODE_THREADS = max(1, CPUS - 1)
 _SAMPLING = ("top_p", "top_k", "min_p", "repeat_penalty", "frequency_penalty", "presence_penalty")
 
-Message = dict[str, Any]
 Params = dict[str, Any]
 
 
