@@ -1,8 +1,8 @@
 """The contract between reflectkit's model layer and the in-process providers beneath it.
 
 A provider backend (the fakes in :mod:`reflectkit.testing`, the embedded local model) implements
-:class:`ProviderBackend` without knowing about LiteLLM; :mod:`reflectkit.models.llm` adapts each one
-into a LiteLLM custom provider, so every call, fake or real, takes LiteLLM's own code path.
+:class:`ProviderBackend` without knowing about LiteLLM; :mod:`reflectkit.models.registry` adapts
+each one into a LiteLLM custom provider, so every call, fake or real, takes LiteLLM's own code path.
 
 This module also holds the switch that blocks hosted-model requests (tests turn it on), because
 the providers and the model layer both need to read it and it must sit below both.
