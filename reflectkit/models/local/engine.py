@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reflectkit.content import message_text
 from reflectkit.errors import LocalModelError
 from reflectkit.models.local.constraint import LazyGrammar, checked_grammar, is_greedy
 from reflectkit.models.provider import Message, ProviderChunk, ProviderFailure
@@ -186,16 +187,13 @@ def preload(path: Path, n_ctx: int = DEFAULT_N_CTX, prefix: list[Message] | None
         llama.eval(tokens)
 
 
-def _text(message: Message) -> str:
-    content = message.get("content")
-    if isinstance(content, list):
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return "" if content is None else str(content)
-
-
 def _prompt(engine: _Engine, messages: list[Message]) -> list[int]:
     """The prompt's tokens; a trailing assistant message is appended after the header."""
-    turns = [{"role": str(m.get("role", "user")), "content": _text(m)} for m in messages]
+    # Text parts are joined with nothing between them, as the local model has always read them.
+    turns = [
+        {"role": str(m.get("role", "user")), "content": message_text(m.get("content"), sep="")}
+        for m in messages
+    ]
     prefill = turns.pop()["content"] if turns and turns[-1]["role"] == "assistant" else ""
     try:
         text = engine.formatter(messages=turns).prompt + prefill
