@@ -20,11 +20,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from reflectkit.content import message_text
 from reflectkit.errors import InputError
 from reflectkit.prompts import Prompts
 from reflectkit.tags import TagScheme, escape_tags
 
-__all__ = ["Conversation", "Message", "PromptBuilder", "to_conversation"]
+__all__ = ["Conversation", "Message", "PromptBuilder", "message_text", "to_conversation"]
 
 Message = dict[str, Any]
 
@@ -90,23 +91,11 @@ def _tool_results(tail: list[Message]) -> list[tuple[str, str]]:
     return [
         (
             str(m.get("name") or names.get(str(m.get("tool_call_id")), "tool")),
-            _text_of(m.get("content")),
+            message_text(m.get("content")),
         )
         for m in tail
         if m.get("role") in _TOOL_RESULTS
     ]
-
-
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            str(part.get("text", ""))
-            for part in content
-            if isinstance(part, dict) and part.get("type") == "text"
-        )
-    return ""
 
 
 def _as_dicts(prompt: str | Sequence[Any]) -> list[Message]:
@@ -140,7 +129,7 @@ def to_conversation(prompt: str | Sequence[Any]) -> Conversation:
         if "content" not in message and not message.get("tool_calls"):
             raise InputError(f"message {index} ({role}) has no content")
     request = _request_index(messages)
-    question = _text_of(messages[request].get("content"))
+    question = message_text(messages[request].get("content"))
     if not question.strip():
         raise InputError("the prompt is empty")
     return Conversation(tuple(messages), question, request=request)

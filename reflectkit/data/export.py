@@ -29,6 +29,7 @@ from typing import IO, Any, Literal
 
 from pydantic import ValidationError
 
+from reflectkit.content import message_text
 from reflectkit.errors import ConfigurationError
 from reflectkit.prompts import Prompts
 from reflectkit.result import Iteration, ReflectionResult
@@ -138,18 +139,6 @@ def assistant_turn(
     )
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            str(part.get("text", ""))
-            for part in content
-            if isinstance(part, dict) and part.get("type", "text") == "text"
-        )
-    return "" if content is None else str(content)
-
-
 def example_messages(
     messages: Sequence[Any],
     result: ReflectionResult,
@@ -174,7 +163,7 @@ def example_messages(
     for message in messages:
         if not isinstance(message, Mapping):
             continue
-        role, text = message.get("role"), _text(message.get("content")).strip()
+        role, text = message.get("role"), message_text(message.get("content")).strip()
         if role == "system" and text:
             theirs.append(text)
         elif role in ("user", "assistant") and text:

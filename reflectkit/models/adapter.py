@@ -1,10 +1,10 @@
 """Serve a :class:`~reflectkit.models.provider.ProviderBackend` as a LiteLLM custom provider.
 
-:mod:`reflectkit.models.llm` hands this module the imported ``litellm`` module; nothing here imports
-LiteLLM itself, so it still loads only on the first model call. The adapter translates in both
-directions: LiteLLM's call arguments to the backend's, the backend's replies and chunks to
-LiteLLM's response objects, and :class:`~reflectkit.models.provider.ProviderFailure` to the LiteLLM
-exception a real provider's HTTP status would have produced.
+:mod:`reflectkit.models.registry` hands this module the imported ``litellm`` module; nothing here
+imports LiteLLM itself, so it still loads only on the first model call. The adapter translates in
+both directions: LiteLLM's call arguments to the backend's, the backend's replies and chunks to
+LiteLLM's response objects, and :class:`~reflectkit.models.provider.ProviderFailure` to the
+LiteLLM exception a real provider's HTTP status would have produced.
 
 A backend that answers with tool calls returns a :class:`ToolCallReply` (or streams
 :class:`ToolCallChunk` pieces): LiteLLM's custom-provider interface carries them both ways, whole
@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from reflectkit.models.provider import (
+    Message,
     ProviderBackend,
     ProviderChunk,
     ProviderFailure,
@@ -34,8 +35,6 @@ from reflectkit.models.provider import (
 )
 
 __all__ = ["ToolCallChunk", "ToolCallReply", "adapter_class", "direct_chunk", "direct_reply"]
-
-Message = dict[str, Any]
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,13 @@
-"""The model layer: the one module that imports LiteLLM.
+"""The model layer: the client that every model call goes through.
 
 Everything reflectkit sends to a model goes through :class:`ModelClient`, which
 
-* imports LiteLLM lazily, with its price map read from the package (no network at import);
-* registers reflectkit's in-process providers (the test fakes, the local model) as LiteLLM custom
-  providers, so their calls take LiteLLM's real code path: all but the embedded model's, which
-  :class:`ModelClient` calls directly, because that path needs nothing from LiteLLM and importing
-  LiteLLM costs 2.5-3.5 s of a first answer that takes about one (see docs/local-model.md);
+* loads LiteLLM lazily, with its price map read from the package (no network at import) and
+  reflectkit's in-process providers (the test fakes, the local model) registered as LiteLLM
+  custom providers, so their calls take LiteLLM's real code path
+  (:mod:`reflectkit.models.registry`): all but the embedded model's, which it calls directly,
+  because that path needs nothing from LiteLLM and importing LiteLLM costs 2.5-3.5 s of a
+  first answer that takes about one (:mod:`reflectkit.models.direct`, docs/local-model.md);
 * checks a model before its first call: known provider, credentials present, not blocked;
 * retries only retryable failures (429 with its Retry-After, 5xx, timeouts, connection errors)
   with backoff and a cap. LiteLLM's own ``num_retries`` is not used: it stacks two retry layers
@@ -14,21 +15,17 @@ Everything reflectkit sends to a model goes through :class:`ModelClient`, which
 * maps provider errors into :mod:`reflectkit.errors`, secrets redacted;
 * reports usage and cost per call;
 * hands back the tool calls a model answers with (``tools=``/``tool_choice=`` among the params),
-  in OpenAI's format, from whole and streamed replies alike (streamed pieces are assembled).
+  in OpenAI's format, from whole and streamed replies alike (:mod:`reflectkit.models.replies`
+  reads the replies; its public names are this module's too).
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import ipaddress
 import logging
-import math
-import os
 import random
-import threading
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
@@ -36,19 +33,28 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from reflectkit.config import RetryPolicy
 from reflectkit.errors import (
-    ConfigurationError,
     MissingCredentialsError,
     ModelRequestsBlockedError,
     ProviderError,
-    ProviderServerError,
     ProviderTimeoutError,
     RateLimitedError,
     ReflectkitError,
     UnknownModelError,
 )
-from reflectkit.models.adapter import adapter_class, direct_chunk, direct_reply
-from reflectkit.models.provider import ProviderBackend, ProviderFailure, model_requests_allowed
+from reflectkit.models.direct import aclose, direct_backend, send_direct
+from reflectkit.models.provider import Message, ProviderFailure, model_requests_allowed
 from reflectkit.models.provider_errors import failure_error, map_error, own_error
+from reflectkit.models.registry import load_litellm as _load
+from reflectkit.models.registry import register_provider, registered_backend
+from reflectkit.models.replies import (
+    Completion,
+    StreamDelta,
+    ToolCallAssembly,
+    delta_text,
+    first_choice,
+    token_count,
+    tool_call,
+)
 from reflectkit.redaction import redact
 from reflectkit.stores.jsonl import TextRepair, repair_surrogates, repair_text
 from reflectkit.usage import Usage
@@ -68,83 +74,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Message = dict[str, Any]
 
-# Providers that ship with reflectkit, imported only when LiteLLM is first loaded.
-_BUILTIN_PROVIDERS = {
-    "reflectkit-test": "reflectkit.testing:BACKEND",
-    "local": "reflectkit.models.local:BACKEND",
-}
-
-# Built-in providers that ModelClient calls without LiteLLM (they stay registered in LiteLLM too,
-# for anyone who calls litellm with their model strings).
-_DIRECT_PROVIDERS = {"local": "reflectkit.models.local:BACKEND"}
-# Call arguments that are not the backend's parameters (LiteLLM keeps them out of its
-# ``optional_params`` as well).
-_CALL_ARGUMENTS = frozenset({"model", "messages", "stream", "stream_options", "timeout"})
-
-_lock = threading.Lock()
-_litellm: Any = None
-_providers: dict[str, ProviderBackend] = {}
-_adapter: type | None = None
 _UNKNOWN = object()
-
-
-def _load() -> Any:
-    """Import LiteLLM once, offline, and register the in-process providers."""
-    global _litellm
-    if _litellm is not None:
-        return _litellm
-    with _lock:
-        if _litellm is None:
-            # Read the price map shipped inside LiteLLM instead of fetching it at import.
-            os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-            module: Any = importlib.import_module("litellm")
-            module.suppress_debug_info = True
-            for name, target in _BUILTIN_PROVIDERS.items():
-                module_name, _, attribute = target.partition(":")
-                backend = getattr(importlib.import_module(module_name), attribute)
-                _install(module, name, backend)
-            _litellm = module
-    return _litellm
-
-
-def _install(litellm: Any, name: str, backend: ProviderBackend) -> None:
-    global _adapter
-    if _adapter is None:
-        _adapter = adapter_class(litellm)
-    handler = _adapter(name, backend)
-    litellm.custom_provider_map = [
-        item for item in litellm.custom_provider_map if item["provider"] != name
-    ] + [{"provider": name, "custom_handler": handler}]
-    litellm.utils.custom_llm_setup()
-    _providers[name] = backend
-
-
-def register_provider(name: str, backend: ProviderBackend) -> None:
-    """Make an in-process backend callable as ``"<name>/<model>"`` through LiteLLM (this loads
-    LiteLLM). Registering the same backend again does nothing, so callers need not track it."""
-    if not name or "/" in name:
-        raise ConfigurationError(f"invalid provider name {name!r}")
-    with _lock:
-        if _providers.get(name) is backend:
-            return
-    _install(_load(), name, backend)
-
-
-@dataclass(frozen=True)
-class Completion:
-    """One finished model call."""
-
-    text: str
-    reasoning: str | None
-    usage: Usage
-    model: str
-    finish_reason: str | None = None
-    tool_calls: tuple[dict[str, Any], ...] = ()
-    """The tools the model called, in OpenAI's format (``id``, ``type``, ``function`` with
-    ``name`` and JSON ``arguments``); empty for a plain answer."""
-
 
 _TOOL_PARAMS = ("tools", "tool_choice", "parallel_tool_calls", "functions", "function_call")
 """Call parameters that offer the model tools."""
@@ -153,102 +84,6 @@ _TOOL_PARAMS = ("tools", "tool_choice", "parallel_tool_calls", "functions", "fun
 def without_tools(params: Mapping[str, Any]) -> dict[str, Any]:
     """``params`` minus the tool parameters: for calls that must answer in text (critiques)."""
     return {k: v for k, v in params.items() if k not in _TOOL_PARAMS}
-
-
-def _tool_call(raw: Any) -> dict[str, Any]:
-    """One tool call from LiteLLM's response object (or a dict) in OpenAI's plain-dict format."""
-    function = _field(raw, "function")
-    arguments = _field(function, "arguments")
-    return {
-        "id": _field(raw, "id"),
-        "type": _field(raw, "type") or "function",
-        "function": {
-            "name": _field(function, "name"),
-            "arguments": arguments if isinstance(arguments, str) else "{}",
-        },
-    }
-
-
-def _field(raw: Any, name: str) -> Any:
-    return raw.get(name) if isinstance(raw, Mapping) else getattr(raw, name, None)
-
-
-class _ToolCallAssembly:
-    """Puts streamed tool-call pieces back together: pieces of one call share an ``index``; the
-    first has the id and name, the rest carry more of the JSON arguments."""
-
-    def __init__(self) -> None:
-        self._calls: dict[int, dict[str, Any]] = {}
-
-    def add(self, pieces: Any) -> None:
-        for position, piece in enumerate(pieces or ()):
-            index = _field(piece, "index")
-            call = self._calls.setdefault(
-                position if index is None else int(index),
-                {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
-            )
-            call["id"] = _field(piece, "id") or call["id"]
-            call["type"] = _field(piece, "type") or call["type"]
-            function = _field(piece, "function")
-            if function is not None:
-                name = _field(function, "name")
-                if name and name != call["function"]["name"]:
-                    call["function"]["name"] += name
-                call["function"]["arguments"] += _field(function, "arguments") or ""
-
-    def calls(self) -> tuple[dict[str, Any], ...]:
-        return tuple(self._calls[index] for index in sorted(self._calls))
-
-
-@dataclass(frozen=True)
-class StreamDelta:
-    """A piece of a streamed reply: answer text and/or provider-side reasoning text."""
-
-    text: str = ""
-    reasoning: str = ""
-
-
-def _malformed(model: str, what: str) -> ProviderServerError:
-    """A reply reflectkit cannot read: the upstream's fault, like a 5xx, so retried (a gateway's
-    hiccup may pass; a reply that is always broken costs at most the retry policy's attempts)."""
-    return ProviderServerError(f"{model}: the model's reply is malformed: {what}", model=model)
-
-
-def first_choice(response: Any, model: str) -> tuple[Any, Any]:
-    """The first choice of a whole reply and its message; raises :class:`ProviderServerError`
-    for a reply without choices (``[]``, ``null``), without a message, or whose content is not
-    text or whose tool calls are not a list."""
-    choices = getattr(response, "choices", None)
-    if not isinstance(choices, (list, tuple)) or not choices:
-        raise _malformed(model, "it has no choices")
-    choice = choices[0]
-    message = getattr(choice, "message", None)
-    if message is None:
-        raise _malformed(model, "its choice has no message")
-    content = getattr(message, "content", None)
-    if content is not None and not isinstance(content, str):
-        raise _malformed(model, f"its content is {type(content).__name__}, not text")
-    calls = getattr(message, "tool_calls", None)
-    if calls is not None and not isinstance(calls, (list, tuple)):
-        raise _malformed(model, f"its tool_calls are {type(calls).__name__}, not a list")
-    return choice, message
-
-
-def delta_text(delta: Any, model: str) -> str:
-    """A streamed delta's text ("" for none); :class:`ProviderServerError` when it is not text."""
-    content = getattr(delta, "content", None)
-    if content is not None and not isinstance(content, str):
-        raise _malformed(model, f"a streamed piece's content is {type(content).__name__}")
-    return content or ""
-
-
-def token_count(usage: Any, name: str) -> int:
-    """A token count of a reply's usage (``prompt_tokens``...); 0 when the usage or the count is
-    missing, or is not a finite number at least 0."""
-    value = getattr(usage, name, None)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return 0
-    return int(value) if math.isfinite(value) and value > 0 else 0
 
 
 def is_loopback(url: Any) -> bool:
@@ -264,18 +99,6 @@ def is_loopback(url: Any) -> bool:
         return False
 
 
-def _direct(model: str) -> tuple[ProviderBackend, str] | None:
-    """The built-in backend ``model`` names and the model name it takes, when that backend is
-    called without LiteLLM (see ``_DIRECT_PROVIDERS``); None for every other model."""
-    provider, slash, name = model.partition("/")
-    target = _DIRECT_PROVIDERS.get(provider) if slash else None
-    if target is None:
-        return None
-    module_name, _, attribute = target.partition(":")
-    backend: ProviderBackend = getattr(importlib.import_module(module_name), attribute)
-    return backend, name
-
-
 def _provider_of(litellm: Any, model: str, params: Mapping[str, Any]) -> str:
     try:
         _, provider, _, _ = litellm.get_llm_provider(model=model, api_base=params.get("api_base"))
@@ -286,14 +109,14 @@ def _provider_of(litellm: Any, model: str, params: Mapping[str, Any]) -> str:
 
 def check_model(model: str, params: Mapping[str, Any]) -> None:
     """Fail before any call if ``model`` cannot be used: unknown, blocked, or missing its key."""
-    direct = _direct(model)
+    direct = direct_backend(model)
     if direct is not None:
         direct[0].check(direct[1])
         if direct[0].local:
             return
     litellm = _load()
     provider = _provider_of(litellm, model, params)
-    backend = _providers.get(provider)
+    backend = registered_backend(provider)
     if backend is not None:
         backend.check(model.split("/", 1)[1] if "/" in model else model)
         if backend.local:
@@ -310,21 +133,6 @@ def check_model(model: str, params: Mapping[str, Any]) -> None:
     keys = [k for k in missing if str(k).endswith(("_API_KEY", "_TOKEN"))]
     if keys:
         raise MissingCredentialsError(model, keys)
-
-
-async def _direct_stream(pieces: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    """A built-in backend's stream as OpenAI-shaped chunks; closing it closes the backend's."""
-    try:
-        async for piece in pieces:
-            yield direct_chunk(piece)
-    finally:
-        await _aclose(pieces)
-
-
-async def _aclose(iterator: AsyncIterator[Any]) -> None:
-    close = getattr(iterator, "aclose", None)
-    if close is not None:
-        await close()
 
 
 class ModelClient:
@@ -349,7 +157,7 @@ class ModelClient:
         self._checked = False
         self._prices: tuple[float, float] | object | None = _UNKNOWN
         self._secrets = [str(v) for k, v in self.params.items() if "key" in k.lower() and v]
-        self._direct = _direct(model)
+        self._direct = direct_backend(model)
 
     def check(self) -> None:
         """Run :func:`check_model` once for this client."""
@@ -434,12 +242,7 @@ class ModelClient:
         """One request: to the built-in backend directly, or through LiteLLM."""
         if self._direct is None:
             return await _load().acompletion(**kwargs)
-        backend, name = self._direct
-        messages = kwargs["messages"]
-        params = {k: v for k, v in kwargs.items() if k not in _CALL_ARGUMENTS}
-        if kwargs.get("stream"):
-            return _direct_stream(backend.astream(name, messages, params))
-        return direct_reply(await backend.acomplete(name, messages, params), messages)
+        return await send_direct(*self._direct, kwargs)
 
     async def _call(self, kwargs: dict[str, Any]) -> Any:
         try:
@@ -526,7 +329,7 @@ class ModelClient:
             usage=self._usage(getattr(response, "usage", None)),
             model=self.model,
             finish_reason=getattr(choice, "finish_reason", None),
-            tool_calls=tuple(repair_surrogates(_tool_call(c)) for c in calls),
+            tool_calls=tuple(repair_surrogates(tool_call(c)) for c in calls),
         )
 
     async def stream(
@@ -540,7 +343,7 @@ class ModelClient:
         self.check()
         kwargs = self._prepared(messages, True, overrides)
         response = await self._call_with_retries(kwargs)
-        tool_calls = _ToolCallAssembly()
+        tool_calls = ToolCallAssembly()
         text: list[str] = []
         reasoning: list[str] = []
         usage_raw: Any = None
@@ -569,7 +372,7 @@ class ModelClient:
             raise self._mapped(error) from None
         finally:
             if self._direct is not None:  # a reader that stops early stops the generation now
-                await _aclose(response)
+                await aclose(response)
         last = StreamDelta(text=repair[0].flush(), reasoning=repair[1].flush())
         if last.text or last.reasoning:
             text.append(last.text)

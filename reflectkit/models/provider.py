@@ -1,8 +1,8 @@
 """The contract between reflectkit's model layer and the in-process providers beneath it.
 
 A provider backend (the fakes in :mod:`reflectkit.testing`, the embedded local model) implements
-:class:`ProviderBackend` without knowing about LiteLLM; :mod:`reflectkit.models.llm` adapts each one
-into a LiteLLM custom provider, so every call, fake or real, takes LiteLLM's own code path.
+:class:`ProviderBackend` without knowing about LiteLLM; :mod:`reflectkit.models.registry` adapts
+each one into a LiteLLM custom provider, so every call, fake or real, takes LiteLLM's own code path.
 
 This module also holds the switch that blocks hosted-model requests (tests turn it on), because
 the providers and the model layer both need to read it and it must sit below both.
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 __all__ = [
+    "Message",
     "ProviderBackend",
     "ProviderChunk",
     "ProviderFailure",
@@ -28,6 +29,7 @@ __all__ = [
 ]
 
 Message = dict[str, Any]
+"""A chat message in OpenAI's format; the model layer's modules all take this one."""
 
 
 T = TypeVar("T")

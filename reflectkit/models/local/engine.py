@@ -13,12 +13,10 @@ One ``llama_cpp.Llama`` is loaded per (file, ``n_ctx``) per worker; a lock seria
 (llama.cpp contexts are not thread-safe). llama.cpp's log goes to this module's logger at DEBUG
 instead of stderr; its error lines are kept to explain a failed load.
 
-A ``grammar`` parameter (GBNF text) constrains sampling to the strings the grammar accepts. Each
-distinct grammar is checked once per worker by building llama.cpp's grammar sampler from it, with
-the parser's complaint (which llama.cpp prints to stderr) captured: a grammar that does not parse
-is a ProviderFailure(400) with that reason, remembered so that it is not parsed again. A grammar
-that parses but can reach a state no token satisfies (``root ::= [^\\x00-\\U0010FFFF]``) makes
-llama.cpp abort while sampling; the worker process turns that into a LocalModelCrashError.
+A ``grammar`` parameter (GBNF text) constrains sampling to the strings the grammar accepts:
+:mod:`reflectkit.models.local.constraint` checks each grammar once and, for a greedy call,
+applies it lazily; a grammar that does not parse is a ProviderFailure(400) with llama.cpp's
+reason.
 """
 
 from __future__ import annotations
@@ -27,17 +25,17 @@ import codecs
 import ctypes
 import logging
 import os
-import re
-import tempfile
 import threading
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reflectkit.content import message_text
 from reflectkit.errors import LocalModelError
-from reflectkit.models.provider import ProviderChunk, ProviderFailure
+from reflectkit.models.local.constraint import LazyGrammar, checked_grammar, is_greedy
+from reflectkit.models.provider import Message, ProviderChunk, ProviderFailure
 
 __all__ = [
     "CPUS",
@@ -68,7 +66,6 @@ CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.
 DECODE_THREADS = max(1, CPUS - 1)
 _SAMPLING = ("top_p", "top_k", "min_p", "repeat_penalty", "frequency_penalty", "presence_penalty")
 
-Message = dict[str, Any]
 Params = dict[str, Any]
 
 
@@ -190,16 +187,13 @@ def preload(path: Path, n_ctx: int = DEFAULT_N_CTX, prefix: list[Message] | None
         llama.eval(tokens)
 
 
-def _text(message: Message) -> str:
-    content = message.get("content")
-    if isinstance(content, list):
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return "" if content is None else str(content)
-
-
 def _prompt(engine: _Engine, messages: list[Message]) -> list[int]:
     """The prompt's tokens; a trailing assistant message is appended after the header."""
-    turns = [{"role": str(m.get("role", "user")), "content": _text(m)} for m in messages]
+    # Text parts are joined with nothing between them, as the local model has always read them.
+    turns = [
+        {"role": str(m.get("role", "user")), "content": message_text(m.get("content"), sep="")}
+        for m in messages
+    ]
     prefill = turns.pop()["content"] if turns and turns[-1]["role"] == "assistant" else ""
     try:
         text = engine.formatter(messages=turns).prompt + prefill
@@ -288,62 +282,6 @@ class Settings:
         )
 
 
-_GRAMMARS_KEPT = 64
-_grammars: OrderedDict[tuple[Path, str], Any] = OrderedDict()  # a LlamaGrammar or the error
-
-
-def _captured_stderr(call: Any) -> tuple[Any, str]:
-    """``call()`` and what native code wrote to file descriptor 2 meanwhile."""
-    with tempfile.TemporaryFile() as sink:
-        saved = os.dup(2)
-        os.dup2(sink.fileno(), 2)
-        try:
-            result = call()
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        sink.seek(0)
-        return result, sink.read().decode("utf-8", "replace")
-
-
-def _grammar_reason(printed: str, text: str) -> str:
-    """Why llama.cpp refused ``text``, from what it printed (the parser says little else)."""
-    lines = [line.strip() for line in printed.splitlines() if line.strip()]
-    found = next((line for line in lines if "error parsing grammar" in line), None)
-    if found:
-        return found.split("error parsing grammar: ", 1)[-1]
-    if not re.search(r"(?m)^\s*root\s*::=", text):
-        return "it has no rule named root, where matching starts"
-    return next(iter(lines), "llama.cpp could not parse it")
-
-
-def _grammar(llama_cpp: Any, engine: _Engine, path: Path, text: str) -> Any:
-    """The LlamaGrammar for ``text``, checked once per worker; ProviderFailure(400) if bad.
-
-    llama-cpp-python builds the grammar sampler from the text on every call (a fraction of a
-    millisecond for reflectkit's grammars); what is kept here is the check's verdict. Call with
-    the engine's lock held.
-    """
-    key = (path, text)
-    known = _grammars.get(key)
-    if known is None:
-        sampler, printed = _captured_stderr(  # the root rule is "root", as LlamaGrammar's
-            lambda: llama_cpp.llama_sampler_init_grammar(engine.vocab, text.encode(), b"root")
-        )
-        if sampler:
-            llama_cpp.llama_sampler_free(sampler)
-            known = llama_cpp.LlamaGrammar.from_string(text, verbose=False)
-        else:
-            known = f"invalid grammar: {_grammar_reason(printed, text)}"
-        _grammars[key] = known
-        while len(_grammars) > _GRAMMARS_KEPT:
-            _grammars.popitem(last=False)
-    _grammars.move_to_end(key)
-    if isinstance(known, str):
-        raise ProviderFailure(400, known)
-    return known
-
-
 def _extends_cache(llama: Any, prompt: list[int]) -> bool:
     """Whether everything in llama.cpp's cache is a proper prefix of ``prompt``, so the call
     can read only the rest and leave the cache as one unbroken run of cells.
@@ -358,82 +296,6 @@ def _extends_cache(llama: Any, prompt: list[int]) -> bool:
     if not 0 < cached < len(prompt):
         return False
     return [int(t) for t in llama._input_ids[:cached]] == prompt[:cached]
-
-
-class _LazyGrammar:
-    """A GBNF grammar applied as llama.cpp's own tools apply it, for greedy decoding: the
-    model's first choice is checked against the grammar alone and kept when it fits (nearly
-    every token: free text inside the tags); only when it does not is the grammar applied to
-    the whole vocabulary. llama-cpp-python's sampler chain applies it to all ~49k tokens at
-    every step, which cost ~16 ms a token on SmolLM2 (~25 ms): the same tokens, ~1.6x slower.
-
-    Used as a llama-cpp-python logits processor: each call first feeds the grammar the tokens
-    sampled since the last call, then masks the scores only if their best token is refused.
-    """
-
-    def __init__(self, llama_cpp: Any, vocab: Any, text: str, prompt_length: int) -> None:
-        import numpy as np  # llama-cpp-python's own dependency: present wherever it is
-
-        self._np = np
-        self._lib = llama_cpp
-        self._sampler = llama_cpp.llama_sampler_init_grammar(vocab, text.encode(), b"root")
-        if not self._sampler:
-            raise ProviderFailure(400, "invalid grammar")  # checked before: not expected
-        self._seen = prompt_length
-        self.dead_end = False
-        """Set when the grammar allows no token at all: the call must fail, not go on."""
-        self._one = (llama_cpp.llama_token_data * 1)()
-        self._single = llama_cpp.llama_token_data_array(
-            data=self._one, size=1, selected=-1, sorted=False
-        )
-
-    def _allows(self, token: int) -> bool:
-        self._one[0].id, self._one[0].logit, self._one[0].p = token, 0.0, 0.0
-        self._single.size, self._single.selected = 1, -1
-        self._lib.llama_sampler_apply(self._sampler, ctypes.byref(self._single))
-        return bool(self._one[0].logit != float("-inf"))
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        if self.dead_end:
-            return scores
-        for token in input_ids[self._seen :]:
-            self._lib.llama_sampler_accept(self._sampler, int(token))
-        self._seen = len(input_ids)
-        if self._allows(int(self._np.argmax(scores))):
-            return scores
-        np, lib = self._np, self._lib
-        every = np.zeros(
-            len(scores), dtype=np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)])
-        )
-        every["id"] = np.arange(len(scores), dtype=np.intc)
-        every["logit"] = scores
-        array = lib.llama_token_data_array(
-            data=every.ctypes.data_as(ctypes.POINTER(lib.llama_token_data)),
-            size=len(scores),
-            selected=-1,
-            sorted=False,
-        )
-        lib.llama_sampler_apply(self._sampler, ctypes.byref(array))
-        if not np.isfinite(every["logit"]).any():
-            # No token fits: the sampled one must not reach the grammar, where llama.cpp aborts.
-            # An exception cannot cross the sampler's C callback: the generation loop asks.
-            self.dead_end = True
-            return scores
-        return every["logit"].copy()
-
-    def close(self) -> None:
-        if self._sampler:
-            self._lib.llama_sampler_free(self._sampler)
-            self._sampler = None
-
-
-def _greedy(settings: Settings) -> bool:
-    """Whether the call decodes greedily with nothing that reshapes the scores after the
-    grammar (penalties), so checking the first choice picks what the full grammar would."""
-    neutral = {"repeat_penalty": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.0}
-    return settings.sampling.get("temp", 0.0) == 0.0 and all(
-        settings.sampling.get(name, value) == value for name, value in neutral.items()
-    )
 
 
 def _room(settings: Settings, prompt_length: int) -> int:
@@ -451,17 +313,17 @@ def _room(settings: Settings, prompt_length: int) -> int:
 
 def _sampling(
     llama_cpp: Any, engine: _Engine, path: Path, settings: Settings, prompt_length: int
-) -> tuple[dict[str, Any], _LazyGrammar | None]:
+) -> tuple[dict[str, Any], LazyGrammar | None]:
     """Llama.generate's keyword arguments for ``settings``, and the lazy grammar among them (to
     close after the call) when a greedy call has one. Call with the engine's lock held."""
     sampling = dict(settings.sampling)
     if not settings.grammar:
         return sampling, None
-    checked = _grammar(llama_cpp, engine, path, settings.grammar)
-    if not _greedy(settings):
+    checked = checked_grammar(llama_cpp, engine.vocab, path, settings.grammar)
+    if not is_greedy(settings.sampling):
         sampling["grammar"] = checked
         return sampling, None
-    lazy = _LazyGrammar(llama_cpp, engine.vocab, settings.grammar, prompt_length)
+    lazy = LazyGrammar(llama_cpp, engine.vocab, settings.grammar, prompt_length)
     sampling["logits_processor"] = llama_cpp.LogitsProcessorList([lazy])
     return sampling, lazy
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from reflectkit.errors import LocalModelCrashError
-from reflectkit.models.provider import ProviderChunk, ProviderFailure
+from reflectkit.models.provider import Message, ProviderChunk, ProviderFailure
 
 __all__ = [
     "CANCEL_GRACE",
@@ -46,8 +46,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-Message = dict[str, Any]
 
 CANCEL_GRACE = 30.0
 """Seconds a cancelled request may keep running before its worker is killed. Generation stops
