@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
@@ -181,7 +182,7 @@ class Reflector:
     async def _recorded(self, prompt: Prompt, run: _Options) -> AsyncGenerator[ReflectEvent]:
         """:meth:`_run` with the run recorded in the run log and traced as one span."""
         conversation = to_conversation(prompt)
-        self._runtime.check()
+        await self._runtime.acheck()
         self._check_thread(run.thread_id)
         recording = Recording(
             self._run_log,
@@ -212,7 +213,10 @@ class Reflector:
         async with AsyncExitStack() as stack:
             graph = self._graph
             if run.thread_id is not None:
-                saver = await stack.enter_async_context(open_checkpointer(self.config.checkpointer))
+                # Opening checks the file (a few stats and reads): off the event loop.
+                setting = self.config.checkpointer
+                checkpointer = await asyncio.to_thread(open_checkpointer, setting)
+                saver = await stack.enter_async_context(checkpointer)
                 graph = compile_runtime(self._runtime, saver)
             trial = functools.partial(self._trial, graph, conversation, run=run, span=span)
             events: AsyncGenerator[ReflectEvent]
@@ -331,11 +335,22 @@ class Reflector:
         if self._run_log is not None and self._owns_run_log:
             self._run_log.close()
 
+    async def aclose(self) -> None:
+        """:meth:`close` in a worker thread (it waits for the run log's writes), so the event
+        loop is never held up."""
+        await asyncio.to_thread(self.close)
+
     def __enter__(self) -> Reflector:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    async def __aenter__(self) -> Reflector:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
 
 @dataclass(frozen=True)
@@ -408,7 +423,9 @@ async def areflect(
     LiteLLM. ``thread_id`` makes the run durable and resumable (docs/durability.md);
     ``callbacks`` are LangChain callback handlers.
     """
-    with Reflector(model, **settings) as reflector:
+    # Building a Reflector reads templates and may load LiteLLM and open stores: off the loop.
+    reflector = await asyncio.to_thread(functools.partial(Reflector, model, **settings))
+    async with reflector:
         return await reflector.arun(
             prompt, task_key=task_key, thread_id=thread_id, callbacks=callbacks
         )

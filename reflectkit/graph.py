@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NotRequired, TypedDict
 
 from langchain_core.runnables import RunnableConfig
@@ -126,13 +126,20 @@ class Runtime:
     plan: FormatPlan | None
     """Format help, or None when the model gets the conversation without the protocol."""
     writer: DraftWriter
+    checked: bool = field(default=False, init=False, repr=False)
+    """Whether :meth:`check` has passed once (it is not repeated by :meth:`acheck`)."""
 
     @classmethod
     def create(cls, config: ReflectConfig, prompts: Prompts | None = None) -> Runtime:
         model = config.resolved_model
         profile = profile_for(model)
         mode = resolve_mode(config, model, profile)
-        builder = PromptBuilder(prompts or Prompts(config.template_dir), config.scheme)
+        if prompts is None:
+            # Template errors surface here, before any model is paid for; and every template
+            # is read now, so no run reads a file on the event loop.
+            prompts = Prompts(config.template_dir)
+            prompts.check()
+        builder = PromptBuilder(prompts, config.scheme)
         generator = ModelClient(
             model, config.model_kwargs, retry=config.retry, timeout=config.timeout
         )
@@ -151,6 +158,13 @@ class Runtime:
         self.generator.check()
         if self.critic is not None:
             check_critic(self.critic, self.critic_setup)
+
+    async def acheck(self) -> None:
+        """:meth:`check` in a worker thread until it has passed once: it may import LiteLLM and
+        read a model file, which must not hold up the event loop."""
+        if not self.checked:
+            await asyncio.to_thread(self.check)
+            self.checked = True
 
     @property
     def critic_setup(self) -> CriticSetup:

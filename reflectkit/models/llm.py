@@ -165,6 +165,13 @@ class ModelClient:
             check_model(self.model, self.params)
             self._checked = True
 
+    async def acheck(self) -> None:
+        """:meth:`check`, run in a worker thread the first time: it may import LiteLLM and read
+        a model file, which must not hold up the event loop (an ASGI server's other requests
+        wait meanwhile, and LangGraph's server refuses blocking calls on its loop)."""
+        if not self._checked:
+            await asyncio.to_thread(self.check)
+
     def _kwargs(self, messages: list[Message], stream: bool) -> dict[str, Any]:
         kwargs = {**self.params, "model": self.model, "messages": messages, "max_retries": 0}
         if self.timeout is not None:
@@ -316,7 +323,7 @@ class ModelClient:
 
         ``overrides`` replace this client's params for this call only (e.g. ``max_tokens``).
         """
-        self.check()
+        await self.acheck()
         kwargs = self._prepared(messages, False, overrides)
         response = await self._call_with_retries(kwargs)
         choice, message = first_choice(response, self.model)
@@ -340,7 +347,7 @@ class ModelClient:
         Opening the stream is retried like :meth:`complete`; a failure after the first piece is
         raised as it comes, since the caller has already seen part of the reply.
         """
-        self.check()
+        await self.acheck()
         kwargs = self._prepared(messages, True, overrides)
         response = await self._call_with_retries(kwargs)
         tool_calls = ToolCallAssembly()

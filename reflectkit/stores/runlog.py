@@ -140,6 +140,7 @@ class RunLog(_sqlite.SqliteStore):
             raise ConfigurationError("the run log path is empty")
         super().__init__(name if name == ":memory:" else os.path.expanduser(name))
         self._warned = False
+        run_owner.current()  # read now (a few /proc files), not on an event loop at a run's start
 
     def __repr__(self) -> str:
         return f"RunLog({self.path!r})"

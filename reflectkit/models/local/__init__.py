@@ -219,7 +219,6 @@ class _Backend:
     async def astream(
         self, model: str, messages: list[Message], params: Params
     ) -> AsyncGenerator[ProviderChunk, None]:
-        path, sent = _request(model, params)
         loop = asyncio.get_running_loop()
         replies: asyncio.Queue[ProviderChunk | BaseException] = asyncio.Queue()
         call: supervisor.Call | None = None
@@ -231,7 +230,13 @@ class _Backend:
                 if call is not None:
                     call.cancel()
 
-        call = supervisor.start_call(path, messages, sent, deliver)
+        def start() -> supervisor.Call:
+            path, sent = _request(model, params)
+            return supervisor.start_call(path, messages, sent, deliver)
+
+        # Finding the model file, starting the worker and writing to its pipe may block: all
+        # off the event loop (LangGraph's server refuses blocking calls on it).
+        call = await asyncio.to_thread(start)
         try:
             while True:
                 item = await replies.get()
@@ -241,7 +246,16 @@ class _Backend:
                 if item.finish_reason is not None:
                     return
         finally:
-            call.cancel()
+            _cancel_off_loop(loop, call)
+
+
+def _cancel_off_loop(loop: asyncio.AbstractEventLoop, call: supervisor.Call) -> None:
+    """Cancel ``call`` without holding up the loop: a call still running is stopped by a write
+    to the worker's pipe, done in the loop's executor (here, when that is shut down)."""
+    try:
+        loop.run_in_executor(None, call.cancel)
+    except RuntimeError:
+        call.cancel()
 
 
 BACKEND = _Backend()
