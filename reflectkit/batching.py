@@ -8,8 +8,6 @@ HTTP clients are shared. See docs/batch.md for the JSONL format and the resume r
 
 from __future__ import annotations
 
-import asyncio
-import importlib
 import inspect
 import json
 import logging
@@ -18,16 +16,17 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from pydantic import ValidationError
 
 from reflectkit.api import Prompt, Reflector
 from reflectkit.errors import ConfigurationError, InputError, RunError
 from reflectkit.messages import to_conversation
+from reflectkit.pool import progress_bar, run_bounded
 from reflectkit.result import ReflectionResult, partial_result
 from reflectkit.runner import run_sync
-from reflectkit.stores.jsonl import canonical_sha256, cut_partial_line, dumps_line
+from reflectkit.stores.jsonl import JsonlWriter, canonical_sha256, cut_partial_line, dumps_line
 
 __all__ = ["BatchError", "BatchItem", "abatch", "batch", "prompt_hash", "read_batch_file"]
 
@@ -183,7 +182,7 @@ def _resumed_items(prompts: Sequence[Prompt], path: Path) -> dict[int, BatchItem
 
 def _open_output(
     prompts: Sequence[Prompt], output: str | os.PathLike[str] | None, resume: bool
-) -> tuple[dict[int, BatchItem], IO[str] | None]:
+) -> tuple[dict[int, BatchItem], JsonlWriter | None]:
     """The items to take from an earlier run, and the JSONL file open for appending (or new).
 
     Reading and writing the file block briefly; one line per finished item is far below what
@@ -196,20 +195,7 @@ def _open_output(
         cut_partial_line(path)
         done = _resumed_items(prompts, path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return done, open(path, "a" if resume else "w", encoding="utf-8")
-
-
-def _progress_bar(total: int, initial: int, progress: bool | str) -> Any:
-    tqdm = importlib.import_module("tqdm.auto").tqdm  # untyped; notebook-aware bars
-
-    return tqdm(
-        total=total,
-        initial=initial,
-        disable=not progress,
-        desc=progress if isinstance(progress, str) else "reflectkit",
-        unit="item",
-        dynamic_ncols=True,
-    )
+    return done, JsonlWriter(path, "a" if resume else "w")
 
 
 class _Writer:
@@ -220,7 +206,7 @@ class _Writer:
     written at all (a prompt holding a circular structure) is written as a failure naming why,
     so it runs again on resume; the batch goes on either way."""
 
-    def __init__(self, file: IO[str] | None) -> None:
+    def __init__(self, file: JsonlWriter | None) -> None:
         self.file = file
 
     def write(self, item: BatchItem) -> None:
@@ -231,8 +217,7 @@ class _Writer:
         except Exception as error:  # one item's data must not stop the batch
             logger.warning("batch item %d could not be written: %s", item.index, error)
             line = dumps_line(_unwritable(item, error))
-        self.file.write(line + "\n")
-        self.file.flush()
+        self.file.write_line(line)
 
 
 def _unwritable(item: BatchItem, error: Exception) -> dict[str, Any]:
@@ -277,24 +262,6 @@ async def _run_item(reflector: Reflector, index: int, prompt: Prompt) -> BatchIt
         exception=failure,
         seconds=time.perf_counter() - start,
     )
-
-
-async def _run_all(
-    reflector: Reflector,
-    prompts: Sequence[Prompt],
-    todo: list[int],
-    concurrency: int,
-    finished: Callable[[BatchItem], Awaitable[None]],
-) -> None:
-    queue = iter(todo)
-
-    async def worker() -> None:
-        for index in queue:  # shared iterator: each index goes to exactly one worker
-            await finished(await _run_item(reflector, index, prompts[index]))
-
-    async with asyncio.TaskGroup() as group:
-        for _ in range(min(concurrency, len(todo))):
-            group.create_task(worker())
 
 
 def _check_arguments(prompts: Any, concurrency: int, output: Any, resume: bool) -> list[Prompt]:
@@ -362,12 +329,20 @@ async def _batch(
     results, file = _open_output(items, output, resume)
     todo = [i for i in range(len(items)) if i not in results]
     writer = _Writer(file)
-    bar = _progress_bar(len(items), len(results), progress)
+    bar = progress_bar(
+        len(items),
+        initial=len(results),
+        enabled=bool(progress),
+        desc=progress if isinstance(progress, str) else "reflectkit",
+        unit="item",
+        dynamic_ncols=True,
+    )
     failures = 0
 
-    async def finished(item: BatchItem) -> None:
+    async def run(index: int) -> None:
         nonlocal failures
-        results[item.index] = item
+        item = await _run_item(reflector, index, items[index])
+        results[index] = item
         writer.write(item)
         failures += item.error is not None
         if failures:
@@ -379,11 +354,8 @@ async def _batch(
                 await outcome
 
     try:
-        await _run_all(reflector, items, todo, concurrency, finished)
-    except BaseExceptionGroup as group:
-        # A configuration error in one worker (or an on_item that raised) ends the batch: the
-        # TaskGroup has cancelled the other workers; raise the error itself, not the group.
-        raise group.exceptions[0] from None
+        # A configuration error in one item (or an on_item that raised) ends the batch.
+        await run_bounded(todo, run, concurrency)
     finally:
         bar.close()
         if file is not None:

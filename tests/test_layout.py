@@ -25,6 +25,7 @@ LOOP = (
     "drafting",
     "graph",
     "messages",
+    "pool",
     "prompts",
     "reflexion",
     "runner",

@@ -384,3 +384,14 @@ def test_a_lone_surrogate_in_a_record_does_not_stop_the_run(tmp_path: Path) -> N
     lines = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == report.written
     assert all(json.loads(line) for line in lines)
+
+
+def test_an_error_that_stops_the_run_is_raised_itself(tmp_path: Path) -> None:
+    """A failure no record owns (here: the failures file cannot be made) ends the run with that
+    error, not an ExceptionGroup around it."""
+    fake = FunctionLLM(lambda request: "no sections at all")
+    source = _write(tmp_path / "in.jsonl", RECORDS[:1])
+    missing = tmp_path / "no" / "such" / "folder" / "failures.jsonl"
+    with pytest.raises(FileNotFoundError):
+        recycle(source, tmp_path / "out.jsonl", oracle=fake.model, failures=missing,
+                progress=False)  # fmt: skip

@@ -26,6 +26,7 @@ import click
 
 from reflectkit.cli.options import (
     critic_model_option,
+    json_option,
     litellm_option,
     max_iterations_option,
     mode_option,
@@ -172,7 +173,7 @@ def _run_or_cancel(reflector: Reflector, text: str, thread_id: str | None) -> Re
 @click.option(
     "--show-thinking", is_flag=True, help="Print thinking, reflections and critiques to stderr."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON.")
+@json_option("Print the whole result as JSON.")
 @template_dir_option()
 @litellm_option("Passed to LiteLLM, e.g. -o temperature=0 -o api_base=http://...")
 @click.option(
@@ -255,11 +256,7 @@ def _prestart(
 
 @cli.command()
 @click.argument("name", required=False)
-@click.option(
-    "--template-dir",
-    type=click.Path(exists=True, file_okay=False),
-    help="Show this directory's overrides where it has them.",
-)
+@template_dir_option("Show this directory's overrides where it has them.")
 def templates(name: str | None, template_dir: str | None) -> None:
     """List the prompt templates, or print template NAME."""
     from reflectkit.prompts import TEMPLATES, Prompts

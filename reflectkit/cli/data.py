@@ -12,14 +12,23 @@ from typing import Any
 
 import click
 
-from reflectkit.cli.options import litellm_option, output_option, template_dir_option
+from reflectkit.cli.options import (
+    concurrency_option,
+    litellm_option,
+    no_progress_option,
+    output_option,
+    template_dir_option,
+)
 from reflectkit.cli.support import CONTEXT_SETTINGS, option_value
 
 __all__ = ["export", "recycle"]
 
+_FILE = click.Path(dir_okay=False)
+"""A file's path (it need not exist yet), never a folder's."""
+
 
 @click.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("source", metavar="INPUT", type=click.Path(dir_okay=False))
+@click.argument("source", metavar="INPUT", type=_FILE)
 @click.option(
     "--oracle",
     required=True,
@@ -29,13 +38,13 @@ __all__ = ["export", "recycle"]
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False),
+    type=_FILE,
     help="Alpaca JSONL to append to; records already in it are skipped "
     "[default: INPUT's name + .recycled.jsonl].",
 )
 @click.option(
     "--failures",
-    type=click.Path(dir_okay=False),
+    type=_FILE,
     help="JSONL of the records that failed, replaced each run [default: OUTPUT.failures.jsonl].",
 )
 @click.option(
@@ -45,18 +54,11 @@ __all__ = ["export", "recycle"]
     show_default=True,
     help="Which reflections to run: instruction then response, or one of them.",
 )
-@click.option(
-    "-j",
-    "--concurrency",
-    type=click.IntRange(1, 1000),
-    default=4,
-    show_default=True,
-    help="Records in flight at once.",
-)
+@concurrency_option("-j", 4, "Records in flight at once.", most=1000)
 @click.option("--keep-analysis", is_flag=True, help="Keep the oracle's analyses in the output.")
 @template_dir_option()
 @litellm_option("Passed to LiteLLM, e.g. --option temperature=0.7", short=False)
-@click.option("--no-progress", is_flag=True, help="Do not show a progress bar.")
+@no_progress_option("Do not show a progress bar.")
 def recycle(
     source: str,
     oracle: str,
@@ -106,7 +108,7 @@ def recycle(
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("source", metavar="[SOURCE]", required=False, type=click.Path(dir_okay=False))
+@click.argument("source", metavar="[SOURCE]", required=False, type=_FILE)
 @output_option()
 @click.option(
     "--format",
@@ -124,11 +126,7 @@ def recycle(
     show_default=True,
     help="System prompt: the tag protocol's, or Reflection-70B's own.",
 )
-@click.option(
-    "--template-dir",
-    type=click.Path(exists=True, file_okay=False),
-    help="Directory of templates that override the built-in ones.",
-)
+@template_dir_option()
 def export(
     source: str | None,
     output: str,

@@ -11,10 +11,13 @@ import sys
 import click
 
 from reflectkit.cli.options import (
+    concurrency_option,
     critic_model_option,
+    json_option,
     litellm_option,
     max_iterations_option,
     model_option,
+    no_progress_option,
 )
 from reflectkit.cli.support import CONTEXT_SETTINGS, BadInput, option_value
 
@@ -34,14 +37,7 @@ __all__ = ["eval_command"]
 @click.option(
     "--limit", type=click.IntRange(min=0), default=0, help="Only the first N examples (0: all)."
 )
-@click.option(
-    "-c",
-    "--concurrency",
-    type=click.IntRange(min=1),
-    default=8,
-    show_default=True,
-    help="Examples run at the same time.",
-)
+@concurrency_option("-c", 8, "Examples run at the same time.")
 @click.option(
     "--output-dir",
     type=click.Path(file_okay=False),
@@ -65,8 +61,8 @@ __all__ = ["eval_command"]
 @max_iterations_option("Most drafts per example in the loop modes.")
 @critic_model_option("Model of the loop mode's LLM critic (default: the same).")
 @litellm_option("Passed to LiteLLM, e.g. -o temperature=0 -o max_tokens=256.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON, not Markdown.")
-@click.option("--no-progress", is_flag=True, help="No progress bars on stderr.")
+@json_option("Print the report as JSON, not Markdown.")
+@no_progress_option("No progress bars on stderr.")
 def eval_command(
     dataset: str,
     model: str | None,

@@ -1,7 +1,9 @@
 """The options several commands share, each defined once: the model, the LLM critic's model,
-``-n/--max-iterations``, ``--mode``, ``-o/--option`` (LiteLLM arguments), ``--template-dir``
-and the exports' ``-o/--output``. Each command words its own help, since the same option means a
-run's setting in ``run`` and a default of every request in ``serve``.
+``-n/--max-iterations``, ``--mode``, ``-o/--option`` (LiteLLM arguments), ``--template-dir``,
+the exports' ``-o/--output``, ``--concurrency``, ``--json`` and ``--no-progress``; and
+:func:`defaulted_options`, a command's block of plain settings as one table. Each command words
+its own help, since the same option means a run's setting in ``run`` and a default of every
+request in ``serve``.
 
 Only click is imported here.
 """
@@ -14,11 +16,15 @@ from typing import Any, TypeVar
 import click
 
 __all__ = [
+    "concurrency_option",
     "critic_model_option",
+    "defaulted_options",
+    "json_option",
     "litellm_option",
     "max_iterations_option",
     "mode_option",
     "model_option",
+    "no_progress_option",
     "output_option",
     "template_dir_option",
 ]
@@ -79,10 +85,49 @@ def output_option() -> Callable[[F], F]:
     )
 
 
-def template_dir_option() -> Callable[[F], F]:
+def template_dir_option(
+    help: str = "Directory of templates that override the built-in ones.",
+) -> Callable[[F], F]:
     """``--template-dir``: a directory of templates that override the built-in ones."""
+    return click.option("--template-dir", type=click.Path(exists=True, file_okay=False), help=help)
+
+
+def concurrency_option(
+    short: str, default: int, help: str, *, most: int | None = None
+) -> Callable[[F], F]:
+    """``--concurrency`` with the short flag ``short``: how many run at once, from 1 to ``most``
+    (no limit when None), ``default`` shown."""
     return click.option(
-        "--template-dir",
-        type=click.Path(exists=True, file_okay=False),
-        help="Directory of templates that override the built-in ones.",
+        short,
+        "--concurrency",
+        type=click.IntRange(1, most),
+        default=default,
+        show_default=True,
+        help=help,
     )
+
+
+def json_option(help: str) -> Callable[[F], F]:
+    """``--json``, into the ``as_json`` parameter: print JSON, not text."""
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
+def no_progress_option(help: str) -> Callable[[F], F]:
+    """``--no-progress``: no progress bar on stderr."""
+    return click.option("--no-progress", is_flag=True, help=help)
+
+
+def defaulted_options(**table: tuple[click.ParamType[Any], Any, str]) -> Callable[[F], F]:
+    """One ``--name`` option per keyword (underscores written as dashes), in the order given,
+    each ``(type, default, help)`` with its default shown: a block of plain settings written as
+    one table, each setting once (``reflectkit serve``'s limits)."""
+
+    def apply(function: F) -> F:
+        # Stacked decorators apply bottom-up: the last option first, so --help lists them in order.
+        for name, (kind, default, help) in reversed(table.items()):
+            flag = "--" + name.replace("_", "-")
+            option = click.option(flag, type=kind, default=default, show_default=True, help=help)
+            function = option(function)
+        return function
+
+    return apply

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from reflectkit.cli.options import output_option
+from reflectkit.cli.options import json_option, output_option
 from reflectkit.cli.support import CONTEXT_SETTINGS, EXIT_RUN_FAILED, fail
 from reflectkit.errors import ConfigurationError
 
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 __all__ = ["runs"]
 
 _STATUSES = ["running", "finished", "failed", "interrupted"]  # runlog.STATUSES, kept lazy
+_status_option = click.option(
+    "--status", type=click.Choice(_STATUSES), help="Only runs with this status."
+)
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -100,8 +103,8 @@ def _cost(cost_usd: float) -> str:
     show_default=True,
     help="Most runs to show, newest first; 0 for all.",
 )
-@click.option("--status", type=click.Choice(_STATUSES), help="Only runs with this status.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON lines, one run each.")
+@_status_option
+@json_option("Print JSON lines, one run each.")
 @click.pass_obj
 def list_runs(run_log: str | None, limit: int, status: str | None, as_json: bool) -> None:
     """List recorded runs, newest first."""
@@ -210,7 +213,7 @@ def _report(record: RunRecord) -> list[str]:
 
 @runs.command()
 @click.argument("run_id", metavar="ID")
-@click.option("--json", "as_json", is_flag=True, help="Print everything recorded, as JSON.")
+@json_option("Print everything recorded, as JSON.")
 @click.pass_obj
 def show(run_log: str | None, run_id: str, as_json: bool) -> None:
     """Show run ID: question, settings, each step, answer or error."""
@@ -224,7 +227,7 @@ def show(run_log: str | None, run_id: str, as_json: bool) -> None:
 
 @runs.command()
 @output_option()
-@click.option("--status", type=click.Choice(_STATUSES), help="Only runs with this status.")
+@_status_option
 @click.pass_obj
 def export(run_log: str | None, output: str, status: str | None) -> None:
     """Write runs, oldest first, as JSON lines: everything recorded, one run a line."""

@@ -13,6 +13,7 @@ import click
 
 from reflectkit.cli.options import (
     critic_model_option,
+    defaulted_options,
     litellm_option,
     max_iterations_option,
     mode_option,
@@ -23,6 +24,11 @@ if TYPE_CHECKING:
     from reflectkit.config import Mode
 
 __all__ = ["serve"]
+
+_SECONDS = click.FloatRange(min=0, min_open=True)
+_WAIT = click.FloatRange(min=0)
+_COUNT = click.IntRange(min=1)
+_BYTES = click.IntRange(min=1024)
 
 
 def _log_config(level: str) -> dict[str, Any]:
@@ -72,68 +78,24 @@ def _log_config(level: str) -> dict[str, Any]:
 @max_iterations_option("Default most drafts of a reflected request.")
 @critic_model_option("Default model of the LLM critic (default: the same model).")
 @litellm_option("LiteLLM argument for every upstream call (api_base=..., api_key=...); repeatable.")
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=120.0,
-    show_default=True,
-    help="Seconds one upstream call may take.",
-)
-@click.option(
-    "--max-body-bytes",
-    type=click.IntRange(min=1024),
-    default=2 * 1024 * 1024,
-    show_default=True,
-    help="Largest request body; larger ones get a 413.",
-)
-@click.option(
-    "--max-concurrent-requests",
-    type=click.IntRange(min=1),
-    default=64,
-    show_default=True,
-    help="Requests served at once; more wait in a queue.",
-)
-@click.option(
-    "--queue-timeout",
-    type=click.FloatRange(min=0),
-    default=10.0,
-    show_default=True,
-    help="Seconds a request waits for a free slot before a 429.",
-)
-@click.option(
-    "--keepalive-interval",
-    type=click.FloatRange(min=0, min_open=True),
-    default=15.0,
-    show_default=True,
-    help="Seconds of silence in a stream before a keep-alive comment.",
-)
-@click.option(
-    "--header-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=10.0,
-    show_default=True,
-    help="Seconds a connection has to send a request's headers (else 408, closed).",
-)
-@click.option(
-    "--body-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=30.0,
-    show_default=True,
-    help="Seconds a request has to send its body (else 408, closed).",
-)
-@click.option(
-    "--max-connections",
-    type=click.IntRange(min=1),
-    default=512,
-    show_default=True,
-    help="Client connections open at once; more are refused with 503.",
-)
-@click.option(
-    "--idle-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=75.0,
-    show_default=True,
-    help="Seconds an idle keep-alive connection is kept open.",
+@defaulted_options(  # ServerSettings' limits, each an option of the same name
+    timeout=(_SECONDS, 120.0, "Seconds one upstream call may take."),
+    max_body_bytes=(_BYTES, 2 * 1024 * 1024, "Largest request body; larger ones get a 413."),
+    max_concurrent_requests=(_COUNT, 64, "Requests served at once; more wait in a queue."),
+    queue_timeout=(_WAIT, 10.0, "Seconds a request waits for a free slot before a 429."),
+    keepalive_interval=(
+        _SECONDS,
+        15.0,
+        "Seconds of silence in a stream before a keep-alive comment.",
+    ),
+    header_timeout=(
+        _SECONDS,
+        10.0,
+        "Seconds a connection has to send a request's headers (else 408, closed).",
+    ),
+    body_timeout=(_SECONDS, 30.0, "Seconds a request has to send its body (else 408, closed)."),
+    max_connections=(_COUNT, 512, "Client connections open at once; more are refused with 503."),
+    idle_timeout=(_SECONDS, 75.0, "Seconds an idle keep-alive connection is kept open."),
 )
 @click.option(
     "--run-log/--no-run-log",
@@ -159,17 +121,9 @@ def serve(
     max_iterations: int,
     critic_model: str | None,
     options: tuple[str, ...],
-    timeout: float,
-    max_body_bytes: int,
-    max_concurrent_requests: int,
-    queue_timeout: float,
-    keepalive_interval: float,
-    header_timeout: float,
-    body_timeout: float,
-    max_connections: int,
-    idle_timeout: float,
     run_log: bool,
     log_level: str,
+    **limits: Any,
 ) -> None:
     """Serve an OpenAI-compatible API that reflects on any model (docs/server.md).
 
@@ -190,16 +144,8 @@ def serve(
         max_iterations=max_iterations,
         critic_model=critic_model,
         upstream_kwargs=dict(option_value(raw) for raw in options),
-        timeout=timeout,
-        max_body_bytes=max_body_bytes,
-        max_concurrent_requests=max_concurrent_requests,
-        queue_timeout=queue_timeout,
-        keepalive_interval=keepalive_interval,
-        header_timeout=header_timeout,
-        body_timeout=body_timeout,
-        max_connections=max_connections,
-        idle_timeout=idle_timeout,
         run_log=run_log,
+        **limits,
     )
     app = create_app(settings)
     import uvicorn

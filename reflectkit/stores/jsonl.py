@@ -1,6 +1,6 @@
 """JSON-lines files that grow as work finishes and are resumed after a crash (batch outputs,
 recycled data): the key a record is matched by, writing a line whatever text it holds, and
-repairing a line a crash cut short.
+repairing a line a crash cut short, and the writer that appends a flushed line at a time.
 
 Lone surrogates (half of an emoji's UTF-16 pair, ``"\\ud83d"``) are legal in a Python string and
 in JSON's ``\\u`` escapes, but cannot be encoded as UTF-8. They arrive from JSON that a client or
@@ -18,10 +18,11 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Literal
 
 __all__ = [
     "REPLACEMENT",
+    "JsonlWriter",
     "TextRepair",
     "canonical_sha256",
     "cut_partial_line",
@@ -122,3 +123,42 @@ def cut_partial_line(path: str | os.PathLike[str]) -> None:
                 return
             end = start
         file.truncate(0)
+
+
+class JsonlWriter:
+    """A JSON-lines file that grows a line at a time, each flushed as it is written, so a crash
+    loses at most the line being written (:func:`cut_partial_line` drops it on resume).
+
+    ``mode`` is ``"a"`` to append or ``"w"`` to replace; ``lazy`` opens the file on the first
+    write only, so a file nothing is written to is never made (a run's failures). The parent
+    folder must exist.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], mode: Literal["a", "w"] = "a", *, lazy: bool = False
+    ) -> None:
+        self.path = Path(path)
+        self._mode = mode
+        self._file: IO[str] | None = None
+        if not lazy:
+            self._open()
+
+    def _open(self) -> IO[str]:
+        if self._file is None:
+            self._file = open(self.path, self._mode, encoding="utf-8")  # noqa: SIM115
+        return self._file
+
+    def write(self, value: Any) -> None:
+        """Append ``value`` as one line (:func:`dumps_line`); if it cannot be made one, the
+        error is raised and nothing is written."""
+        self.write_line(dumps_line(value))
+
+    def write_line(self, line: str) -> None:
+        """Append ``line``, one line of JSON without its newline."""
+        file = self._open()
+        file.write(line + "\n")
+        file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()

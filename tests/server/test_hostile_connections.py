@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from typing import Any
 
 import httpx
@@ -23,43 +22,24 @@ import uvicorn
 from click.testing import CliRunner
 
 from reflectkit.cli.serve import serve
-from reflectkit.server import ServerSettings, create_app, uvicorn_options
+from reflectkit.server import ServerSettings, create_app
 from reflectkit.testing import FunctionLLM
+from tests.server.helpers import (
+    FAKES,
+    HEALTH,
+    chat_body,
+    exchange,
+    post_chat,
+    serving_hostile,
+)
 
-FAKES = "reflectkit-test/*"
 FAKE = FunctionLLM(lambda request: "<output>4</output>")
 QUICK = ServerSettings(models=(FAKES,), header_timeout=0.5, body_timeout=0.5, idle_timeout=5)
-HEALTH = b"GET /health HTTP/1.1\r\nHost: proxy\r\n\r\n"
-
-
-@contextmanager
-def serving(settings: ServerSettings) -> Iterator[int]:
-    """``create_app(settings)`` under uvicorn with ``uvicorn_options(settings)``; the port."""
-    app = create_app(settings)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(
-        app, log_level="error", lifespan="off", ws="none", backlog=1024, **uvicorn_options(settings)
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 @pytest.fixture(scope="module")
 def port() -> Iterator[int]:
-    with serving(QUICK) as number:
+    with serving_hostile(QUICK) as number:
         yield number
 
 
@@ -83,32 +63,13 @@ def read_until_closed(sock: socket.socket, within: float) -> bytes:
     raise AssertionError(f"the connection was still open after {within} s: {data!r}")
 
 
-def exchange(sock: socket.socket, request: bytes) -> bytes:
-    """One request and its whole response (Content-Length framed)."""
-    sock.sendall(request)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        piece = sock.recv(65536)
-        assert piece, f"closed before a response: {data!r}"
-        data += piece
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next(
-        int(line.split(b":", 1)[1])
-        for line in head.split(b"\r\n")
-        if line.lower().startswith(b"content-length:")
-    )
-    while len(body) < length:
-        body += sock.recv(65536)
-    return data
-
-
 def error_code(response: bytes) -> str:
     code: str = json.loads(response.partition(b"\r\n\r\n")[2])["error"]["code"]
     return code
 
 
 def good_request_works(port: int) -> None:
-    body = {"model": FAKE.model, "messages": [{"role": "user", "content": "2+2"}]}
+    body = chat_body(FAKE.model)
     response = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=30)
     assert response.status_code == 200, response.text
 
@@ -189,7 +150,7 @@ def test_hundreds_of_half_open_connections_are_all_closed(port: int) -> None:
 
 def test_connections_past_the_cap_are_refused_with_a_503() -> None:
     settings = ServerSettings(models=(FAKES,), max_connections=20, header_timeout=10)
-    with serving(settings) as port, ExitStack() as stack:
+    with serving_hostile(settings) as port, ExitStack() as stack:
         held = [stack.enter_context(connect(port)) for _ in range(20)]
         assert exchange(held[0], HEALTH).startswith(b"HTTP/1.1 200 ")
         for _ in range(5):
@@ -215,10 +176,7 @@ async def test_the_body_deadline_holds_in_process_too() -> None:
         await asyncio.sleep(2)
         yield b'"messages": []}'
 
-    transport = httpx.ASGITransport(app=create_app(QUICK))
-    async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
-        sent = client.post("/v1/chat/completions", content=slow())
-        response = await asyncio.wait_for(sent, 10)
+    response = await post_chat(create_app(QUICK), slow(), within=10)
     assert response.status_code == 408
     assert response.json()["error"]["code"] == "request_timeout"
 

@@ -9,7 +9,6 @@ the point); the rest in-process through httpx's ASGI transport.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 from collections.abc import Iterator
@@ -27,15 +26,17 @@ from reflectkit.server import ServerSettings, create_app
 from reflectkit.server.checks import check_params
 from reflectkit.server.protocol import MAX_JSON_DEPTH, _deeper_than, _repair_escapes
 from reflectkit.testing import FunctionLLM, Request
-from tests.server.test_server import running
-
-# LiteLLM imports some modules on first use (a call with tools), and pydantic warns about their
-# TypedDicts then; conftest ignores only the singular form of that warning.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Items .* are using the `ReadOnly` qualifier:UserWarning"
+from tests.server.helpers import (
+    FAKES,
+    HEALTH,
+    IGNORE_READONLY_WARNINGS,
+    chat_body,
+    exchange,
+    post_chat,
+    running,
 )
 
-FAKES = "reflectkit-test/*"
+pytestmark = IGNORE_READONLY_WARNINGS
 
 
 def _answer(request: Request) -> str:
@@ -54,35 +55,12 @@ def base_url() -> Iterator[str]:
 
 
 def chat(model: str | None = None, **fields: Any) -> dict[str, Any]:
-    body = {"model": model or FAKE.model, "messages": [{"role": "user", "content": "2+2"}]}
-    return {**body, **fields}
+    return chat_body(model or FAKE.model, **fields)
 
 
 def nested(depth: int) -> str:
     """A JSON value ``depth`` arrays deep."""
     return "[" * depth + "]" * depth
-
-
-def http_exchange(sock: socket.socket, request: bytes, timeout: float = 10) -> bytes:
-    """Send one request on ``sock`` and read one response (headers and Content-Length body)."""
-    sock.settimeout(timeout)
-    sock.sendall(request)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        piece = sock.recv(65536)
-        assert piece, f"the connection closed before a response: {data!r}"
-        data += piece
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next(
-        int(line.split(b":", 1)[1])
-        for line in head.split(b"\r\n")
-        if line.lower().startswith(b"content-length:")
-    )
-    while len(body) < length:
-        piece = sock.recv(65536)
-        assert piece, "the connection closed mid-body"
-        body += piece
-    return head + b"\r\n\r\n" + body
 
 
 def post_bytes(body: bytes, path: str = "/v1/chat/completions") -> bytes:
@@ -93,9 +71,6 @@ def post_bytes(body: bytes, path: str = "/v1/chat/completions") -> bytes:
     return head.encode() + body
 
 
-HEALTH = b"GET /health HTTP/1.1\r\nHost: proxy\r\n\r\n"
-
-
 # Defect: 1,000-deep nested JSON in a 2 KB body raised RecursionError: a 500.
 
 
@@ -104,12 +79,12 @@ def test_a_deeply_nested_body_is_a_400_and_the_connection_goes_on(base_url: str)
     deep = json.dumps(chat()).encode()[:-1] + b', "metadata": ' + nested(1000).encode() + b"}"
     assert len(deep) < 2200
     with socket.create_connection(("127.0.0.1", port)) as sock:
-        reply = http_exchange(sock, post_bytes(deep))
+        reply = exchange(sock, post_bytes(deep))
         assert reply.startswith(b"HTTP/1.1 400 "), reply
         error = json.loads(reply.partition(b"\r\n\r\n")[2])["error"]
         assert error["code"] == "invalid_json"
         assert f"deeper than {MAX_JSON_DEPTH} levels" in error["message"]
-        assert http_exchange(sock, HEALTH).startswith(b"HTTP/1.1 200 ")  # same connection
+        assert exchange(sock, HEALTH).startswith(b"HTTP/1.1 200 ")  # same connection
 
 
 @pytest.mark.parametrize("where", ["messages", "content", "tools", "metadata", "reflectkit"])
@@ -185,7 +160,7 @@ def test_a_500_tells_the_client_to_close_the_connection(
     monkeypatch.setattr(server_app._Proxy, "complete", bug)
     port = int(base_url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port)) as sock:
-        reply = http_exchange(sock, post_bytes(json.dumps(chat()).encode()))
+        reply = exchange(sock, post_bytes(json.dumps(chat()).encode()))
         assert reply.startswith(b"HTTP/1.1 500 "), reply
         assert b"\r\nconnection: close\r\n" in reply.lower()
         sock.settimeout(5)
@@ -196,13 +171,8 @@ def test_a_500_tells_the_client_to_close_the_connection(
         assert client.post("/v1/chat/completions", json=chat()).status_code == 200
 
 
-async def post_in_process(
-    body: bytes, headers: dict[str, str] | None = None, settings: ServerSettings = SETTINGS
-) -> httpx.Response:
-    transport = httpx.ASGITransport(app=create_app(settings), raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
-        sent = client.post("/v1/chat/completions", content=body, headers=headers)
-        return await asyncio.wait_for(sent, 20)
+async def post_in_process(body: bytes) -> httpx.Response:
+    return await post_chat(create_app(SETTINGS), body, within=20)
 
 
 # Defect: client mistakes became upstream failures. `temperature: NaN`, `max_tokens: Infinity`

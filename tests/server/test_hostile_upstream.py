@@ -10,11 +10,7 @@ status, headers and the raw body bytes, or SSE events.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,7 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
@@ -36,12 +31,14 @@ from reflectkit.config import RetryPolicy
 from reflectkit.errors import ProviderError, RateLimitedError
 from reflectkit.models.provider_errors import parse_retry_after, retry_after
 from reflectkit.server import ServerSettings, create_app
-
-# LiteLLM imports some modules on first use (a call with tools), and pydantic warns about their
-# TypedDicts then; conftest ignores only the singular form of that warning.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Items .* are using the `ReadOnly` qualifier:UserWarning"
+from tests.server.helpers import (
+    IGNORE_READONLY_WARNINGS,
+    chat_body,
+    post_chat,
+    uvicorn_serving,
 )
+
+pytestmark = IGNORE_READONLY_WARNINGS
 
 MODEL = "openai/hostile"
 ONCE = RetryPolicy(max_attempts=1)
@@ -126,24 +123,9 @@ class HostileUpstream:
 def serving(upstream: HostileUpstream) -> Iterator[HostileUpstream]:
     """Run ``upstream`` with uvicorn in a thread on a free loopback port."""
     app = Starlette(routes=[Route("/v1/chat/completions", upstream.complete, methods=["POST"])])
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    upstream.url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", ws="none")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the hostile upstream did not start"
-        time.sleep(0.01)
-    try:
+    with uvicorn_serving(app) as port:
+        upstream.url = f"http://127.0.0.1:{port}/v1"
         yield upstream
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -182,11 +164,8 @@ def proxy(upstream: HostileUpstream) -> Starlette:
 
 async def post(app: Starlette, body: dict[str, Any]) -> httpx.Response:
     """POST a chat request to ``app`` in-process; the whole response, within 30 s."""
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
-        # json.dumps escapes what is not ASCII, so a lone surrogate goes as JSON spells it.
-        sent = client.post("/v1/chat/completions", content=json.dumps(body).encode())
-        return await asyncio.wait_for(sent, 30)
+    # json.dumps escapes what is not ASCII, so a lone surrogate goes as JSON spells it.
+    return await post_chat(app, json.dumps(body).encode(), within=30)
 
 
 def content_of(response: httpx.Response) -> str:
@@ -200,7 +179,7 @@ def content_of(response: httpx.Response) -> str:
 
 
 def chat(model: str = MODEL, **extra: Any) -> dict[str, Any]:
-    return {"model": model, "messages": [{"role": "user", "content": "2+2"}], **extra}
+    return chat_body(model, **extra)
 
 
 REQUESTS = [

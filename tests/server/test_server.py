@@ -24,7 +24,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import uvicorn
 from click.testing import CliRunner
 
 import reflectkit.server.app as server_app
@@ -32,40 +31,12 @@ from reflectkit import errors
 from reflectkit.cli.serve import serve
 from reflectkit.config import RetryPolicy
 from reflectkit.errors import ConfigurationError
-from reflectkit.server import ServerSettings, create_app, uvicorn_options
+from reflectkit.server import ServerSettings, create_app
 from reflectkit.testing import FunctionLLM, Reply, Request, ScriptedLLM, fail
 from tests.conftest import QUESTION, verdict
+from tests.server.helpers import FAKES, chat_body, running
 
 KEY = "test-proxy-key-5b1f0c"
-FAKES = "reflectkit-test/*"
-
-
-@contextmanager
-def running(settings: ServerSettings) -> Iterator[str]:
-    """Serve ``create_app(settings)`` with uvicorn in a thread on a free loopback port."""
-    app = create_app(settings)
-    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on such sockets, and without it each
-    # small write after the first waits up to 40 ms for the peer's delayed ACK.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    # With reflectkit serve's connection limits (header deadline, connection cap, keep-alive).
-    options = uvicorn_options(settings)
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", ws="none", **options)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +78,19 @@ def _single(extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"reflectkit": {"mode": "single", **(extra or {})}}
 
 
+def _revised_once(first: str, feedback: str, second: str) -> list[str]:
+    """A loop's script: a draft, the critique that asks for a revision, the revision, a pass."""
+    return [first, verdict(False, feedback), second, verdict(True)]
+
+
+def _stream(client: openai.OpenAI, model: str, content: str, **create: Any) -> list[Any]:
+    """The chunks of ``model``'s streamed reply to one user message."""
+    messages: Any = [{"role": "user", "content": content}]
+    return list(
+        client.chat.completions.create(model=model, messages=messages, stream=True, **create)
+    )
+
+
 def test_a_single_pass_answers_without_the_tags(client: openai.OpenAI) -> None:
     fake = ScriptedLLM(["<thinking>12 - 5 = 7, 7 - 3 = 4</thinking><output>4</output>"])
     reply = client.chat.completions.create(
@@ -142,12 +126,11 @@ def test_reasoning_comes_back_only_when_asked(client: openai.OpenAI) -> None:
 
 def test_the_loop_revises_until_the_critic_passes(client: openai.OpenAI) -> None:
     fake = ScriptedLLM(
-        [
+        _revised_once(
             "<thinking>12 - 5 = 6</thinking><output>3</output>",
-            verdict(False, "12 - 5 is 7, not 6."),
+            "12 - 5 is 7, not 6.",
             "<thinking>12 - 5 = 7, 7 - 3 = 4</thinking><output>4</output>",
-            verdict(True),
-        ]
+        )
     )
     reply = client.chat.completions.create(
         model=f"reflect/{fake.model}",
@@ -170,24 +153,15 @@ def test_the_loop_revises_until_the_critic_passes(client: openai.OpenAI) -> None
 def test_streaming_sends_the_answer_as_it_is_written(client: openai.OpenAI) -> None:
     answer = "Twelve minus five is seven, and seven minus three is four."
     fake = ScriptedLLM([f"<thinking>7 - 3</thinking><output>{answer}</output>"], chunk_size=5)
-    stream = client.chat.completions.create(
-        model=f"reflect/{fake.model}",
-        messages=[{"role": "user", "content": QUESTION}],
-        stream=True,
-        stream_options={"include_usage": True},
-        extra_body=_single(),
+    usage = {"include_usage": True}
+    chunks = _stream(
+        client, f"reflect/{fake.model}", QUESTION, stream_options=usage, extra_body=_single()
     )
-    chunks = list(stream)
-    pieces = [
-        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
-    ]
+    pieces = _pieces(chunks)
     assert "".join(pieces) == answer
     assert len(pieces) > 5  # incremental, not one block at the end
     assert chunks[0].choices[0].delta.role == "assistant"
-    finish = [
-        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
-    ]
-    assert finish == ["stop"]
+    assert _finishes(chunks) == ["stop"]
     assert not chunks[-1].choices
     assert chunks[-1].usage is not None
     reply = f"<thinking>7 - 3</thinking><output>{answer}</output>"
@@ -197,40 +171,18 @@ def test_streaming_sends_the_answer_as_it_is_written(client: openai.OpenAI) -> N
 
 def test_streaming_without_include_usage_sends_no_usage(client: openai.OpenAI) -> None:
     fake = ScriptedLLM(["<output>4</output>"])
-    chunks = list(
-        client.chat.completions.create(
-            model=f"reflect/{fake.model}",
-            messages=[{"role": "user", "content": "2+2"}],
-            stream=True,
-            extra_body=_single(),
-        )
-    )
+    chunks = _stream(client, f"reflect/{fake.model}", "2+2", extra_body=_single())
     assert all(c.usage is None for c in chunks)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "4"
 
 
 def test_a_streamed_loop_sends_only_the_chosen_answer(client: openai.OpenAI) -> None:
     fake = ScriptedLLM(
-        [
-            "<output>3</output>",
-            verdict(False, "wrong"),
-            "<output>4</output>",
-            verdict(True),
-        ],
-        chunk_size=2,
+        _revised_once("<output>3</output>", "wrong", "<output>4</output>"), chunk_size=2
     )
-    chunks = list(
-        client.chat.completions.create(
-            model=f"reflect/{fake.model}",
-            messages=[{"role": "user", "content": QUESTION}],
-            stream=True,
-            extra_body={"reflectkit": {"mode": "loop"}},
-        )
-    )
-    content = [
-        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
-    ]
-    assert content == ["4"]
+    loop = {"reflectkit": {"mode": "loop"}}
+    chunks = _stream(client, f"reflect/{fake.model}", QUESTION, extra_body=loop)
+    assert _pieces(chunks) == ["4"]
     reasoning = [getattr(c.choices[0].delta, "reasoning_content", None) for c in chunks]
     assert not any(reasoning)
     last = chunks[-1].model_extra or {}
@@ -239,22 +191,11 @@ def test_a_streamed_loop_sends_only_the_chosen_answer(client: openai.OpenAI) -> 
 
 def test_a_streamed_loop_shows_drafts_as_reasoning_when_asked(client: openai.OpenAI) -> None:
     fake = ScriptedLLM(
-        [
-            "<thinking>6</thinking><output>3</output>",
-            verdict(False, "no"),
-            "<output>4</output>",
-            verdict(True),
-        ],
+        _revised_once("<thinking>6</thinking><output>3</output>", "no", "<output>4</output>"),
         chunk_size=2,
     )
-    chunks = list(
-        client.chat.completions.create(
-            model=f"reflect/{fake.model}",
-            messages=[{"role": "user", "content": QUESTION}],
-            stream=True,
-            extra_body={"reflectkit": {"mode": "loop", "include_reasoning": True}},
-        )
-    )
+    loop = {"reflectkit": {"mode": "loop", "include_reasoning": True}}
+    chunks = _stream(client, f"reflect/{fake.model}", QUESTION, extra_body=loop)
     reasoning = "".join(_pieces(chunks, "reasoning_content"))
     assert "".join(_pieces(chunks)) == "4"
     assert reasoning == (
@@ -359,6 +300,11 @@ CALL = {
     "type": "function",
     "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
 }
+TOOL_RESULT_CHAT: Any = [
+    {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "content": None, "tool_calls": [CALL]},
+    {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 21 C"},
+]
 
 
 def test_tools_reach_the_upstream_and_its_tool_calls_come_back(client: openai.OpenAI) -> None:
@@ -379,11 +325,7 @@ def test_tools_reach_the_upstream_and_its_tool_calls_come_back(client: openai.Op
 
 def test_a_tool_result_turn_is_kept(client: openai.OpenAI) -> None:
     fake = ScriptedLLM(["It is sunny in Paris."])
-    messages: Any = [
-        {"role": "user", "content": "Weather in Paris?"},
-        {"role": "assistant", "content": None, "tool_calls": [CALL]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 21 C"},
-    ]
+    messages = TOOL_RESULT_CHAT
     reply = client.chat.completions.create(
         model=fake.model,
         messages=messages,
@@ -398,24 +340,14 @@ def test_a_tool_result_turn_is_kept(client: openai.OpenAI) -> None:
 
 def test_streamed_tool_calls_pass_through(client: openai.OpenAI) -> None:
     fake = ScriptedLLM([Reply("", tool_calls=[CALL])])
-    chunks = list(
-        client.chat.completions.create(
-            model=fake.model,
-            messages=[{"role": "user", "content": "Weather in Paris?"}],
-            tools=[WEATHER_TOOL],  # type: ignore[list-item]
-            stream=True,
-        )
-    )
+    chunks = _stream(client, fake.model, "Weather in Paris?", tools=[WEATHER_TOOL])
     calls = [call for c in chunks if c.choices for call in c.choices[0].delta.tool_calls or []]
     assert calls
     assert calls[0].function is not None
     assert calls[0].function.name == "get_weather"
     arguments = "".join((call.function.arguments or "") for call in calls if call.function)
     assert json.loads(arguments) == {"city": "Paris"}
-    finish = [
-        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
-    ]
-    assert finish == ["tool_calls"]
+    assert _finishes(chunks) == ["tool_calls"]
 
 
 def test_a_reflected_request_hands_tool_calls_back(client: openai.OpenAI) -> None:
@@ -437,14 +369,12 @@ def test_a_reflected_request_hands_tool_calls_back(client: openai.OpenAI) -> Non
 
 def test_a_reflected_stream_hands_tool_calls_back(client: openai.OpenAI) -> None:
     fake = ScriptedLLM([Reply("", tool_calls=[CALL])])
-    chunks = list(
-        client.chat.completions.create(
-            model=f"reflect/{fake.model}",
-            messages=[{"role": "user", "content": "Weather in Paris?"}],
-            tools=[WEATHER_TOOL],  # type: ignore[list-item]
-            stream=True,
-            extra_body=_single(),
-        )
+    chunks = _stream(
+        client,
+        f"reflect/{fake.model}",
+        "Weather in Paris?",
+        tools=[WEATHER_TOOL],
+        extra_body=_single(),
     )
     calls = [call for c in chunks if c.choices for call in c.choices[0].delta.tool_calls or []]
     assert [call.model_dump(exclude_none=True) for call in calls] == [{"index": 0, **CALL}]
@@ -453,11 +383,7 @@ def test_a_reflected_stream_hands_tool_calls_back(client: openai.OpenAI) -> None
 
 def test_a_reflected_chat_keeps_tool_results(client: openai.OpenAI) -> None:
     fake = ScriptedLLM(["<output>It is sunny in Paris, 21 C.</output>"])
-    messages: Any = [
-        {"role": "user", "content": "Weather in Paris?"},
-        {"role": "assistant", "content": None, "tool_calls": [CALL]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 21 C"},
-    ]
+    messages = TOOL_RESULT_CHAT
     reply = client.chat.completions.create(
         model=f"reflect/{fake.model}",
         messages=messages,
@@ -544,7 +470,7 @@ def _error(response: httpx.Response, status: int) -> dict[str, Any]:
 
 def test_unknown_models_are_404(http: httpx.Client, client: openai.OpenAI) -> None:
     for model in ("gpt-4o", "reflect/gpt-4o", "reflect/", "reflectkit-tes"):
-        body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+        body = chat_body(model, "hi")
         error = _error(http.post("/v1/chat/completions", json=body), 404)
         assert (error["code"], error["param"]) == ("model_not_found", "model")
     with pytest.raises(openai.NotFoundError):
@@ -624,10 +550,7 @@ def test_upstream_failures_map_to_gateway_errors(
 ) -> None:
     for model in ("reflect/{}", "{}"):
         fake = ScriptedLLM([failure])
-        body = {
-            "model": model.format(fake.model),
-            "messages": [{"role": "user", "content": "hi"}],
-        }
+        body = chat_body(model.format(fake.model), "hi")
         response = http.post("/v1/chat/completions", json=body)
         error = _error(response, status)
         assert error["code"] == code
@@ -654,12 +577,7 @@ def test_a_streamed_request_rate_limited_upstream_passes_retry_after_on(
     http: httpx.Client,
 ) -> None:
     fake = ScriptedLLM([fail(429, "slow down", retry_after=7)])
-    body = {
-        "model": f"reflect/{fake.model}",
-        "messages": [{"role": "user", "content": "hi"}],
-        "stream": True,
-        **_single(),
-    }
+    body = chat_body(f"reflect/{fake.model}", "hi", stream=True, **_single())
     response = http.post("/v1/chat/completions", json=body)
     assert _error(response, 429)["code"] == "upstream_rate_limited"
     assert response.headers["retry-after"] == "7"
@@ -690,11 +608,15 @@ def _blocking_fake() -> tuple[FunctionLLM, threading.Event, threading.Event]:
     return FunctionLLM(answer), arrived, release
 
 
+def _one_slot(queue_timeout: float) -> ServerSettings:
+    """A server that serves one request at a time; the next waits ``queue_timeout`` s, then 429."""
+    return ServerSettings(models=(FAKES,), max_concurrent_requests=1, queue_timeout=queue_timeout)
+
+
 def test_requests_beyond_the_concurrency_limit_get_429() -> None:
     fake, arrived, release = _blocking_fake()
-    settings = ServerSettings(models=(FAKES,), max_concurrent_requests=1, queue_timeout=0)
-    body = {"model": fake.model, "messages": [{"role": "user", "content": "hi"}]}
-    with running(settings) as url:
+    body = chat_body(fake.model, "hi")
+    with running(_one_slot(queue_timeout=0)) as url:
         first: list[httpx.Response] = []
         worker = threading.Thread(
             target=lambda: first.append(httpx.post(f"{url}/v1/chat/completions", json=body))
@@ -714,9 +636,8 @@ def test_requests_beyond_the_concurrency_limit_get_429() -> None:
 
 def test_requests_wait_in_the_queue_for_a_slot() -> None:
     fake, arrived, release = _blocking_fake()
-    settings = ServerSettings(models=(FAKES,), max_concurrent_requests=1, queue_timeout=10)
-    body = {"model": fake.model, "messages": [{"role": "user", "content": "hi"}]}
-    with running(settings) as url:
+    body = chat_body(fake.model, "hi")
+    with running(_one_slot(queue_timeout=10)) as url:
         replies: list[httpx.Response] = []
 
         def post() -> None:
@@ -737,13 +658,8 @@ def test_requests_wait_in_the_queue_for_a_slot() -> None:
 def test_a_client_that_leaves_a_stream_frees_its_slot() -> None:
     fake = ScriptedLLM(["<output>" + "word " * 400 + "</output>", "<output>4</output>"])
     fake.chunk_delay = 0.005
-    settings = ServerSettings(models=(FAKES,), max_concurrent_requests=1, queue_timeout=5)
-    body = {
-        "model": f"reflect/{fake.model}",
-        "messages": [{"role": "user", "content": "hi"}],
-        "stream": True,
-        "reflectkit": {"mode": "single"},
-    }
+    settings = _one_slot(queue_timeout=5)
+    body = chat_body(f"reflect/{fake.model}", "hi", stream=True, reflectkit={"mode": "single"})
     with running(settings) as url:
         with httpx.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
             for line in response.iter_lines():
@@ -807,7 +723,7 @@ def test_reflectors_are_kept_for_reuse_and_the_oldest_dropped() -> None:
     kept = Reflectors(ServerSettings(models=(FAKES,)), size=2)
 
     def request(temperature: float) -> Any:
-        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        body = chat_body("m", "hi")
         return parse_chat_request(json.dumps({**body, "temperature": temperature}).encode())
 
     first = kept.get(fake.model, request(0.0))
@@ -961,12 +877,7 @@ def test_a_silent_stream_gets_keep_alive_comments() -> None:
 
     fake = FunctionLLM(slow_critic)
     settings = ServerSettings(models=(FAKES,), keepalive_interval=0.1)
-    body = {
-        "model": f"reflect/{fake.model}",
-        "messages": [{"role": "user", "content": "2+2"}],
-        "stream": True,
-        "reflectkit": {"mode": "loop"},
-    }
+    body = chat_body(f"reflect/{fake.model}", stream=True, reflectkit={"mode": "loop"})
     with (
         running(settings) as url,
         httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=10) as response,
@@ -1000,12 +911,9 @@ def test_a_client_that_leaves_before_its_answer_cancels_the_run() -> None:
         return f"<output>{len(calls)}</output>"
 
     fake = FunctionLLM(slow)
-    settings = ServerSettings(models=(FAKES,), max_concurrent_requests=1, queue_timeout=5)
-    body = {
-        "model": f"reflect/{fake.model}",
-        "messages": [{"role": "user", "content": "hi"}],
-        "reflectkit": {"mode": "loop", "max_iterations": 10},
-    }
+    settings = _one_slot(queue_timeout=5)
+    loop = {"mode": "loop", "max_iterations": 10}
+    body = chat_body(f"reflect/{fake.model}", "hi", reflectkit=loop)
     with running(settings) as url:
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{url}/v1/chat/completions", json=body, timeout=0.5)
@@ -1228,7 +1136,7 @@ def test_reflectkit_serve_prints_failed_requests_and_says_when_a_signal_stops_it
             assert httpx.get(f"{url}/v1/models", headers=wrong).status_code == 401
             with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}) as http:
                 for model, status in (("gpt-4o", 404), ("openai/nowhere", 502)):
-                    body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+                    body = chat_body(model, "hi")
                     response = http.post("/v1/chat/completions", json=body, timeout=60)
                     assert response.status_code == status, response.text
             proc.send_signal(signal.SIGTERM)

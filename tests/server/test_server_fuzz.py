@@ -28,11 +28,9 @@ from reflectkit.models.llm import check_model
 from reflectkit.server import ServerSettings, create_app
 from reflectkit.testing import FunctionLLM, Request
 from tests.conftest import verdict
-from tests.server.test_hostile_connections import serving
+from tests.server.helpers import FAKES, IGNORE_READONLY_WARNINGS, chat_body, serving_hostile
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Items .* are using the `ReadOnly` qualifier:UserWarning"
-)
+pytestmark = IGNORE_READONLY_WARNINGS
 
 KEY = "fuzz-proxy-key-0d9a3c"
 BODY_LIMIT = 256 * 1024
@@ -49,7 +47,7 @@ def _answer(request: Request) -> str:
 FAKE = FunctionLLM(_answer)
 SETTINGS = ServerSettings(
     api_key=KEY,
-    models=("reflectkit-test/*",),
+    models=(FAKES,),
     max_body_bytes=BODY_LIMIT,
     retry=RetryPolicy(max_attempts=2, initial_wait=0.01, max_wait=0.01),
     queue_timeout=PER_REQUEST,
@@ -364,12 +362,12 @@ def header_sets(draw: st.DrawFn) -> dict[str, str | bytes]:
 def test_odd_headers_are_answered_or_refused(
     proxy: _Proxy, headers: dict[str, str | bytes], stream: bool
 ) -> None:
-    body = {"model": FAKE.model, "messages": [{"role": "user", "content": "2+2"}], "stream": stream}
+    body = chat_body(FAKE.model, stream=stream)
     _check(proxy.post(_dumps(body), headers))
 
 
 def test_the_proxy_still_serves_after_the_storm(proxy: _Proxy) -> None:
-    good = {"model": FAKE.model, "messages": [{"role": "user", "content": "2+2"}]}
+    good = chat_body(FAKE.model)
     for stream in (False, True):
         response = proxy.post(json.dumps({**good, "stream": stream}).encode())
         assert response.status_code == 200, response.text
@@ -382,7 +380,7 @@ def test_the_proxy_still_serves_after_the_storm(proxy: _Proxy) -> None:
 @pytest.fixture(scope="module")
 def port() -> Iterator[int]:
     quick = SETTINGS.model_copy(update={"header_timeout": 1.0, "body_timeout": 1.0})
-    with serving(quick) as number:
+    with serving_hostile(quick) as number:
         yield number
 
 
@@ -470,7 +468,7 @@ def test_raw_http_to_a_real_server_never_gets_a_5xx(port: int, request: bytes) -
 
 
 def test_a_real_server_still_serves_after_the_raw_storm(port: int) -> None:
-    good = {"model": FAKE.model, "messages": [{"role": "user", "content": "2+2"}]}
+    good = chat_body(FAKE.model)
     headers = {"Authorization": f"Bearer {KEY}"}
     response = httpx.post(
         f"http://127.0.0.1:{port}/v1/chat/completions", json=good, headers=headers, timeout=30
