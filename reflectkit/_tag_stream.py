@@ -1,7 +1,8 @@
 """The stream parser: the one state machine that splits a reply into its blocks.
 
-:class:`StreamParser` reads a reply chunk by chunk and emits each channel's text as soon as it
-is certain; :func:`~reflectkit.tags.parse` feeds it a whole text at once, so the two always agree.
+:class:`StreamParser` reads a reply chunk by chunk and emits each channel's text, as a
+:class:`TagDelta` of the channel's kind, as soon as it is certain; :func:`~reflectkit.tags.parse`
+feeds it a whole text at once, so the two always agree.
 Its rules (nesting, several output blocks, the provisional answer) are described in
 :mod:`reflectkit.tags`, its public home. Tags are found by :mod:`reflectkit._tag_lexer` and told
 from mentions by :mod:`reflectkit._tag_mentions`; :class:`_Block` keeps one block's text and
@@ -10,24 +11,80 @@ from mentions by :mod:`reflectkit._tag_mentions`; :class:`_Block` keeps one bloc
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from reflectkit._tag_lexer import REFLECTION_TAGS, TagScheme, _Channel, _Match, _TagMatcher
 from reflectkit._tag_mentions import _LOOKBEHIND, _MORE, LOOKAHEAD, _Mentions
-from reflectkit._tag_results import (
-    OutputDelta,
-    OutputReset,
-    OutsideDelta,
-    Parsed,
-    ParseStatus,
-    ReflectionDelta,
-    TagDelta,
-    ThinkingDelta,
-)
+from reflectkit._tag_results import Parsed, ParseStatus
 
-__all__ = ["PROVISIONAL_AFTER", "StreamParser"]
+__all__ = [
+    "PROVISIONAL_AFTER",
+    "OutputDelta",
+    "OutputReset",
+    "OutsideDelta",
+    "ReflectionDelta",
+    "StreamParser",
+    "TagDelta",
+    "ThinkingDelta",
+]
 
 PROVISIONAL_AFTER = 200
 """Characters of outside text after which a stream, still without an output block, starts
 emitting that text as the (provisional) answer; shorter outside text comes at the end."""
+
+
+@dataclass(frozen=True)
+class TagDelta:
+    """A piece of one channel's text, emitted by :class:`StreamParser` as soon as it is sure.
+
+    ``index`` is the block the text belongs to: ``Parsed.thinking[index]`` for thinking,
+    ``Parsed.reflections[index]`` for reflections, always 0 for output and outside text.
+    """
+
+    text: str
+    index: int = 0
+
+
+@dataclass(frozen=True)
+class ThinkingDelta(TagDelta):
+    """Text of a thinking block."""
+
+
+@dataclass(frozen=True)
+class ReflectionDelta(TagDelta):
+    """Text of a reflection block."""
+
+
+@dataclass(frozen=True)
+class OutputDelta(TagDelta):
+    """Text of the answer.
+
+    The texts of the output deltas after the last :class:`OutputReset` join to the answer,
+    ``result.output``. ``provisional`` marks outside text streamed as the answer because no
+    output block has come: it is the answer only if none comes (see :data:`PROVISIONAL_AFTER`).
+    """
+
+    provisional: bool = False
+
+
+@dataclass(frozen=True)
+class OutputReset(OutputDelta):
+    """The answer streamed so far is withdrawn; the output deltas after this one are the answer.
+
+    Sent when an output block replaces provisional outside text, and when the model reconsidered
+    (a thinking or reflection block) and wrote a new output block. ``withdrawn`` is the text taken
+    back. ``text`` is a blank line: what a consumer that cannot take text back (a chat client, a
+    terminal) appends, so the new answer starts a paragraph of its own; a consumer that can
+    (a live view) clears its answer instead.
+    """
+
+    text: str = "\n\n"
+    withdrawn: str = ""
+
+
+@dataclass(frozen=True)
+class OutsideDelta(TagDelta):
+    """Text outside every block (the answer only if no output block ever comes)."""
 
 
 class _Block:

@@ -59,17 +59,17 @@ import asyncio
 
 from reflectkit._tag_lexer import REFLECTION_TAGS, THINK_TAGS, TagScheme, escape_tags
 from reflectkit._tag_mentions import LOOKAHEAD
-from reflectkit._tag_results import (
+from reflectkit._tag_results import Parsed, ParseStatus
+from reflectkit._tag_stream import (
+    PROVISIONAL_AFTER,
     OutputDelta,
     OutputReset,
     OutsideDelta,
-    Parsed,
-    ParseStatus,
     ReflectionDelta,
+    StreamParser,
     TagDelta,
     ThinkingDelta,
 )
-from reflectkit._tag_stream import PROVISIONAL_AFTER, StreamParser
 
 __all__ = [
     "LOOKAHEAD",
