@@ -29,6 +29,7 @@ LOOP = (
     "prompts",
     "reflexion",
     "runner",
+    "runtime",
     "stopping",
     "testing",
     "tracing",
