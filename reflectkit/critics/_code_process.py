@@ -25,8 +25,7 @@ from asyncio.subprocess import Process
 from pathlib import Path
 from typing import Any
 
-# The code critic's warnings keep the logger of its public module, which users filter on.
-logger = logging.getLogger("reflectkit.critics.code")
+logger = logging.getLogger(__name__)
 
 _OUTPUT_BYTES = 1 << 20  # the read window: the first and last 512 KB of the output are kept
 _GRACE = 1.0  # seconds to finish reading once the process group is dead
