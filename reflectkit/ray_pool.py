@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import itertools
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from reflectkit.errors import ConfigurationError, RunError
 from reflectkit.models.provider import model_requests_allowed
@@ -82,6 +83,8 @@ def connect(address: str) -> Any:
     that connection is used as it is. Blocks (starting a local cluster takes seconds)."""
     ray = _import_ray()
     if ray.is_initialized():
+        if address:
+            logger.info("already connected to a Ray cluster: ray=%r is not used", address)
         return ray
     where = address or None
     _reachable(address)
@@ -148,10 +151,24 @@ def _cause(ray: Any, error: BaseException) -> BaseException:
     return RunError(f"a Ray worker failed: {text[0] if text else type(error).__name__}")
 
 
-def _actor_count(ray: Any, actors: int | None) -> int:
-    if actors is not None:
-        return actors
-    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+_NO_JOB = object()
+
+
+def _place(
+    address: str,
+    actors: int | None,
+    concurrency: int,
+    make_worker: Callable[[], RayWorker],
+    requests_allowed: bool,
+) -> tuple[Any, list[Any]]:
+    """Connect and ask Ray for the actors (blocking calls: run in a thread). Each takes one
+    CPU, or a fair share of the cluster's when there are more actors than CPUs."""
+    ray = connect(address)
+    cpus = float(ray.cluster_resources().get("CPU", 1))
+    count = actors if actors is not None else max(1, int(cpus))
+    share = min(1.0, cpus / count) if cpus > 0 else 0.0
+    host = ray.remote(_Host).options(max_concurrency=concurrency, num_cpus=share, max_restarts=0)
+    return ray, [host.remote(make_worker, requests_allowed) for _ in range(count)]
 
 
 async def run_on_ray(
@@ -171,15 +188,17 @@ async def run_on_ray(
     in flight. Each actor asks for one CPU, or a fair share when there are more actors than
     CPUs, so none waits for a CPU that will never free. The first failure (a worker raising, an
     actor dying, ``done`` raising) ends the run like :func:`~reflectkit.pool.run_bounded`'s, and
-    the actors are stopped either way.
+    the actors are stopped either way. With no jobs at all (everything resumed), Ray is not
+    even connected to.
     """
-    ray = await asyncio.to_thread(connect, address)
-    count = _actor_count(ray, actors)
-    cpus = float(ray.cluster_resources().get("CPU", 1))
-    share = min(1.0, cpus / count) if cpus > 0 else 0.0
-    host = ray.remote(_Host).options(max_concurrency=concurrency, num_cpus=share, max_restarts=0)
+    pending = iter(jobs)
+    first = next(pending, _NO_JOB)
+    if first is _NO_JOB:
+        return
+    jobs = itertools.chain([cast(T, first)], pending)
     allowed = model_requests_allowed()
-    hosts = [host.remote(make_worker, allowed) for _ in range(count)]
+    ray, hosts = await asyncio.to_thread(_place, address, actors, concurrency, make_worker, allowed)
+    count = len(hosts)
     load = [0] * count
 
     async def call(ref: Any) -> Any:

@@ -161,7 +161,7 @@ def test_recycle_with_ray_writes_the_same_records_and_failures(tmp_path: Path) -
     source.write_text("".join(json.dumps(r) + "\n" for r in records) + "not json\n")
     common = ["recycle", str(source), "--oracle", ORACLE, "--no-progress"]
     here = run_cli(*common, "-o", str(tmp_path / "here.jsonl"))
-    there = run_cli(*common, "-o", str(tmp_path / "there.jsonl"), "--ray")
+    there = run_cli(*common, "-o", str(tmp_path / "there.jsonl"), "--ray-actors", "1", "--ray")
     assert here.exit_code == there.exit_code == 1  # a record failed, a line was unreadable
     assert lines(tmp_path / "there.jsonl", "source_sha256") == lines(
         tmp_path / "here.jsonl", "source_sha256"
@@ -179,9 +179,15 @@ def test_ray_settings_that_cannot_work_are_one_line_errors(
         batch(["q"], ECHO, ray=True, ray_actors=0, progress=False)
     with pytest.raises(ConfigurationError, match="needs ray=True"):
         batch(["q"], ECHO, ray_actors=2, progress=False)
+    done = tmp_path / "done.jsonl"
+    batch(["q"], ECHO, mode="single", output=done, progress=False, run_log=False)
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
     with pytest.raises(ConfigurationError, match=r"pip install 'reflectkit\[ray\]'"):
         batch(["q"], ECHO, mode="single", ray=True, progress=False, run_log=False)
+    # Nothing left to run: Ray is not even imported, so a resumed batch finishes anywhere.
+    items = batch(["q"], ECHO, mode="single", output=done, resume=True, progress=False,
+                  run_log=False, ray=True)  # fmt: skip
+    assert [item.resumed for item in items] == [True]
 
 
 def test_an_address_nothing_answers_at_is_one_line_and_exit_2(tmp_path: Path) -> None:
