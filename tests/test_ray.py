@@ -23,6 +23,7 @@ from reflectkit.batching import batch, read_batch_file
 from reflectkit.cli.app import cli
 from reflectkit.errors import ConfigurationError
 from reflectkit.stores.runlog import RunLog
+from reflectkit.testing import FunctionLLM
 from tests.ray_fakes import ECHO, ORACLE, register
 
 ray = pytest.importorskip("ray")
@@ -105,6 +106,14 @@ def test_lesson_memory_on_ray_must_be_a_shared_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="every worker can reach"):
         batch(["q"], ECHO, mode="loop", trials=2, memory=True, progress=False, run_log=False,
               ray=True)  # fmt: skip
+
+
+def test_a_model_the_actors_cannot_use_stops_the_batch_with_its_own_error() -> None:
+    only_here = FunctionLLM(lambda request: "<output>x</output>")  # not made in the workers
+    with pytest.raises(ConfigurationError, match="no fake model named") as raised:
+        batch(["q"], only_here.model, mode="single", progress=False, run_log=False, ray=True,
+              ray_actors=1)  # fmt: skip
+    assert type(raised.value) is ConfigurationError  # Ray's wrapper is not what the caller gets
 
 
 def test_the_batch_command_resumes_a_partial_file_with_and_without_ray(tmp_path: Path) -> None:
