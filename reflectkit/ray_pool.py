@@ -89,7 +89,7 @@ def connect(address: str) -> Any:
     where = address or None
     _reachable(address)
     try:
-        ray.init(address=where, logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(address=where, logging_level=logging.ERROR, log_to_driver=False)
     except Exception as error:
         text = str(error).strip().splitlines()
         reason = text[0] if text else type(error).__name__
