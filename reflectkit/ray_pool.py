@@ -168,7 +168,15 @@ def _place(
     count = actors if actors is not None else max(1, int(cpus))
     share = min(1.0, cpus / count) if cpus > 0 else 0.0
     host = ray.remote(_Host).options(max_concurrency=concurrency, num_cpus=share, max_restarts=0)
-    return ray, [host.remote(make_worker, requests_allowed) for _ in range(count)]
+    try:
+        first = host.remote(make_worker, requests_allowed)
+    except Exception as error:  # Ray pickles the settings here: a live client or a lock fails
+        text = str(error).strip().splitlines()
+        raise ConfigurationError(
+            "the settings cannot be sent to Ray actors (they must pickle: no open clients, "
+            f"locks or files): {text[0] if text else type(error).__name__}"
+        ) from None
+    return ray, [first, *(host.remote(make_worker, requests_allowed) for _ in range(count - 1))]
 
 
 async def run_on_ray(

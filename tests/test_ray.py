@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,23 @@ def test_lesson_memory_on_ray_must_be_a_shared_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="every worker can reach"):
         batch(["q"], ECHO, mode="loop", trials=2, memory=True, progress=False, run_log=False,
               ray=True)  # fmt: skip
+
+
+class _LockedCritic:
+    """A critic, a callable (question, answer) -> verdict, holding a lock: it cannot be
+    pickled, so it cannot go to an actor."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def __call__(self, question: str, answer: str) -> bool:
+        raise AssertionError("never run")
+
+
+def test_settings_that_cannot_go_to_the_actors_are_one_line() -> None:
+    with pytest.raises(ConfigurationError, match="cannot be sent to Ray actors") as raised:
+        batch(["q"], ECHO, critic=_LockedCritic(), progress=False, run_log=False, ray=True)
+    assert len(str(raised.value).splitlines()) == 1
 
 
 def test_a_model_the_actors_cannot_use_stops_the_batch_with_its_own_error() -> None:
