@@ -24,20 +24,14 @@ from reflectkit.events import (
     ResultEvent,
     StepStarted,
 )
-from reflectkit.graph import (
-    CONVERSATION_KEY,
-    STREAM_KEY,
-    LoopState,
-    Runtime,
-    compile_runtime,
-    step_event,
-)
+from reflectkit.graph import CONVERSATION_KEY, STREAM_KEY, compile_runtime, step_event
 from reflectkit.messages import Conversation, to_conversation
 from reflectkit.prompts import Prompts
 from reflectkit.recording import Recording
 from reflectkit.reflexion import Reflexion, open_memory
 from reflectkit.result import ReflectionResult, StopReason
 from reflectkit.runner import iterate_sync, run_sync
+from reflectkit.runtime import LoopState, Runtime
 from reflectkit.stores.durability import open_checkpointer
 from reflectkit.stores.runlog import RunLog, open_run_log
 from reflectkit.tags import (

@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal, NotRequired, TypedDict
+from dataclasses import replace
+from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
@@ -27,27 +27,19 @@ from langgraph.types import Command
 from reflectkit.config import ReflectConfig
 from reflectkit.critics.base import (
     Critic,
-    CriticSetup,
     CritiqueRequest,
-    check_critic,
-    critic_label,
 )
-from reflectkit.critics.compose import as_critic
-from reflectkit.critics.llm_critic import LLMCritic
-from reflectkit.drafting import DeltaSink, DraftWriter, FormatPlan, plan_format_help
+from reflectkit.drafting import DeltaSink
 from reflectkit.errors import CriticError, ReflectkitError
 from reflectkit.events import DraftDelta, StepEvent, StepStarted
-from reflectkit.messages import Conversation, PromptBuilder, to_conversation
-from reflectkit.models.capabilities import ModelProfile, profile_for
-from reflectkit.models.llm import ModelClient, without_tools
-from reflectkit.prompts import Prompts
+from reflectkit.messages import Conversation, to_conversation
 from reflectkit.result import Iteration, ReflectionResult, StopReason
+from reflectkit.runtime import LoopInput, LoopOutput, LoopState, Runtime, resolve_mode
 from reflectkit.stopping import (
     after_critique,
     after_generate,
     after_revise,
     recursion_limit,
-    select_final,
 )
 from reflectkit.tags import OutputDelta
 from reflectkit.tracing import traced_node
@@ -66,8 +58,6 @@ __all__ = [
     "step_event",
 ]
 
-RunMode = Literal["loop", "single"]
-
 STREAM_KEY = "reflectkit_stream_output"
 """Set in ``config["configurable"]`` to have single-pass runs write tag deltas to the graph's
 custom stream (``stream_mode="custom"``) as the model produces them."""
@@ -76,141 +66,6 @@ CONVERSATION_KEY = "reflectkit_conversation"
 """Set in ``config["configurable"]`` to the run's :class:`~reflectkit.messages.Conversation`,
 already validated from the input's messages (without lessons), so the nodes do not validate and
 copy the messages again."""
-
-
-class LoopInput(TypedDict):
-    """What the graph takes: the conversation, OpenAI-style dicts or LangChain messages, and
-    optionally lessons from earlier attempts (Reflexion) to show with the request."""
-
-    messages: list[Any]
-    lessons: NotRequired[list[str]]
-
-
-class LoopOutput(TypedDict, total=False):
-    """What the graph returns."""
-
-    result: ReflectionResult
-    output: str
-    stop_reason: StopReason
-
-
-class LoopState(LoopInput, LoopOutput, total=False):
-    """The whole state: input, drafts with their verdicts, usage so far, the stop decision."""
-
-    iterations: list[Iteration]
-    usage: Usage
-    started_at: float
-
-
-def resolve_mode(config: ReflectConfig, model: str, profile: ModelProfile | None = None) -> RunMode:
-    """``"auto"`` becomes ``"single"`` when the profile says one pass is best (tuned, reasoning,
-    or no worthwhile self-critique) and no critic was given; ``"loop"`` otherwise."""
-    if config.mode != "auto":
-        return config.mode
-    profile = profile or profile_for(model)
-    explicit_critic = config.critic is not None or config.critic_model is not None
-    return "single" if profile.single_pass and not explicit_critic else "loop"
-
-
-@dataclass
-class Runtime:
-    """What the nodes need and the state must not hold: clients, critic, prompts, config."""
-
-    config: ReflectConfig
-    model: str
-    profile: ModelProfile
-    mode: RunMode
-    builder: PromptBuilder
-    generator: ModelClient
-    critic: Critic | None
-    plan: FormatPlan | None
-    """Format help, or None when the model gets the conversation without the protocol."""
-    writer: DraftWriter
-    checked: bool = field(default=False, init=False, repr=False)
-    """Whether :meth:`check` has passed once (it is not repeated by :meth:`acheck`)."""
-
-    @classmethod
-    def create(cls, config: ReflectConfig, prompts: Prompts | None = None) -> Runtime:
-        model = config.resolved_model
-        profile = profile_for(model)
-        mode = resolve_mode(config, model, profile)
-        if prompts is None:
-            # Template errors surface here, before any model is paid for; and every template
-            # is read now, so no run reads a file on the event loop.
-            prompts = Prompts(config.template_dir)
-            prompts.check()
-        builder = PromptBuilder(prompts, config.scheme)
-        generator = ModelClient(
-            model, config.model_kwargs, retry=config.retry, timeout=config.timeout
-        )
-        critic = as_critic(config.critic)
-        if critic is None and mode == "loop":
-            separate = config.critic_model is not None and config.critic_model != model
-            critic_model = config.critic_model if separate else None
-            critic = LLMCritic(critic_model, **config.critic_kwargs)
-        plain = mode == "single" and profile.reasoning and not profile.tuned
-        plan = None if plain else plan_format_help(config, profile)
-        writer = DraftWriter(generator, builder, plan)
-        return cls(config, model, profile, mode, builder, generator, critic, plan, writer)
-
-    def check(self) -> None:
-        """Fail before the first call if a model cannot be used (unknown, no key, blocked)."""
-        self.generator.check()
-        if self.critic is not None:
-            check_critic(self.critic, self.critic_setup)
-
-    async def acheck(self) -> None:
-        """:meth:`check` in a worker thread until it has passed once: it may import LiteLLM and
-        read a model file, which must not hold up the event loop."""
-        if not self.checked:
-            await asyncio.to_thread(self.check)
-            self.checked = True
-
-    @property
-    def critic_setup(self) -> CriticSetup:
-        """What the critic is offered before a run (its check) and falls back to."""
-        config = self.config
-        return CriticSetup(self.model, self.critic_kwargs, config.retry, config.timeout)
-
-    @property
-    def critic_kwargs(self) -> dict[str, Any]:
-        """The generator's model kwargs as an LLM critic on the same model starts from: without
-        tools, since a verdict must come back as text."""
-        return without_tools(self.config.model_kwargs)
-
-    @property
-    def critic_name(self) -> str | None:
-        if self.critic is None:
-            return None
-        return critic_label(self.critic, self.critic_setup)
-
-    def generate_messages(self, conversation: Conversation) -> list[dict[str, Any]]:
-        if self.plan is None:
-            return self.builder.plain(conversation)
-        return self.builder.generate(conversation, self.plan.layout)
-
-    def result(self, state: LoopState, stop_reason: StopReason) -> ReflectionResult:
-        """Assemble the result from the state (also used for partial results after a failure)."""
-        iterations = state.get("iterations", [])
-        index, best = select_final(iterations, stop_reason)
-        final = iterations[index]
-        return ReflectionResult(
-            output=final.draft.output,
-            thinking=final.draft.thinking,
-            reflections=final.draft.reflections,
-            iterations=iterations,
-            stop_reason=stop_reason,
-            usage=state.get("usage", Usage()),
-            model=self.model,
-            critic=self.critic_name,
-            mode=self.mode,
-            parse_status=final.draft.parse_status,
-            repaired=final.draft.repaired,
-            final_iteration=final.number,
-            selection="best" if best else "last",
-            seconds=time.time() - state.get("started_at", time.time()),
-            tool_calls=final.draft.tool_calls,
-        )
 
 
 def _request(runtime: Runtime, conversation: Conversation, last: Iteration) -> CritiqueRequest:

@@ -24,9 +24,9 @@ from typing import Any
 
 from reflectkit.errors import ConfigurationError
 from reflectkit.events import ReflectEvent, ResultEvent, TrialEvent
-from reflectkit.graph import Runtime
 from reflectkit.messages import Conversation
 from reflectkit.result import ReflectionResult, TrialRecord
+from reflectkit.runtime import Runtime
 from reflectkit.stores.memory import Lesson, LessonStore, Outcome
 from reflectkit.tags import ParseStatus, parse
 from reflectkit.usage import Usage

@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from reflectkit._tag_results import Parsed, ParseStatus
 from reflectkit.errors import RunError
 from reflectkit.resources import render_html
-from reflectkit.tags import Parsed, ParseStatus
 from reflectkit.usage import Usage
 from reflectkit.verdict import Verdict
 

@@ -31,6 +31,7 @@ LOOP = (
     "ray_pool",
     "reflexion",
     "runner",
+    "runtime",
     "stopping",
     "testing",
     "tracing",

@@ -404,3 +404,15 @@ def test_text_after_the_thinking_with_no_output_block_is_the_answer_at_the_end()
     parser, events = _stream("<thinking>t</thinking>The answer is 4.", [5, 20], REFLECTION_TAGS)
     assert events[-1] == OutputDelta("The answer is 4.", provisional=True)
     assert parser.result.status is ParseStatus.MISSING_OUTPUT
+
+
+def test_a_parse_status_is_checkpointed_under_its_public_module_path() -> None:
+    """A draft's status goes into a run's checkpoints with its class's module path, and the
+    checkpoint serializer rebuilds only the classes it allows by that path: the path stays
+    ``reflectkit.tags`` (as checkpoints written before the parser's modules were split say)."""
+    from reflectkit.stores.durability import serializer
+
+    kind, data = serializer().dumps_typed(ParseStatus.UNCLOSED)
+    assert ParseStatus.__module__ == "reflectkit.tags"
+    assert b"reflectkit.tags" in data
+    assert serializer().loads_typed((kind, data)) is ParseStatus.UNCLOSED

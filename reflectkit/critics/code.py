@@ -11,10 +11,11 @@ answer in the test suite tried):
 - the program, the code and the tests reach a fresh ``python -s -P -B -`` on its stdin: no file,
   nothing in a command line; the tests are compiled before the code runs, and only functions
   compiled from them are tests (one the code replaces or changes while they run fails);
-- three processes (see code_runner.py): a launcher that exits at once, a supervisor that never
-  runs the code and decides the verdict, and a worker that runs the code and the tests with a
-  sealed harness. The verdict reaches reflectkit on the supervisor's own pipe, signed with a key
-  the worker never had: printing one, exiting early or killing the supervisor fails the run;
+- three processes (see code_runner.py; reflectkit's side is _code_process.py): a launcher that
+  exits at once, a supervisor that never runs the code and decides the verdict, and a worker
+  that runs the code and the tests with a sealed harness. The verdict reaches reflectkit on the
+  supervisor's own pipe, signed with a key the worker never had: printing one, exiting early or
+  killing the supervisor fails the run;
 - their environment is built from nothing (``PATH``, ``LANG``, ``HOME``, ``TMPDIR`` and a few
   ``PYTHON*`` settings), and reflectkit's process is not among the worker's ancestors, so its
   API keys are neither passed on nor in ``/proc/<ppid>/environ``;
@@ -40,25 +41,18 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
-import functools
-import hashlib
-import hmac
-import json
 import logging
 import math
 import os
 import re
 import secrets
 import signal
-import sys
 import tempfile
 import textwrap
 import time
-from asyncio.subprocess import Process
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
+from reflectkit.critics._code_process import _execute, _verdict
 from reflectkit.critics.base import CritiqueRequest
 from reflectkit.errors import ConfigurationError
 from reflectkit.verdict import Verdict
@@ -68,22 +62,13 @@ __all__ = ["CodeTestCritic", "TestRun", "extract_code", "run_tests"]
 logger = logging.getLogger(__name__)
 
 NO_CODE_FEEDBACK = "No Python code found in the answer: put the code in a ```python block."
-_OUTPUT_BYTES = 1 << 20  # the read window: the first and last 512 KB of the output are kept
-_OUTPUT_CHARS = 20_000  # what TestRun.output keeps of it
+_OUTPUT_CHARS = 20_000  # what TestRun.output keeps of the output read
 _FILE_MB = 10
-_GRACE = 1.0  # seconds to finish reading once the process group is dead
-_VERDICT_BYTES = 4 << 20  # the supervisor's verdict: 40 failures of a few KB each, at most
 _MEMORY_SIGNS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "out of memory")
 _PYTHON_TAGS = {"python", "py", "python3", "py3"}
 _FENCE = re.compile(
     r"^[ \t]*```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:^[ \t]*```[ \t]*$|\Z)", re.DOTALL | re.MULTILINE
 )
-
-
-@functools.cache
-def _runner_source() -> str:
-    """The child's side (code_runner.py), copied into each run's scratch directory."""
-    return (Path(__file__).parent / "code_runner.py").read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -164,141 +149,6 @@ def _check_arguments(timeout: float, memory_mb: int, cpu_seconds: float | None) 
         raise ConfigurationError(f"cpu_seconds must be > 0, not {cpu_seconds}")
 
 
-class _Capture:
-    """Reads a stream to its end, keeping only its first and last ``limit // 2`` bytes."""
-
-    def __init__(self, limit: int) -> None:
-        self.half, self.size = limit // 2, 0
-        self.head, self.tail = bytearray(), bytearray()
-
-    async def drain(self, stream: asyncio.StreamReader | None) -> None:
-        while stream is not None and (chunk := await stream.read(1 << 16)):
-            self.size += len(chunk)
-            room = max(0, self.half - len(self.head))
-            self.head += chunk[:room]
-            self.tail += chunk[room:]
-            if len(self.tail) > 2 * self.half:  # trimmed in bulk: linear in the output size
-                del self.tail[: -self.half]
-
-    def text(self) -> str:
-        tail = self.tail[-self.half :] if self.tail else b""
-        dropped = self.size - len(self.head) - len(tail)
-        cut = f"\n[... {dropped} bytes of output dropped ...]\n" if dropped else ""
-        return self.head.decode(errors="replace") + cut + bytes(tail).decode(errors="replace")
-
-
-def _environment(scratch: str) -> dict[str, str]:
-    """Everything the child's environment holds: nothing is inherited."""
-    return {
-        "PATH": os.pathsep.join([os.path.dirname(sys.executable), "/usr/local/bin:/usr/bin:/bin"]),
-        "LANG": "C.UTF-8",
-        "HOME": scratch,
-        "TMPDIR": scratch,
-        "PYTHONHASHSEED": "0",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONUNBUFFERED": "1",  # what was printed before a timeout is not lost in a buffer
-    }
-
-
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-
-
-async def _wait_exit(process: Process, reader: asyncio.Task[None], until: float) -> None:
-    """Wait until the process has exited or the loop's clock reads ``until``."""
-    loop = asyncio.get_running_loop()
-    while process.returncode is None and (left := until - loop.time()) > 0:
-        if reader.done():  # the pipe is closed, so wait() wakes up at the exit
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(process.wait(), left)
-        else:  # wait() also waits for the pipe, which a child of the code may hold: poll
-            await asyncio.wait({reader}, timeout=min(0.05, left))
-
-
-async def _read_pipe(fd: int, limit: int) -> bytes:
-    """Everything written to the pipe ``fd`` until its writers close it (at most ``limit``
-    bytes); the read end is closed here."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
-    )
-    try:
-        data = bytearray()
-        while len(data) < limit and (chunk := await reader.read(1 << 16)):
-            data += chunk
-        return bytes(data)
-    finally:
-        transport.close()
-
-
-async def _execute(
-    payload: dict[str, Any], scratch: str, limit: float, key: bytes
-) -> tuple[bool, bytes, str]:
-    """Run the runner (code_runner.py, given on stdin with ``payload``) in its own session and
-    kill its process group when its supervisor has given its verdict, or after ``limit``
-    seconds. Returns whether it finished in time, the verdict as written (empty when there is
-    none) and the output. ``key`` goes to the supervisor on a pipe of its own (see the runner's
-    docstring): the verdict must be signed with it."""
-    key_read, key_write = os.pipe()
-    verdict_read, verdict_write = os.pipe()
-    try:
-        os.write(key_write, key)  # 32 bytes: the pipe holds them until the supervisor reads
-    finally:
-        os.close(key_write)
-    payload = {**payload, "key_fd": key_read, "verdict_fd": verdict_write}
-    program = f"{_runner_source()}\nmain({json.dumps(payload)!r})\n".encode()
-    try:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-s",
-            "-P",
-            "-B",
-            "-",  # the program comes on stdin: no file, nothing in the command line
-            cwd=scratch,
-            env=_environment(scratch),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-            pass_fds=(key_read, verdict_write),
-        )
-    except BaseException:
-        os.close(verdict_read)
-        raise
-    finally:
-        os.close(key_read)
-        os.close(verdict_write)
-    capture = _Capture(_OUTPUT_BYTES)
-    reader = asyncio.create_task(capture.drain(process.stdout))
-    verdict = asyncio.create_task(_read_pipe(verdict_read, _VERDICT_BYTES))
-    loop = asyncio.get_running_loop()
-    in_time = False
-    try:
-        assert process.stdin is not None
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            process.stdin.write(program)
-            await process.stdin.drain()
-            process.stdin.close()
-        given, _ = await asyncio.wait({verdict}, timeout=limit)
-        in_time = bool(given)
-    finally:
-        _kill_group(process.pid)  # the session's group: the launcher's id, though it is gone
-        if not verdict.done():
-            verdict.cancel()
-        await _wait_exit(process, reader, loop.time() + _GRACE)
-        done, _ = await asyncio.wait({reader}, timeout=_GRACE)
-        if not done:  # a process that left the group still holds the pipe: stop listening
-            logger.warning("code under test left a process running outside its process group")
-            reader.cancel()
-            transport = getattr(process, "_transport", None)  # no public way to close the pipe
-            if transport is not None:
-                transport.close()
-    written = verdict.result() if in_time and not verdict.cancelled() else b""
-    return in_time, written, capture.text()
-
-
 def _crash(returncode: int | None, output: str, timeout: float, memory_mb: int, cpu: int) -> str:
     """Why the process died before reporting, as a sentence about "the code"."""
     if returncode is None:
@@ -311,22 +161,6 @@ def _crash(returncode: int | None, output: str, timeout: float, memory_mb: int, 
         with contextlib.suppress(ValueError):
             return f"The code crashed: killed by {signal.Signals(-returncode).name}."
     return f"The code exited with code {returncode} before the tests finished."
-
-
-def _verdict(written: bytes, key: bytes) -> dict[str, Any] | None:
-    """The supervisor's verdict, if it is one: signed with ``key`` and well formed."""
-    mac, _, body = written.partition(b" ")
-    expected = hmac.new(key, body, hashlib.sha256).hexdigest().encode()
-    if not written:
-        return None
-    if not hmac.compare_digest(mac, expected):
-        logger.warning("code tests: a verdict not signed by the test runner was refused")
-        return None
-    try:
-        verdict = json.loads(body)
-    except ValueError:
-        return None
-    return verdict if isinstance(verdict, dict) else None
 
 
 async def run_tests(

@@ -44,8 +44,13 @@ def _usage(verdicts: Sequence[Verdict]) -> Usage | None:
 
 
 class _Composite:
+    """What AllOf and AnyOf share: the members, their order, and a round that asks them in turn
+    until one's verdict settles it (``_stop_at``); :meth:`_combine` judges a round none settled."""
+
     expensive: bool
     name: str
+    _label: str
+    _stop_at: bool
 
     def __init__(self, *critics: Any, order: Order = "cheap_first", name: str | None = None):
         if not critics:
@@ -59,25 +64,34 @@ class _Composite:
         if order == "cheap_first":
             self.critics.sort(key=is_expensive)  # stable: the given order within each group
         self.expensive = any(is_expensive(c) for c in self.critics)
-        label = "all" if isinstance(self, AllOf) else "any"
-        self.name = name or f"{label}({', '.join(c.name for c in self.critics)})"
+        self.name = name or f"{self._label}({', '.join(c.name for c in self.critics)})"
 
     def check(self, setup: CriticSetup) -> None:
         """Check every member critic."""
         for critic in self.critics:
             check_critic(critic, setup)
 
-
-class AllOf(_Composite):
-    """Passes when every critic passes; stops at the first that does not."""
-
     async def acritique(self, request: CritiqueRequest) -> Verdict:
         verdicts: list[Verdict] = []
         for critic in self.critics:
             verdict = await critic.acritique(request)
             verdicts.append(verdict)
-            if not verdict.passed:
+            if verdict.passed == self._stop_at:
                 return verdict.model_copy(update={"usage": _usage(verdicts)})
+        return self._combine(verdicts)
+
+    def _combine(self, verdicts: list[Verdict]) -> Verdict:
+        """The verdict of a round in which no member's verdict settled it."""
+        raise NotImplementedError  # pragma: no cover - AllOf and AnyOf define it
+
+
+class AllOf(_Composite):
+    """Passes when every critic passes; stops at the first that does not."""
+
+    _label = "all"
+    _stop_at = False
+
+    def _combine(self, verdicts: list[Verdict]) -> Verdict:
         scores = [v.score for v in verdicts if v.score is not None]
         parsed = next((v.parsed for v in verdicts if v.parsed is not None), None)
         return Verdict(
@@ -92,13 +106,10 @@ class AllOf(_Composite):
 class AnyOf(_Composite):
     """Passes when one critic passes (it stops there); otherwise every critic's feedback."""
 
-    async def acritique(self, request: CritiqueRequest) -> Verdict:
-        verdicts: list[Verdict] = []
-        for critic in self.critics:
-            verdict = await critic.acritique(request)
-            verdicts.append(verdict)
-            if verdict.passed:
-                return verdict.model_copy(update={"usage": _usage(verdicts)})
+    _label = "any"
+    _stop_at = True
+
+    def _combine(self, verdicts: list[Verdict]) -> Verdict:
         scores = [v.score for v in verdicts if v.score is not None]
         feedback = "\n\n".join(f"{v.critic}: {v.feedback}" for v in verdicts if v.feedback)
         return Verdict(

@@ -24,8 +24,8 @@ from reflectkit.api import Reflector
 from reflectkit.config import ReflectConfig
 from reflectkit.critics.llm_critic import LLMCritic
 from reflectkit.events import DraftDelta, ReflectEvent, ResultEvent, StepEvent, StepStarted
-from reflectkit.graph import resolve_mode
 from reflectkit.result import ReflectionResult
+from reflectkit.runtime import resolve_mode
 from reflectkit.server.protocol import Answer, ChatRequest, Delta, Usage
 from reflectkit.server.settings import ServerSettings
 from reflectkit.tags import OutputDelta, OutputReset, ReflectionDelta, TagDelta, ThinkingDelta
