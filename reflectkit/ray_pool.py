@@ -25,13 +25,14 @@ import itertools
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterable
+from types import ModuleType
 from typing import Any, Protocol, TypeVar, cast
 
 from reflectkit.errors import ConfigurationError, RunError
 from reflectkit.models.provider import model_requests_allowed
 from reflectkit.pool import run_bounded
 
-__all__ = ["RayWorker", "check_ray", "connect", "run_on_ray"]
+__all__ = ["RayWorker", "check_ray", "connect", "run_on_ray", "send_by_value"]
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +154,15 @@ def _cause(ray: Any, error: BaseException) -> BaseException:
 
 _NO_JOB = object()
 
+_BY_VALUE: dict[str, ModuleType] = {}
+
+
+def send_by_value(module: ModuleType) -> None:
+    """Have Ray send ``module``'s functions to the actors as code, not as an import: for a
+    module loaded from a file by its path (an eval's ``--verifier checks.py``), which the
+    workers could not import by name."""
+    _BY_VALUE[module.__name__] = module
+
 
 def _place(
     address: str,
@@ -164,6 +174,8 @@ def _place(
     """Connect and ask Ray for the actors (blocking calls: run in a thread). Each takes one
     CPU, or a fair share of the cluster's when there are more actors than CPUs."""
     ray = connect(address)
+    for module in _BY_VALUE.values():
+        ray.cloudpickle.register_pickle_by_value(module)
     cpus = float(ray.cluster_resources().get("CPU", 1))
     count = actors if actors is not None else max(1, int(cpus))
     share = min(1.0, cpus / count) if cpus > 0 else 0.0

@@ -159,14 +159,16 @@ def test_the_batch_command_resumes_a_partial_file_with_and_without_ray(tmp_path:
 
 
 def test_eval_with_ray_writes_the_same_results(tmp_path: Path) -> None:
-    data = tmp_path / "d.jsonl"
-    rows = [
-        {"id": "a", "prompt": "abc", "answer": "ABC"},
-        {"id": "b", "prompt": "x", "answer": "y"},
-    ]
+    data, checks = tmp_path / "d.jsonl", tmp_path / "checks.py"
+    rows = [{"id": "a", "prompt": "abc", "expected": "ABC"}, {"id": "b", "prompt": "x"}]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    common = ["eval", str(data), "-m", ECHO, "--modes", "verifier", "--no-progress",
-              "--json"]  # fmt: skip
+    # A verifier loaded from a file by its path: the workers cannot import it by name.
+    checks.write_text(
+        "def verify(example, answer):\n"
+        "    return answer == example.data.get('expected') or 'not ' + answer\n"
+    )
+    common = ["eval", str(data), "-m", ECHO, "--modes", "verifier", "--verifier", str(checks),
+              "--no-progress", "--json"]  # fmt: skip
     here = run_cli(*common, "--output-dir", str(tmp_path / "here"))
     there = run_cli(*common, "--output-dir", str(tmp_path / "there"), "--ray-actors", "1", "--ray")
     assert here.exit_code == there.exit_code == 0, there.output
