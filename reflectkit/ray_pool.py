@@ -23,6 +23,7 @@ import asyncio
 import importlib
 import itertools
 import logging
+import re
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from types import ModuleType
@@ -32,7 +33,7 @@ from reflectkit.errors import ConfigurationError, RunError
 from reflectkit.models.provider import model_requests_allowed
 from reflectkit.pool import run_bounded
 
-__all__ = ["RayWorker", "check_ray", "connect", "run_on_ray", "send_by_value"]
+__all__ = ["RayWorker", "check_ray", "connect", "reason", "run_on_ray", "send_by_value"]
 
 logger = logging.getLogger(__name__)
 
@@ -148,8 +149,18 @@ def _cause(ray: Any, error: BaseException) -> BaseException:
         cause = getattr(error, "cause", None)
         if isinstance(cause, Exception) and not isinstance(cause, ray.exceptions.RayError):
             return cause
-    text = str(error).strip().splitlines()
-    return RunError(f"a Ray worker failed: {text[0] if text else type(error).__name__}")
+    return RunError(f"a Ray worker failed: {reason(str(error)) or type(error).__name__}")
+
+
+_RAISED = re.compile(r"^\s*(?:[\w.]+\.)?\w*(?:Error|Exception)\b.*")
+
+
+def reason(report: str) -> str:
+    """The line of a Ray error report that says what went wrong: the last ``SomeError: ...``
+    line of the traceback it carries (an actor that died starting), else its first line."""
+    lines = [line.strip() for line in report.strip().splitlines() if line.strip()]
+    raised = [line for line in lines if _RAISED.match(line)]
+    return raised[-1] if raised else (lines[0] if lines else "")
 
 
 _NO_JOB = object()

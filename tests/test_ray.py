@@ -23,6 +23,7 @@ from click.testing import CliRunner, Result
 from reflectkit.batching import batch, read_batch_file
 from reflectkit.cli.app import cli
 from reflectkit.errors import ConfigurationError
+from reflectkit.ray_pool import reason
 from reflectkit.stores.runlog import RunLog
 from reflectkit.testing import FunctionLLM
 from tests.ray_fakes import ECHO, ORACLE, register
@@ -217,6 +218,16 @@ def test_ray_settings_that_cannot_work_are_one_line_errors(
     items = batch(["q"], ECHO, mode="single", output=done, resume=True, progress=False,
                   run_log=False, ray=True)  # fmt: skip
     assert [item.resumed for item in items] == [True]
+
+
+def test_a_ray_error_report_is_told_by_the_error_it_carries() -> None:
+    report = (
+        "The actor died because of an error raised in its creation task, ray::_Host.__init__()\n"
+        'Traceback (most recent call last):\n  File "x.py", line 1, in <module>\n'
+        "ModuleNotFoundError: No module named 'checks'\n"
+    )
+    assert reason(report) == "ModuleNotFoundError: No module named 'checks'"
+    assert reason("The node died.\nmore") == "The node died."
 
 
 def test_an_address_nothing_answers_at_is_one_line_and_exit_2(tmp_path: Path) -> None:
