@@ -24,6 +24,7 @@ from reflectkit.api import Prompt, Reflector
 from reflectkit.errors import ConfigurationError, InputError, RunError
 from reflectkit.messages import to_conversation
 from reflectkit.pool import progress_bar, run_bounded
+from reflectkit.ray_pool import check_ray
 from reflectkit.result import ReflectionResult, partial_result
 from reflectkit.runner import run_sync
 from reflectkit.stores.jsonl import JsonlWriter, canonical_sha256, cut_partial_line, dumps_line
@@ -240,7 +241,9 @@ def _unwritable(item: BatchItem, error: Exception) -> dict[str, Any]:
     }
 
 
-async def _run_item(reflector: Reflector, index: int, prompt: Prompt) -> BatchItem:
+async def run_item(reflector: Reflector, index: int, prompt: Prompt) -> BatchItem:
+    """One prompt's run as a :class:`BatchItem`; only a configuration error that would fail
+    every item is raised (wherever the prompt runs: here, or on a Ray actor)."""
     start = time.perf_counter()
     failure: Exception
     try:
@@ -290,6 +293,8 @@ async def abatch(
     progress: bool | str = True,
     reflector: Reflector | None = None,
     on_item: Callable[[BatchItem], Awaitable[None] | None] | None = None,
+    ray: bool | str | None = None,
+    ray_actors: int | None = None,
     **settings: Any,
 ) -> list[BatchItem]:
     """Run the loop on every prompt, at most ``concurrency`` at a time; one :class:`BatchItem`
@@ -304,23 +309,50 @@ async def abatch(
     widget in Jupyter; a string labels it). ``settings`` are :class:`~reflectkit.Reflector`'s,
     or pass a ready ``reflector=``. ``on_item`` is called (and awaited, if async) with each
     item as it finishes.
+
+    ``ray=True`` runs the prompts on a Ray cluster (a local one started if this process is not
+    connected yet), ``ray="auto"`` or ``"ray://host:10001"`` on that cluster: ``ray_actors``
+    actors (default: the cluster's CPUs), each with a Reflector configured as this one, each
+    running ``concurrency`` prompts at a time. The file, resume, ordering and progress are the
+    same; the run log is this process's (docs/scale.md). Needs ``pip install 'reflectkit[ray]'``.
     """
     items = _check_arguments(prompts, concurrency, output, resume)
+    address = check_ray(ray, ray_actors)
     if reflector is not None and (model is not None or settings):
         raise ConfigurationError("pass either reflector=... or model and settings, not both")
     own = reflector is None
     active = reflector if reflector is not None else Reflector(model, **settings)
     try:
-        return await _batch(active, items, concurrency, output, resume, progress, on_item)
+        execute = _in_process(active, items, concurrency)
+        if address is not None:
+            from reflectkit.batching_ray import ray_executor
+
+            execute = ray_executor(active, items, concurrency, address, ray_actors)
+        return await _batch(execute, items, output, resume, progress, on_item)
     finally:
         if own:
             active.close()
 
 
+Finish = Callable[[BatchItem], Awaitable[None]]
+Execute = Callable[[list[int], Finish], Awaitable[None]]
+"""How a batch's prompts are run: ``execute(todo, finish)`` runs the prompts at the indexes
+``todo`` and awaits ``finish(item)`` for each in this process, as it finishes."""
+
+
+def _in_process(reflector: Reflector, items: list[Prompt], concurrency: int) -> Execute:
+    async def execute(todo: list[int], finish: Finish) -> None:
+        async def run(index: int) -> None:
+            await finish(await run_item(reflector, index, items[index]))
+
+        await run_bounded(todo, run, concurrency)
+
+    return execute
+
+
 async def _batch(
-    reflector: Reflector,
+    execute: Execute,
     items: list[Prompt],
-    concurrency: int,
     output: str | os.PathLike[str] | None,
     resume: bool,
     progress: bool | str,
@@ -339,9 +371,9 @@ async def _batch(
     )
     failures = 0
 
-    async def run(index: int) -> None:
+    async def finish(item: BatchItem) -> None:
         nonlocal failures
-        item = await _run_item(reflector, index, items[index])
+        index = item.index
         results[index] = item
         writer.write(item)
         failures += item.error is not None
@@ -355,7 +387,7 @@ async def _batch(
 
     try:
         # A configuration error in one item (or an on_item that raised) ends the batch.
-        await run_bounded(todo, run, concurrency)
+        await execute(todo, finish)
     finally:
         bar.close()
         if file is not None:
@@ -373,6 +405,8 @@ def batch(
     progress: bool | str = True,
     reflector: Reflector | None = None,
     on_item: Callable[[BatchItem], Awaitable[None] | None] | None = None,
+    ray: bool | str | None = None,
+    ray_actors: int | None = None,
     **settings: Any,
 ) -> list[BatchItem]:
     """Sync :func:`abatch`; safe where an event loop is already running (Jupyter)."""
@@ -386,6 +420,8 @@ def batch(
             progress=progress,
             reflector=reflector,
             on_item=on_item,
+            ray=ray,
+            ray_actors=ray_actors,
             **settings,
         )
     )

@@ -344,7 +344,7 @@ class _Backend:
         if fake is None:
             raise ConfigurationError(
                 f"no fake model named {model!r}: create a ScriptedLLM or FunctionLLM and pass "
-                "its .model"
+                "its .model (in this process: see docs/testing.md for fakes on Ray)"
             )
         return fake
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 
 from reflectkit.cli.app import cli
 from reflectkit.stores.runlog import RunLog, RunSummary
-from reflectkit.testing import ScriptedLLM, fail
+from reflectkit.testing import FunctionLLM, ScriptedLLM, fail
 from tests.conftest import QUESTION, verdict
 
 
@@ -305,3 +305,38 @@ def test_importing_reflectkit_changes_no_crash_or_signal_handling() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     )
     assert done.stdout.split() == ["False", "True"]
+
+
+def test_batch_runs_every_line_of_a_prompts_file(tmp_path: Path) -> None:
+    fake = FunctionLLM(lambda request: f"<output>{request.last_user_text.upper()}</output>")
+    source = tmp_path / "prompts.jsonl"
+    lines = ['"one"', "", '[{"role": "user", "content": "two"}]', '{"prompt": "three"}',
+             '{"messages": [{"role": "user", "content": "four"}]}']  # fmt: skip
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = _run("batch", str(source), "-m", fake.model, "--mode", "single", "--no-progress",
+                  env={"REFLECTKIT_RUN_LOG": "off"})  # fmt: skip
+    assert result.exit_code == 0
+    out = tmp_path / "prompts.results.jsonl"
+    records = sorted((json.loads(line) for line in out.read_text().splitlines()),
+                     key=lambda r: r["index"])  # fmt: skip
+    assert [r["result"]["output"] for r in records] == ["ONE", "TWO", "THREE", "FOUR"]
+    assert result.stderr == f"4 prompt(s) in {out}: 0 kept from before, 0 failed\n"
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{", "prompts.jsonl:1: not JSON"),
+        ("42", 'prompts.jsonl:1: expected a string, a list of messages, or {"prompt": ...}'),
+    ],
+)
+def test_batch_refuses_a_line_that_is_no_prompt_in_one_line(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    source = tmp_path / "prompts.jsonl"
+    source.write_text(line + "\n", encoding="utf-8")
+    result = _run("batch", str(source), "-m", "x/y", "--no-progress")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("reflectkit: error: ")
+    assert message in result.stderr
+    assert len(result.stderr.splitlines()) == 1

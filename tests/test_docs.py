@@ -48,6 +48,7 @@ COMMANDS = [
     ["runs", "export"],
     ["runs", "delete"],
     ["serve"],
+    ["batch"],
     ["eval"],
     ["recycle"],
     ["export"],

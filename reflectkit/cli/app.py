@@ -6,7 +6,8 @@ deletion not confirmed, 130 on Ctrl-C, 128 + N when signal N (SIGTERM, SIGHUP) s
 native crash prints Python's traceback (faulthandler). The answer goes to stdout alone;
 thinking and critiques (``--show-thinking``) go to stderr, so ``reflectkit run ... >
 answer.txt`` keeps just the answer. The other commands live next to it in
-:mod:`reflectkit.cli` (``runs``, ``data``, ``evaluate``, ``serve``) and are registered here.
+:mod:`reflectkit.cli` (``runs``, ``batch``, ``data``, ``evaluate``, ``serve``) and are
+registered here.
 
 Only click is imported at start-up: ``reflectkit --help`` never loads LiteLLM or LangGraph.
 """
@@ -274,6 +275,7 @@ def templates(name: str | None, template_dir: str | None) -> None:
 
 def _register_commands() -> None:
     """The other commands of :mod:`reflectkit.cli`; their modules import only click at start-up."""
+    from reflectkit.cli.batch import batch_command
     from reflectkit.cli.data import export as export_command
     from reflectkit.cli.data import recycle as recycle_command
     from reflectkit.cli.evaluate import eval_command
@@ -281,6 +283,7 @@ def _register_commands() -> None:
     from reflectkit.cli.serve import serve
 
     cli.add_command(runs)
+    cli.add_command(batch_command)
     cli.add_command(recycle_command)
     cli.add_command(export_command)
     cli.add_command(eval_command)

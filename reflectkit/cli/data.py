@@ -17,6 +17,8 @@ from reflectkit.cli.options import (
     litellm_option,
     no_progress_option,
     output_option,
+    ray_arguments,
+    ray_options,
     template_dir_option,
 )
 from reflectkit.cli.support import CONTEXT_SETTINGS, option_value
@@ -59,6 +61,7 @@ _FILE = click.Path(dir_okay=False)
 @template_dir_option()
 @litellm_option("Passed to LiteLLM, e.g. --option temperature=0.7", short=False)
 @no_progress_option("Do not show a progress bar.")
+@ray_options("the oracle's calls")
 def recycle(
     source: str,
     oracle: str,
@@ -70,6 +73,8 @@ def recycle(
     template_dir: str | None,
     options: tuple[str, ...],
     no_progress: bool,
+    ray: str | None,
+    ray_actors: int | None,
 ) -> int:
     """Improve instruction data with an oracle model (Reflection-Tuning data recycling).
 
@@ -94,6 +99,7 @@ def recycle(
         template_dir=template_dir,
         keep_analysis=keep_analysis,
         progress=not no_progress,
+        **ray_arguments(ray, ray_actors),
         **dict(option_value(o) for o in options),
     )
     click.echo(

@@ -18,6 +18,8 @@ from reflectkit.cli.options import (
     max_iterations_option,
     model_option,
     no_progress_option,
+    ray_arguments,
+    ray_options,
 )
 from reflectkit.cli.support import CONTEXT_SETTINGS, BadInput, option_value
 
@@ -63,6 +65,7 @@ __all__ = ["eval_command"]
 @litellm_option("Passed to LiteLLM, e.g. -o temperature=0 -o max_tokens=256.")
 @json_option("Print the report as JSON, not Markdown.")
 @no_progress_option("No progress bars on stderr.")
+@ray_options("each mode's examples")
 def eval_command(
     dataset: str,
     model: str | None,
@@ -78,6 +81,8 @@ def eval_command(
     options: tuple[str, ...],
     as_json: bool,
     no_progress: bool,
+    ray: str | None,
+    ray_actors: int | None,
 ) -> None:
     """Evaluate a model on DATASET (a JSONL file, or arithmetic or humaneval) in several modes.
 
@@ -101,6 +106,7 @@ def eval_command(
             resume=resume,
             progress=not no_progress,
             max_iterations=max_iterations,
+            **ray_arguments(ray, ray_actors),
             **settings,
         )
     except ConfigurationError as error:

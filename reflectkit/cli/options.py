@@ -26,6 +26,8 @@ __all__ = [
     "model_option",
     "no_progress_option",
     "output_option",
+    "ray_arguments",
+    "ray_options",
     "template_dir_option",
 ]
 
@@ -105,6 +107,42 @@ def concurrency_option(
         show_default=True,
         help=help,
     )
+
+
+def ray_options(what: str) -> Callable[[F], F]:
+    """``--ray [ADDRESS]`` and ``--ray-actors N``: run ``what`` on Ray actors, on a new local
+    cluster (``--ray`` alone) or the cluster at ADDRESS; pass them on with :func:`ray_arguments`.
+    A bare ``--ray`` takes the next word as its address, so it goes after the arguments (or is
+    written ``--ray=auto``)."""
+    ray = click.option(
+        "--ray",
+        "ray",
+        is_flag=False,
+        flag_value="",
+        default=None,
+        metavar="[ADDRESS]",
+        help=f"Run {what} on Ray actors: a local cluster, or the one at ADDRESS "
+        "(auto, ray://host:10001). Needs pip install 'reflectkit[ray]'.",
+    )
+    actors = click.option(
+        "--ray-actors",
+        type=click.IntRange(1),
+        metavar="N",
+        help="Ray actors to start [default: the cluster's CPUs]; each runs --concurrency at once.",
+    )
+
+    def apply(function: F) -> F:
+        return ray(actors(function))
+
+    return apply
+
+
+def ray_arguments(ray: str | None, ray_actors: int | None) -> dict[str, Any]:
+    """``--ray`` and ``--ray-actors`` as the ``ray=`` and ``ray_actors=`` keyword arguments of
+    batch, evaluate and recycle: ``ray`` None (not given), True (a local cluster) or an
+    address."""
+    setting = None if ray is None else (ray.strip() or True)
+    return {"ray": setting, "ray_actors": ray_actors}
 
 
 def json_option(help: str) -> Callable[[F], F]:

@@ -28,7 +28,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from reflectkit.errors import ConfigurationError, InputError
 from reflectkit.models.llm import ModelClient
 from reflectkit.pool import progress_bar, run_bounded
 from reflectkit.prompts import Prompts
+from reflectkit.ray_pool import check_ray, run_on_ray
 from reflectkit.redaction import one_line
 from reflectkit.runner import run_sync
 from reflectkit.stores.jsonl import JsonlWriter, cut_partial_line
@@ -106,16 +107,76 @@ class _Job:
     digest: str
 
 
-def _failure(line: int, record: Any, digest: str | None, error: BaseException) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Failed:
+    """What a record's failure said: plain data, so it travels back from a Ray actor."""
+
+    error: str
+    stage: str
+    message: str
+    reply: str | None = None
+    usage: Usage = field(default_factory=Usage)
+
+    @classmethod
+    def of(cls, error: BaseException) -> _Failed:
+        usage = error.usage if isinstance(error, RecycleError) else Usage()
+        return cls(
+            type(error).__name__,
+            getattr(error, "stage", "input"),
+            one_line(error, limit=MESSAGE_CHARS),
+            getattr(error, "reply", None),
+            usage,
+        )
+
+
+def _failure(line: int, record: Any, digest: str | None, failed: _Failed) -> dict[str, Any]:
     return {
         "line": line,
         "source_sha256": digest,
-        "stage": getattr(error, "stage", "input"),
-        "error": type(error).__name__,
-        "message": one_line(error, limit=MESSAGE_CHARS),
-        "reply": getattr(error, "reply", None),
+        "stage": failed.stage,
+        "error": failed.error,
+        "message": failed.message,
+        "reply": failed.reply,
         "record": record,
     }
+
+
+@dataclass(frozen=True)
+class _Oracle:
+    """The oracle's side of recycling, for one process: the client, the prompts, the stages."""
+
+    client: ModelClient
+    prompts: Prompts
+    stages: Stages
+
+    async def __call__(self, job: _Job) -> Recycled | _Failed:
+        try:
+            return await arecycle_record(
+                job.record, self.client, stages=self.stages, prompts=self.prompts
+            )
+        except Exception as error:  # any failure is this record's, never the run's
+            return _Failed.of(error)
+
+    def close(self) -> None:
+        """Nothing to close: LiteLLM's clients live as long as the process."""
+
+
+@dataclass(frozen=True)
+class _OracleFactory:
+    """What a Ray actor builds its :class:`_Oracle` from (picklable settings, no client)."""
+
+    oracle: str
+    model_kwargs: dict[str, Any]
+    retry: RetryPolicy | None
+    timeout: float | None
+    template_dir: str | None
+    stages: Stages
+
+    def __call__(self) -> _Oracle:
+        prompts = Prompts(Path(self.template_dir) if self.template_dir is not None else None)
+        client = ModelClient(self.oracle, self.model_kwargs, retry=self.retry, timeout=self.timeout)
+        client.check()  # loads LiteLLM now, not in the first record's time
+        return _Oracle(client, prompts, self.stages)
 
 
 def _check(concurrency: int, stages: str, source: Path) -> None:
@@ -140,6 +201,8 @@ async def arecycle(
     progress: bool = True,
     retry: RetryPolicy | None = None,
     call_timeout: float | None = 120.0,
+    ray: bool | str | None = None,
+    ray_actors: int | None = None,
     **model_kwargs: Any,
 ) -> RecycleReport:
     """Recycle every record of ``source`` (Alpaca JSONL or JSON array) with the ``oracle``
@@ -154,9 +217,14 @@ async def arecycle(
     LiteLLM. Configuration errors (unknown oracle, missing key, a broken template, an input
     file that cannot be read) are raised before any call. The input is read as it goes, so a
     large file is never held in memory whole (a JSON array file is, by json.load).
+
+    ``ray=True`` (a local cluster) or a Ray address runs the oracle's calls on ``ray_actors``
+    Ray actors (default: the cluster's CPUs), ``concurrency`` records each; this process still
+    reads, skips and writes every record, so the files are the same (docs/scale.md).
     """
     source, target = Path(source), Path(output)
     _check(concurrency, stages, source)
+    address = check_ray(ray, ray_actors)
     failures_path = (
         Path(failures) if failures else target.with_name(target.name + ".failures.jsonl")
     )
@@ -170,7 +238,17 @@ async def arecycle(
     output_file = JsonlWriter(target, "a")
     failures_path.unlink(missing_ok=True)
     failures_file = JsonlWriter(failures_path, "w", lazy=True)  # made on the first failure
-    run = _Run(client, prompts, stages, output_file, failures_file, keep_analysis)
+    run = _Run(_Oracle(client, prompts, stages), output_file, failures_file, keep_analysis)
+    if address is not None:
+        factory = _OracleFactory(
+            oracle,
+            model_kwargs,
+            retry,
+            call_timeout,
+            _absolute(template_dir),
+            stages,
+        )
+        run.on_ray(factory, address, ray_actors)
     try:
         await run.all(read_records(source), done, concurrency, progress, total)
     finally:
@@ -188,6 +266,11 @@ async def arecycle(
     )
 
 
+def _absolute(path: str | os.PathLike[str] | None) -> str | None:
+    """``path`` made absolute here: an actor's working directory is not the driver's."""
+    return None if path is None else os.path.abspath(path)
+
+
 def _count(source: Path) -> int:
     """How many records ``source`` holds; reading it whole first also means a file that cannot
     be read fails before any call."""
@@ -200,25 +283,24 @@ class _Run:
     write what they get."""
 
     def __init__(
-        self,
-        client: ModelClient,
-        prompts: Prompts,
-        stages: Stages,
-        output: JsonlWriter,
-        failures: JsonlWriter,
-        keep: bool,
+        self, oracle: _Oracle, output: JsonlWriter, failures: JsonlWriter, keep: bool
     ) -> None:
-        self.client, self.prompts, self.stages = client, prompts, stages
+        self.oracle = oracle
         self.output, self.failures, self.keep = output, failures, keep
         self.written = self.skipped = self.failed = 0
         self.usage = Usage()
+        self.ray: tuple[_OracleFactory, str, int | None] | None = None
+
+    def on_ray(self, factory: _OracleFactory, address: str, actors: int | None) -> None:
+        """Have Ray actors built from ``factory`` call the oracle, not this process."""
+        self.ray = (factory, address, actors)
 
     def _job(self, line: int, item: dict[str, str] | InputError, done: set[str]) -> _Job | None:
         """The job for one input record, or None when it is unusable or already done."""
         if isinstance(item, InputError):
             self.failed += 1
             logger.warning("line %d skipped: %s", line, one_line(item, limit=MESSAGE_CHARS))
-            self.failures.write(_failure(line, None, None, item))
+            self.failures.write(_failure(line, None, None, _Failed.of(item)))
             return None
         digest = record_hash(item)
         if digest in done:
@@ -227,19 +309,13 @@ class _Run:
         done.add(digest)
         return _Job(line, item, digest)
 
-    async def _one(self, job: _Job) -> None:
-        try:
-            recycled = await arecycle_record(
-                job.record, self.client, stages=self.stages, prompts=self.prompts
-            )
-        except Exception as error:  # any failure is this record's, never the run's
+    def _record(self, job: _Job, recycled: Recycled | _Failed) -> None:
+        """Write what became of one record: its line in the output, or in the failures."""
+        if isinstance(recycled, _Failed):
             self.failed += 1
-            if isinstance(error, RecycleError):
-                self.usage += error.usage
-            logger.warning(
-                "record at line %d failed: %s", job.line, one_line(error, limit=MESSAGE_CHARS)
-            )
-            self.failures.write(_failure(job.line, job.record, job.digest, error))
+            self.usage += recycled.usage
+            logger.warning("record at line %d failed: %s", job.line, recycled.message)
+            self.failures.write(_failure(job.line, job.record, job.digest, recycled))
             return
         self.written += 1
         self.usage += recycled.usage
@@ -266,12 +342,21 @@ class _Run:
                     else:
                         yield job
 
-            async def work(job: _Job) -> None:
-                await self._one(job)
+            async def record(job: _Job, recycled: Recycled | _Failed) -> None:
+                self._record(job, recycled)
                 bar.update(1)
                 bar.set_postfix(failed=self.failed, refresh=False)
 
-            await run_bounded(jobs(), work, concurrency)
+            async def work(job: _Job) -> None:
+                await record(job, await self.oracle(job))
+
+            if self.ray is None:
+                await run_bounded(jobs(), work, concurrency)
+            else:
+                factory, address, actors = self.ray
+                await run_on_ray(
+                    jobs(), factory, record, address=address, actors=actors, concurrency=concurrency
+                )
 
 
 def recycle(

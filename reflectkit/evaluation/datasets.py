@@ -22,6 +22,7 @@ from typing import Any
 
 from reflectkit.errors import ConfigurationError
 from reflectkit.evaluation.matchers import check_expected, last_number, matches
+from reflectkit.ray_pool import send_by_value
 
 __all__ = [
     "ArithmeticProblem",
@@ -157,6 +158,7 @@ def load_verifier(spec: str) -> Callable[..., Any]:
             module = importlib.util.module_from_spec(loader)
             sys.modules[module_name] = module
             loader.loader.exec_module(module)
+            send_by_value(module)  # Ray's workers cannot import it by that name
         else:
             module = importlib.import_module(target)
     except ConfigurationError:

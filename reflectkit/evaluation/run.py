@@ -132,6 +132,8 @@ async def aevaluate(
     resume: bool = False,
     progress: bool = True,
     verifier: Any = None,
+    ray: bool | str | None = None,
+    ray_actors: int | None = None,
     **settings: Any,
 ) -> EvalReport:
     """Answer every example of ``dataset`` in each of ``modes`` and score the answers.
@@ -143,6 +145,8 @@ async def aevaluate(
     ``output_dir``, each writes ``<mode>.jsonl`` there (``resume=True`` continues them) and the
     report is written as ``report.md``, ``report.json`` and ``report.png``. ``settings`` are
     :class:`~reflectkit.Reflector`'s (except ``mode`` and ``critic``, which the modes set).
+    ``ray`` and ``ray_actors`` run each mode's batch on Ray (see
+    :func:`~reflectkit.batching.abatch`); scoring stays here.
     """
     chosen = _check_modes(modes, settings)
     if resume and output_dir is None:
@@ -169,6 +173,8 @@ async def aevaluate(
                 output=root / f"{mode}.jsonl" if root is not None else None,
                 resume=resume,
                 progress=f"{data.name} · {mode}" if progress else False,
+                ray=ray,
+                ray_actors=ray_actors,
             )
             seconds = time.perf_counter() - started
         scores = await _score(data, items, concurrency)
@@ -190,6 +196,8 @@ def evaluate(
     resume: bool = False,
     progress: bool = True,
     verifier: Any = None,
+    ray: bool | str | None = None,
+    ray_actors: int | None = None,
     **settings: Any,
 ) -> EvalReport:
     """Sync :func:`aevaluate`."""
@@ -204,6 +212,8 @@ def evaluate(
             resume=resume,
             progress=progress,
             verifier=verifier,
+            ray=ray,
+            ray_actors=ray_actors,
             **settings,
         )
     )
