@@ -71,6 +71,8 @@ def _readers_environment(tmp_path: Path) -> tuple[Path, dict[str, str]]:
         LOCALAPPDATA=str(home / "AppData" / "Local"),
         APPDATA=str(home / "AppData" / "Roaming"),
         TMPDIR=str(tmp_path / "tmp"),
+        # Ray's session sockets must fit AF_UNIX's 107 bytes, which the test's TMPDIR does not.
+        RAY_TMPDIR="/tmp/reflectkit-tests-ray",
     )
     return home, env
 
