@@ -23,10 +23,10 @@ this process) against the same upstream at the heaviest load, for scale. Targets
 Run from the repository root (about two minutes)::
 
     python benchmarks/proxy_load.py                  # --check exits 1 if a target is missed
-    python benchmarks/proxy_load.py --workers 1 --ways pass --source /tmp/old-checkout
+    python benchmarks/proxy_load.py --ways pass --compare /tmp/old-checkout
 
-``--source`` runs the proxy from another checkout of reflectkit (its directory goes first on
-the proxy's PYTHONPATH), to compare versions side by side; ``--ways`` picks ways.
+``--compare`` also runs the proxy of another checkout of reflectkit (one worker, labelled with
+the directory's name) side by side, to compare versions in one run; ``--ways`` picks ways.
 
 Nothing leaves the machine: every server listens on 127.0.0.1.
 """
@@ -56,14 +56,14 @@ LEVELS = ((1, 60), (20, 10), (200, 3))  # (concurrent clients, requests per clie
 
 @contextmanager
 def process(
-    args: list[str], ready: str, env: dict[str, str] | None = None
+    args: list[str], ready: str, env: dict[str, str] | None = None, cwd: Path = ROOT
 ) -> Iterator[tuple[str, Path]]:
     """Start a process, its output going to a log file, and wait for the line of it that starts
     with ``ready``. (A pipe nobody reads would fill up and stall the process.)"""
     log = Path(tempfile.mkstemp(prefix="proxy-load-", suffix=".log")[1])
     with log.open("w") as sink:
         proc = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT, text=True
+            args, cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT, text=True
         )
     deadline = time.monotonic() + 60
     try:
@@ -146,8 +146,8 @@ async def load(way: Way, clients: int, each: int) -> Figures:
     figures = Figures()
     limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
     async with httpx.AsyncClient(limits=limits, timeout=60) as client:
-        for _ in range(3):  # warm the connections and the proxy's caches
-            await one_request(client, way, Figures())
+        for _ in range(3):  # warm the connections and the proxy's caches, in every worker
+            await asyncio.gather(*(one_request(client, way, Figures()) for _ in range(8)))
 
         async def user() -> None:
             for _ in range(each):
@@ -208,18 +208,20 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts")
     parser.add_argument("--ways", default="pass,single", help="proxied ways: pass,single")
-    parser.add_argument("--source", type=Path, help="run the proxy from this checkout")
+    parser.add_argument(
+        "--compare", type=Path, help="also run this checkout's proxy (1 worker) side by side"
+    )
     args = parser.parse_args()
     upstream_cmd = [sys.executable, "-m", "tests.upstream", "--delay", str(args.delay)]
     with process(upstream_cmd, "PORT") as (line, _), ExitStack() as proxies:
         upstream = f"http://127.0.0.1:{line.split()[1]}"
         wait_healthy(upstream)
-        env = dict(os.environ)
-        if args.source is not None:
-            env["PYTHONPATH"] = os.pathsep.join([str(args.source), env.get("PYTHONPATH", "")])
-        urls: dict[int, tuple[str, Path]] = {}
-        for count in args.workers:
-            port = 18000 + (os.getpid() + 7 * count) % 1000
+        runs: list[tuple[str, int, Path]] = [(str(n), n, ROOT) for n in args.workers]
+        if args.compare is not None:
+            runs.append((f"{args.compare.name}:1", 1, args.compare))
+        urls: dict[str, tuple[str, Path]] = {}
+        for label, count, source in runs:
+            port = 18000 + (os.getpid() + 7 * len(urls)) % 1000
             proxy_cmd = [
                 *(sys.executable, "-m", "reflectkit.cli.serve", "--port", str(port)),
                 *("--model", MODEL, "--api-key", KEY, "--log-level", "warning"),
@@ -227,18 +229,22 @@ def main() -> int:
                 *("--max-concurrent-requests", "256"),
                 *(("--workers", str(count)) if count > 1 else ()),
             ]
-            _, log = proxies.enter_context(process(proxy_cmd, "reflectkit: serving", env))
-            urls[count] = (f"http://127.0.0.1:{port}", log)
+            env = dict(os.environ)
+            # Another checkout runs from its directory (python -m puts it first on sys.path).
+            env["PYTHONPATH"] = os.pathsep.join([str(source), env.get("PYTHONPATH", "")])
+            started = process(proxy_cmd, "reflectkit: serving", env, source)
+            _, log = proxies.enter_context(started)
+            urls[label] = (f"http://127.0.0.1:{port}", log)
         for url, _ in urls.values():
             wait_healthy(url)
         ways = [w.strip() for w in args.ways.split(",") if w.strip()]
-        proxied = {count: url for count, (url, _) in urls.items()}
+        proxied = {label: url for label, (url, _) in urls.items()}
         status = asyncio.run(run(upstream, proxied, ways, args.check))
-        for count, (_, log) in urls.items():
+        for label, (_, log) in urls.items():
             problems = [x for x in log.read_text().splitlines() if "reflectkit: serving" not in x]
             problems = [x for x in problems if "stopped by SIG" not in x]
             if problems:
-                print(f"\nthe proxy with {count} workers logged {len(problems)} lines, the last:")
+                print(f"\nthe proxy {label} logged {len(problems)} lines, the last:")
                 print("\n".join(problems[-10:]))
         return status
 
@@ -248,7 +254,7 @@ def proxy_ways(proxy: str, names: list[str]) -> list[Way]:
     messages = [{"role": "user", "content": "What is 2 + 2?"}]
     auth = {"Authorization": f"Bearer {KEY}"}
     url = f"{proxy}/v1/chat/completions"
-    bodies = {
+    bodies: dict[str, dict[str, Any]] = {
         "pass": {"model": MODEL, "messages": messages},
         "single": {
             "model": f"reflect/{MODEL}",
@@ -259,33 +265,33 @@ def proxy_ways(proxy: str, names: list[str]) -> list[Way]:
     return [Way(name, url, dict(bodies[name]), auth) for name in names]
 
 
-async def run(upstream: str, proxies: dict[int, str], names: list[str], check: bool) -> int:
+async def run(upstream: str, proxies: dict[str, str], names: list[str], check: bool) -> int:
     messages = [{"role": "user", "content": "What is 2 + 2?"}]
     stream = {"stream": True, "stream_options": {"include_usage": True}}
     direct = Way(
         "direct", f"{upstream}/v1/chat/completions", {"model": MODEL, "messages": messages}
     )
-    ways: list[tuple[int, Way]] = [(0, direct)]
-    for count, proxy in proxies.items():
-        ways += [(count, way) for way in proxy_ways(proxy, names)]
+    ways: list[tuple[str, Way]] = [("", direct)]
+    for label, proxy in proxies.items():
+        ways += [(label, way) for way in proxy_ways(proxy, names)]
     for _, way in ways:
         way.body.update(stream)
     print(f"upstream answers after its delay; {len(ways)} ways; latency in ms\n")
     print("clients  way     workers requests errors   req/s     p50     p99  +p50 vs direct  +p99")
     missed: list[str] = []
     for clients, each in LEVELS:
-        results = [(count, way.name, await load(way, clients, each)) for count, way in ways]
+        results = [(label, way.name, await load(way, clients, each)) for label, way in ways]
         base = results[0][2]
-        for count, name, figures in results:
+        for label, name, figures in results:
             added = ""
             if name != "direct":
                 p50 = figures.quantile(0.5) - base.quantile(0.5)
                 p99 = figures.quantile(0.99) - base.quantile(0.99)
                 added = f"{ms(p50)}        {ms(p99)}"
                 if clients == 1 and p50 > 0.010:
-                    missed.append(f"{name} ({count} workers) adds {p50 * 1000:.1f} ms at p50")
+                    missed.append(f"{name} ({label}) adds {p50 * 1000:.1f} ms at p50")
             print(
-                f"{clients:7d}  {name:7s} {count or '':>7} {len(figures.latencies):8d} "
+                f"{clients:7d}  {name:7s} {label:>7} {len(figures.latencies):8d} "
                 f"{len(figures.errors):6d} {figures.throughput:7.1f} "
                 f"{ms(figures.quantile(0.5))} {ms(figures.quantile(0.99))}  {added}"
             )
