@@ -2,15 +2,20 @@
 processes sharing the port, and a graceful stop.
 
 One process serves the app object made here. Several are uvicorn's workers: each is a fresh
-interpreter that imports :func:`~reflectkit.server.create_app` as a factory and builds its own
-app, so the settings reach it through the environment (:func:`worker_environment` writes every
-setting as its ``REFLECTKIT_SERVER_<NAME>`` variable, which :class:`ServerSettings` reads back).
+interpreter that imports :func:`worker_app` as a factory and builds its own app with
+:func:`~reflectkit.server.create_app`, so the settings reach it through the environment
+(:func:`worker_environment` writes every setting as its ``REFLECTKIT_SERVER_<NAME>`` variable,
+which :class:`ServerSettings` reads back).
 
 On SIGTERM or SIGINT the listening socket is closed (new connections are refused), requests
 and streams in flight go on for up to ``graceful_timeout`` seconds, and what is still open then
 is cancelled: uvicorn logs the cut, and each request cut leaves its ``503 server_stopping``
 line (:class:`~reflectkit.server.failures.FailureLog`). :func:`run` returns the signal that
 stopped the server, so the command can exit 0 for a stop it was asked for.
+
+Each process loads LiteLLM before it takes connections (when a served model goes through it):
+otherwise its first request pays the import, seconds on a busy machine, while the event loop
+and every other request wait.
 """
 
 from __future__ import annotations
@@ -24,16 +29,19 @@ from typing import Any
 
 import uvicorn
 from pydantic import SecretStr
+from starlette.applications import Starlette
 from uvicorn.supervisors.multiprocess import Multiprocess
 
+from reflectkit.models.direct import direct_backend
+from reflectkit.models.registry import load_litellm
 from reflectkit.server.app import create_app
 from reflectkit.server.limits import uvicorn_options
 from reflectkit.server.settings import ServerSettings, env_var
 
-__all__ = ["FACTORY", "run", "worker_environment"]
+__all__ = ["FACTORY", "run", "worker_app", "worker_environment"]
 
-FACTORY = "reflectkit.server.app:create_app"
-"""The app factory uvicorn's workers import; with no arguments it reads the environment."""
+FACTORY = "reflectkit.server.running:worker_app"
+"""The app factory uvicorn's workers import."""
 
 WORKER_PROTOCOL = "reflectkit.server.limits:EnvironmentGuardedH11"
 """The guarded HTTP protocol for workers, by name: a class made at run time cannot be sent to
@@ -58,6 +66,20 @@ def worker_environment(settings: ServerSettings) -> dict[str, str | None]:
             text = json.dumps(value)
         variables[env_var(name)] = text
     return variables
+
+
+def _warm(settings: ServerSettings) -> None:
+    """Import LiteLLM now if a served model is called through it (the embedded model's calls
+    are not, and skip the import)."""
+    if any(direct_backend(model) is None for model in settings.served_models):
+        load_litellm()
+
+
+def worker_app() -> Starlette:
+    """One worker's app: ``create_app()`` from the environment, LiteLLM loaded first."""
+    app = create_app()
+    _warm(app.state.proxy.settings)
+    return app
 
 
 class _Server(uvicorn.Server):
@@ -110,6 +132,7 @@ def run(settings: ServerSettings, log_config: dict[str, Any]) -> int | None:
     }
     if settings.workers == 1:
         config = uvicorn.Config(create_app(settings), **common)
+        _warm(settings)
         server = _Server(config)
         server.run()
         return server.stopped_by
