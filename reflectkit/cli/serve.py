@@ -1,5 +1,9 @@
 """``reflectkit serve``: run the OpenAI-compatible proxy with uvicorn.
 
+A flag given on the command line wins; a setting not given is read from its
+``REFLECTKIT_SERVER_<NAME>`` variable, else its default (:class:`ServerSettings` reads them), so
+the defaults ``--help`` shows are those of an empty environment.
+
 Only click is imported here at start-up, so the main command line can register this command
 (``cli.add_command(serve)``) without loading Starlette, uvicorn or LiteLLM for other commands.
 """
@@ -7,9 +11,11 @@ Only click is imported here at start-up, so the main command line can register t
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any, cast
+import signal
+from typing import TYPE_CHECKING, Any
 
 import click
+from click.core import ParameterSource
 
 from reflectkit.cli.options import (
     critic_model_option,
@@ -21,7 +27,7 @@ from reflectkit.cli.options import (
 from reflectkit.cli.support import CONTEXT_SETTINGS, option_value
 
 if TYPE_CHECKING:
-    from reflectkit.config import Mode
+    from reflectkit.server import ServerSettings
 
 __all__ = ["serve"]
 
@@ -96,6 +102,16 @@ def _log_config(level: str) -> dict[str, Any]:
     body_timeout=(_SECONDS, 30.0, "Seconds a request has to send its body (else 408, closed)."),
     max_connections=(_COUNT, 512, "Client connections open at once; more are refused with 503."),
     idle_timeout=(_SECONDS, 75.0, "Seconds an idle keep-alive connection is kept open."),
+    workers=(
+        click.IntRange(1, 256),
+        1,
+        "Server processes sharing the port (uvicorn workers); 1 serves in this process.",
+    ),
+    graceful_timeout=(
+        _WAIT,
+        30.0,
+        "Seconds the requests in flight get to finish on SIGTERM or Ctrl-C; then they are cut.",
+    ),
 )
 @click.option(
     "--run-log/--no-run-log",
@@ -111,66 +127,52 @@ def _log_config(level: str) -> dict[str, Any]:
     help="Log level of uvicorn and reflectkit ('warning' drops the access log, keeps failed "
     "requests).",
 )
-def serve(
-    host: str,
-    port: int,
-    api_key: str | None,
-    models: tuple[str, ...],
-    passthrough: bool,
-    mode: str,
-    max_iterations: int,
-    critic_model: str | None,
-    options: tuple[str, ...],
-    run_log: bool,
-    log_level: str,
-    **limits: Any,
-) -> None:
+def serve(**given: Any) -> None:
     """Serve an OpenAI-compatible API that reflects on any model (docs/server.md).
 
     POST /v1/chat/completions with model "reflect/<model>" runs reflectkit on <model>; a bare
     "<model>" is passed through as one plain call. Listening beyond loopback needs --api-key.
+    Every setting not given here is read from REFLECTKIT_SERVER_<NAME> (REFLECTKIT_SERVER_PORT).
     """
-    from pydantic import SecretStr
-
-    from reflectkit.server import ServerSettings, create_app
-
-    settings = ServerSettings(
-        host=host,
-        port=port,
-        api_key=SecretStr(api_key) if api_key else None,
-        models=models,
-        passthrough=passthrough,
-        mode=cast("Mode", mode),
-        max_iterations=max_iterations,
-        critic_model=critic_model,
-        upstream_kwargs=dict(option_value(raw) for raw in options),
-        run_log=run_log,
-        **limits,
-    )
-    app = create_app(settings)
-    import uvicorn
-
-    from reflectkit.server import uvicorn_options
+    settings = _settings(click.get_current_context(), given)
+    from reflectkit.server.running import run
 
     click.echo(
         f"reflectkit: serving {', '.join(settings.served_models)} on "
-        f"http://{host}:{port}/v1 ({'API key required' if settings.api_key else 'no API key'})",
+        f"http://{settings.host}:{settings.port}/v1 "
+        f"({'API key required' if settings.api_key else 'no API key'}"
+        f"{f', {settings.workers} workers' if settings.workers > 1 else ''})",
         err=True,
     )
-    # uvicorn_options: deadlines for request heads, a cap on connections, and idle connections
-    # kept longer than clients keep them (httpx, under the OpenAI SDK, drops them after 5 s:
-    # with uvicorn's default of 5 s too, a client may send on a connection at the moment the
-    # server closes it, and the request fails with a read error).
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_config=_log_config(log_level),
-        log_level=log_level,
-        server_header=False,
-        lifespan="off",
-        **uvicorn_options(settings),
-    )
+    # uvicorn_options (applied by run): deadlines for request heads, a cap on connections, and
+    # idle connections kept longer than clients keep them (httpx, under the OpenAI SDK, drops
+    # them after 5 s: with uvicorn's default of 5 s too, a client may send on a connection at
+    # the moment the server closes it, and the request fails with a read error).
+    stopped_by = run(settings, _log_config(settings.log_level))
+    if stopped_by is not None:
+        # A stop that was asked for, done as asked: the requests in flight were given their
+        # grace period (any cut is logged above), so it is a success.
+        name = signal.Signals(stopped_by).name
+        click.echo(f"reflectkit: stopped by {name}", err=True)
+
+
+def _settings(context: click.Context, given: dict[str, Any]) -> ServerSettings:
+    """The settings from the flags given on the command line (or the API key's variable); the
+    others are left to :class:`ServerSettings`, which reads the environment, then defaults."""
+    from pydantic import SecretStr
+
+    from reflectkit.server import ServerSettings
+
+    explicit = {
+        name: value
+        for name, value in given.items()
+        if context.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)
+    }
+    if "api_key" in explicit:
+        explicit["api_key"] = SecretStr(explicit["api_key"]) if explicit["api_key"] else None
+    if "options" in explicit:
+        explicit["upstream_kwargs"] = dict(option_value(raw) for raw in explicit.pop("options"))
+    return ServerSettings(**explicit)
 
 
 if __name__ == "__main__":

@@ -219,7 +219,9 @@ async def _http_error(_: Request, error: Exception) -> Response:
 
 def create_app(settings: ServerSettings | None = None) -> Starlette:
     """The proxy as an ASGI app (see docs/server.md). ``settings`` default to
-    ``ServerSettings()``: loopback, the default model, the API key from the environment."""
+    ``ServerSettings()``, read from the ``REFLECTKIT_SERVER_*`` variables, else loopback and the
+    default model: so ``uvicorn --factory reflectkit.server:create_app`` and each worker of
+    ``reflectkit serve --workers N`` build their app from the environment."""
     settings = settings or ServerSettings()
     settings.check()
     proxy = _Proxy(settings)

@@ -17,6 +17,7 @@ deadline, ``body_timeout``, is the app's (a ``408`` too): it is where the body i
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,7 @@ from reflectkit.server.protocol import error_body
 if TYPE_CHECKING:
     from reflectkit.server.settings import ServerSettings
 
-__all__ = ["guarded_protocol", "uvicorn_options"]
+__all__ = ["EnvironmentGuardedH11", "guarded_protocol", "uvicorn_options"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +119,25 @@ def guarded_protocol(header_timeout: float, max_connections: int) -> type[H11Pro
     """uvicorn's h11 protocol with these limits (a class, as uvicorn's ``http=`` takes)."""
     limits = {"header_timeout": header_timeout, "max_connections": max_connections}
     return type("GuardedH11Protocol", (_GuardedH11,), limits)
+
+
+@functools.cache
+def _limits_from_environment() -> tuple[float, int]:
+    from reflectkit.server.settings import ServerSettings
+
+    settings = ServerSettings()
+    return settings.header_timeout, settings.max_connections
+
+
+class EnvironmentGuardedH11(_GuardedH11):
+    """The guarded protocol with the limits of ``ServerSettings()``, read from the environment
+    once per process: what ``reflectkit serve --workers N`` names for its workers, which get
+    their settings through the environment (a class made by :func:`guarded_protocol` at run
+    time cannot be sent to another process)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_timeout, self.max_connections = _limits_from_environment()
 
 
 def uvicorn_options(settings: ServerSettings) -> dict[str, Any]:

@@ -28,7 +28,16 @@ class UpstreamClient(ModelClient):
         """Make the call (retried as the policy allows) and return LiteLLM's response: a
         ``ModelResponse``, or, with ``stream``, the stream to iterate."""
         self.check()
-        return await self._call_with_retries(self._prepared(messages, stream, params))
+        kwargs = self._prepared(messages, stream, params)
+        if self._direct is None:
+            # LiteLLM prices every call for its logging and re-resolves the model each time to
+            # do it (milliseconds per call, more for a model its price map lacks). The proxy
+            # never reads that cost, so LiteLLM gets the per-token prices resolved once per
+            # client (0 for an unpriced model): the same figure, without the lookup.
+            price = self._price() or (0.0, 0.0)
+            kwargs.setdefault("input_cost_per_token", price[0])
+            kwargs.setdefault("output_cost_per_token", price[1])
+        return await self._call_with_retries(kwargs)
 
     async def chunks(self, response: Any) -> AsyncIterator[Any]:
         """The stream's chunks; a failure midway is raised as reflectkit's error."""

@@ -1,22 +1,37 @@
-"""The proxy's settings: where it listens, who may call it, what it serves, and its limits."""
+"""The proxy's settings: where it listens, who may call it, what it serves, and its limits.
+
+Each is read from the environment too, as ``REFLECTKIT_SERVER_<NAME>`` (pydantic-settings), so
+``reflectkit serve``, its worker processes, ``uvicorn --factory`` and a container configure the
+proxy alike: a value given in Python (or a command-line flag) wins over the environment, which
+wins over the default. A bad value in the environment is one line naming the variable.
+"""
 
 from __future__ import annotations
 
 import fnmatch
 import ipaddress
+import json
 import os
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from reflectkit.config import Mode, RetryPolicy, resolve_model
 from reflectkit.errors import ConfigurationError
-from reflectkit.validation import StrictModel
 
-__all__ = ["API_KEY_ENV_VAR", "ServerSettings", "is_loopback"]
+__all__ = ["API_KEY_ENV_VAR", "ENV_PREFIX", "ServerSettings", "is_loopback"]
 
-API_KEY_ENV_VAR = "REFLECTKIT_SERVER_API_KEY"
+ENV_PREFIX = "REFLECTKIT_SERVER_"
+"""Every setting is read from ``REFLECTKIT_SERVER_<NAME>`` when not given (``..._PORT=8100``)."""
+
+API_KEY_ENV_VAR = f"{ENV_PREFIX}API_KEY"
 """The environment variable the proxy's API key is read from when none is given."""
+
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+_BOOLEAN_WORDS = {"true": True, "1": True, "yes": True, "on": True}
+_BOOLEAN_WORDS |= {"false": False, "0": False, "no": False, "off": False}
 
 
 def is_loopback(host: str) -> bool:
@@ -30,12 +45,12 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _key_from_environment() -> SecretStr | None:
-    value = os.environ.get(API_KEY_ENV_VAR, "").strip()
-    return SecretStr(value) if value else None
+def env_var(field: str) -> str:
+    """The environment variable of a setting: ``port`` -> ``REFLECTKIT_SERVER_PORT``."""
+    return f"{ENV_PREFIX}{field.upper()}"
 
 
-class ServerSettings(StrictModel):
+class ServerSettings(BaseSettings):
     """How ``reflectkit serve`` runs.
 
     ``models`` are the upstream LiteLLM model strings clients may ask for, as exact names or
@@ -58,12 +73,27 @@ class ServerSettings(StrictModel):
     most ``max_connections`` are open at once (more get a 503); an idle one is closed after
     ``idle_timeout`` seconds. ``body_timeout`` is the app's; the others are uvicorn's, applied
     by ``reflectkit serve`` or by :func:`reflectkit.server.uvicorn_options` under your own.
+
+    How ``reflectkit serve`` runs it: ``workers`` uvicorn processes sharing the port, and on
+    SIGTERM or SIGINT ``graceful_timeout`` seconds for the requests in flight to finish (new
+    connections are refused meanwhile); ``log_level`` of uvicorn's and reflectkit's lines.
+
+    Every field not given is read from ``REFLECTKIT_SERVER_<NAME>`` (see :data:`ENV_PREFIX`):
+    lists and tables as JSON (``models`` also comma-separated), switches as true/false.
     """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_ignore_empty=True,
+        frozen=True,
+        extra="forbid",
+        arbitrary_types_allowed=True,
+    )
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
-    api_key: SecretStr | None = Field(default_factory=_key_from_environment)
-    models: tuple[str, ...] = ()
+    api_key: SecretStr | None = None
+    models: Annotated[tuple[str, ...], NoDecode] = ()
     prefix: str = "reflect/"
     passthrough: bool = True
     mode: Mode = "auto"
@@ -82,6 +112,34 @@ class ServerSettings(StrictModel):
     max_connections: int = Field(default=512, ge=1)
     idle_timeout: float = Field(default=75.0, gt=0)
     run_log: bool | str = False
+    workers: int = Field(default=1, ge=1, le=256)
+    graceful_timeout: float = Field(default=30.0, ge=0)
+    log_level: LogLevel = "info"
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as error:
+            raise ConfigurationError(_one_line(error, values)) from None
+        except SettingsError as error:  # a value the environment spells as bad JSON
+            raise ConfigurationError(_bad_json(error)) from None
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _model_list(cls, value: Any) -> Any:
+        if isinstance(value, str):  # from the environment: JSON, or names separated by commas
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return tuple(name.strip() for name in text.split(",") if name.strip())
+        return value
+
+    @field_validator("run_log", mode="before")
+    @classmethod
+    def _run_log_switch(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in _BOOLEAN_WORDS:
+            return _BOOLEAN_WORDS[value.strip().lower()]  # "true" from the environment, no path
+        return value
 
     @field_validator("api_key")
     @classmethod
@@ -138,3 +196,25 @@ class ServerSettings(StrictModel):
             raise ConfigurationError(
                 f"refusing to listen on {self.host!r} without an API key: set {API_KEY_ENV_VAR}"
             )
+
+
+def _one_line(error: ValidationError, given: dict[str, Any]) -> str:
+    """Pydantic's errors as one line; a value that came from the environment is named by its
+    variable, so the operator knows what to fix (the value itself is never shown: it may be
+    a key)."""
+    parts = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else ""
+        if field and field not in given and os.environ.get(env_var(field), "") != "":
+            where = env_var(field)
+        else:
+            where = ".".join(str(p) for p in item["loc"]) or "ServerSettings"
+        parts.append(f"{where}: {item['msg']}")
+    return "invalid ServerSettings: " + "; ".join(parts)
+
+
+def _bad_json(error: SettingsError) -> str:
+    text = str(error)
+    field = text.split('"')[1] if text.count('"') >= 2 else ""
+    where = env_var(field) if field else f"a {ENV_PREFIX}* variable"
+    return f"invalid ServerSettings: {where}: not valid JSON"

@@ -22,7 +22,7 @@ import uvicorn
 from click.testing import CliRunner
 
 from reflectkit.cli.serve import serve
-from reflectkit.server import ServerSettings, create_app
+from reflectkit.server import ServerSettings, create_app, running
 from reflectkit.testing import FunctionLLM
 from tests.server.helpers import (
     FAKES,
@@ -182,12 +182,15 @@ async def test_the_body_deadline_holds_in_process_too() -> None:
 
 
 def test_serve_hands_the_limits_to_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: dict[str, Any] = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **options: seen.update(options, app=app))
+    seen: list[uvicorn.Config] = []
+    monkeypatch.setattr(running._Server, "run", lambda server: seen.append(server.config))
     arguments = ["--header-timeout", "3", "--body-timeout", "7", "--max-connections", "9"]
+    arguments += ["--graceful-timeout", "4"]
     result = CliRunner().invoke(serve, [*arguments, "--idle-timeout", "11", "-m", FAKES])
     assert result.exit_code == 0, result.output
-    protocol = seen["http"]
+    [config] = seen
+    protocol: Any = config.http
     assert (protocol.header_timeout, protocol.max_connections) == (3.0, 9)
-    assert seen["timeout_keep_alive"] == 11.0
-    assert seen["app"].state.proxy.settings.body_timeout == 7.0
+    assert config.timeout_keep_alive == 11.0
+    assert config.timeout_graceful_shutdown == 4.0
+    assert config.app.state.proxy.settings.body_timeout == 7.0

@@ -1153,8 +1153,9 @@ def test_reflectkit_serve_prints_failed_requests_and_says_when_a_signal_stops_it
     # reflectkit's other lines reach the terminal too: here the upstream call's retries.
     assert lines[3].startswith("WARNING:  retrying openai/nowhere after attempt 1 failed: ")
     assert lines[-2].startswith(f"ERROR:    {chat} 502 upstream_failed: openai/nowhere: ")
-    assert lines[-1] == "reflectkit: error: stopped by SIGTERM"
-    assert proc.returncode == 143
+    # A stop asked for by SIGTERM, its requests given their grace period, is a success.
+    assert lines[-1] == "reflectkit: stopped by SIGTERM"
+    assert proc.returncode == 0
     for secret in (KEY, PLANTED, CLIENT_TOKEN):
         assert secret not in out + err
 
