@@ -27,7 +27,7 @@ class UpstreamClient(ModelClient):
     async def open(self, messages: list[Message], params: Mapping[str, Any], stream: bool) -> Any:
         """Make the call (retried as the policy allows) and return LiteLLM's response: a
         ``ModelResponse``, or, with ``stream``, the stream to iterate."""
-        self.check()
+        await self.acheck()  # off the event loop: it may import LiteLLM
         kwargs = self._prepared(messages, stream, params)
         if self._direct is None:
             # LiteLLM prices every call for its logging and re-resolves the model each time to
