@@ -17,11 +17,12 @@ from reflectkit.cli.options import (
     litellm_option,
     max_iterations_option,
     mode_option,
+    on_critic_error_option,
 )
 from reflectkit.cli.support import CONTEXT_SETTINGS, option_value
 
 if TYPE_CHECKING:
-    from reflectkit.config import Mode
+    from reflectkit.config import Mode, OnCriticError
 
 __all__ = ["serve"]
 
@@ -77,6 +78,10 @@ def _log_config(level: str) -> dict[str, Any]:
 @mode_option("Default mode of reflected requests.")
 @max_iterations_option("Default most drafts of a reflected request.")
 @critic_model_option("Default model of the LLM critic (default: the same model).")
+@on_critic_error_option(
+    "Default for a critic that fails: raise answers with an error; keep_best answers with the "
+    "best draft so far (stop reason critic_error)."
+)
 @litellm_option("LiteLLM argument for every upstream call (api_base=..., api_key=...); repeatable.")
 @defaulted_options(  # ServerSettings' limits, each an option of the same name
     timeout=(_SECONDS, 120.0, "Seconds one upstream call may take."),
@@ -120,6 +125,7 @@ def serve(
     mode: str,
     max_iterations: int,
     critic_model: str | None,
+    on_critic_error: str,
     options: tuple[str, ...],
     run_log: bool,
     log_level: str,
@@ -143,6 +149,7 @@ def serve(
         mode=cast("Mode", mode),
         max_iterations=max_iterations,
         critic_model=critic_model,
+        on_critic_error=cast("OnCriticError", on_critic_error),
         upstream_kwargs=dict(option_value(raw) for raw in options),
         run_log=run_log,
         **limits,
