@@ -197,3 +197,14 @@ def test_the_cli_flag() -> None:
     bad = CliRunner().invoke(cli, [*args, "--on-critic-error", "skip"], catch_exceptions=False)
     assert bad.exit_code == 2
     assert "--on-critic-error" in bad.stderr
+
+
+def test_every_stop_reason_is_documented() -> None:
+    """The stop-reason table in docs/concepts.md and the list in docs/api.md name every member:
+    a new stop reason that one of them forgets fails here."""
+    docs = Path(__file__).parent.parent / "docs"
+    concepts = (docs / "concepts.md").read_text()
+    api = (docs / "api.md").read_text().split("### `StopReason`")[1].split("###")[0]
+    for reason in rk.StopReason:
+        assert f"| `{reason.value}` |" in concepts, reason
+        assert f"`{reason.name}`" in api, reason
