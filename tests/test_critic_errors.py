@@ -176,8 +176,16 @@ async def test_a_failed_critic_ends_the_reflexion_trials_too() -> None:
     assert fake.remaining == 0
 
 
+async def test_build_graph_takes_the_setting() -> None:
+    fake = ScriptedLLM(DRAFTS[:1])
+    graph = rk.build_graph(model=fake.model, critic=lambda q, a: 1.5, on_critic_error="keep_best")
+    out = await graph.ainvoke({"messages": [{"role": "user", "content": "q"}]})
+    assert (out["stop_reason"], out["output"]) == (rk.StopReason.CRITIC_ERROR, "5")
+    assert out["result"].critic_error is not None
+
+
 def test_a_bad_value_is_a_configuration_error() -> None:
-    with pytest.raises(rk.ConfigurationError, match="on_critic_error") as caught:
+    with pytest.raises(rk.ConfigurationError, match="on_critic_error: Input should be") as caught:
         rk.Reflector(ScriptedLLM([]).model, on_critic_error="ignore", run_log=False)
     assert "\n" not in str(caught.value)
 
@@ -187,12 +195,14 @@ def test_the_cli_flag() -> None:
     judge = ScriptedLLM([fail(400, "judge refused")], name="judge")
     args = ["run", "q", "-m", fake.model, "--critic-model", judge.model, "--json"]
     result = CliRunner().invoke(
-        cli, [*args, "--on-critic-error", "keep_best"], catch_exceptions=False
+        cli, [*args, "--on-critic-error", "keep_best", "--show-thinking"], catch_exceptions=False
     )
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert (data["stop_reason"], data["output"]) == ("critic_error", "5")
     assert "judge refused" in data["critic_error"]
+    assert "── critique 1 failed ──" in result.stderr
+    assert "── stop: critic_error after 1 draft(s)" in result.stderr
 
     bad = CliRunner().invoke(cli, [*args, "--on-critic-error", "skip"], catch_exceptions=False)
     assert bad.exit_code == 2

@@ -121,6 +121,9 @@ def _show_reasoning(result: ReflectionResult) -> None:
             click.secho(f"── critique {iteration.number}: {decision}{score} ──", err=True, dim=True)
             if verdict.feedback:
                 click.echo(verdict.feedback, err=True)
+        elif result.critic_error and iteration is result.iterations[-1]:
+            click.secho(f"── critique {iteration.number} failed ──", err=True, dim=True)
+            click.echo(result.critic_error, err=True)
     click.secho(
         f"── stop: {result.stop_reason.value} after {len(result.iterations)} draft(s), "
         f"{result.usage.calls} call(s), {result.usage.total_tokens} tokens ──",
