@@ -103,8 +103,9 @@ def after_revise(
 def select_final(iterations: Sequence[Iteration], stop_reason: StopReason) -> tuple[int, bool]:
     """The index of the iteration whose draft is the answer, and whether it was chosen as best.
 
-    The last draft, unless the run ran out: then the best-judged one (passed, then score, then
-    the latest). Drafts never judged are not candidates unless no draft was judged.
+    The last draft, unless the run ran out or its critic failed (:data:`RAN_OUT`): then the
+    best-judged one (passed, then score, then the latest). Drafts never judged are not
+    candidates unless no draft was judged.
     """
     last = len(iterations) - 1
     if stop_reason not in RAN_OUT:
