@@ -16,7 +16,14 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.types import StreamMode
 
 from reflectkit import tracing
-from reflectkit.config import FormatHelp, Mode, ReflectConfig, RetryPolicy, config_from_arguments
+from reflectkit.config import (
+    FormatHelp,
+    Mode,
+    OnCriticError,
+    ReflectConfig,
+    RetryPolicy,
+    config_from_arguments,
+)
 from reflectkit.errors import ConfigurationError, RunError
 from reflectkit.events import (
     DraftDelta,
@@ -95,6 +102,7 @@ class Reflector:
         time_budget: float | None = None,
         min_score: float | None = None,
         critic_timeout: float | None = 300.0,
+        on_critic_error: OnCriticError = "raise",
         trials: int = 1,
         memory: Any = None,
         run_log: Any = None,

@@ -20,6 +20,7 @@ __all__ = [
     "MODEL_ENV_VAR",
     "FormatHelp",
     "Mode",
+    "OnCriticError",
     "ReflectConfig",
     "RetryPolicy",
     "config_from_arguments",
@@ -34,6 +35,9 @@ DEFAULT_MODEL = "local/smollm2-135m"
 ``local`` extra), so reflectkit works with no API key and no network."""
 
 Mode = Literal["auto", "loop", "single"]
+
+OnCriticError = Literal["raise", "keep_best"]
+"""What a failed critique does to the run: fail it, or end it with the best draft so far."""
 
 # Retries are reflectkit's own (see RetryPolicy); LiteLLM's and the SDKs' are switched off.
 _RETRY_KWARGS = ("num_retries", "max_retries")
@@ -107,7 +111,11 @@ class ReflectConfig(StrictModel):
     Stops (see :mod:`reflectkit.stopping`): ``max_iterations`` drafts; ``token_budget`` total
     tokens, ``cost_budget`` USD and ``time_budget`` seconds for the whole run; ``min_score``
     ends the run once a verdict scores at least that much. ``critic_timeout`` bounds one
-    critique (a critic that hangs fails the run with a CriticError).
+    critique (a critic that hangs fails the run with a CriticError). ``on_critic_error`` says
+    what a critic that fails does to the run: ``"raise"`` (the default) fails it with a
+    :class:`~reflectkit.CriticError` whose ``.partial`` keeps the work; ``"keep_best"`` ends it
+    with the best draft judged so far, stop reason ``critic_error`` and the error's message in
+    ``ReflectionResult.critic_error`` (see docs/critics.md, "When the critic fails").
 
     Records and durability: ``run_log`` is where runs are recorded (None: ``$REFLECTKIT_RUN_LOG``
     or the default file; False: nowhere; a path; a :class:`~reflectkit.stores.runlog.RunLog`), see
@@ -138,6 +146,7 @@ class ReflectConfig(StrictModel):
     time_budget: float | None = Field(default=None, gt=0)
     min_score: float | None = Field(default=None, ge=0, le=10)
     critic_timeout: float | None = Field(default=300.0, gt=0)
+    on_critic_error: OnCriticError = "raise"
     trials: int = Field(default=1, ge=1, le=20)
     memory: Any = None
     run_log: Any = None
@@ -235,6 +244,7 @@ class ReflectConfig(StrictModel):
             "time_budget": self.time_budget,
             "min_score": self.min_score,
             "critic_timeout": self.critic_timeout,
+            "on_critic_error": self.on_critic_error,
             "trials": self.trials,
             "memory": None
             if self.memory in (None, False)

@@ -30,9 +30,10 @@ from reflectkit.critics.base import (
     CritiqueRequest,
 )
 from reflectkit.drafting import DeltaSink
-from reflectkit.errors import CriticError, ReflectkitError
+from reflectkit.errors import CriticError, ReflectkitError, RunError
 from reflectkit.events import DraftDelta, StepEvent, StepStarted
 from reflectkit.messages import Conversation, to_conversation
+from reflectkit.redaction import is_secret_name, one_line
 from reflectkit.result import Iteration, ReflectionResult, StopReason
 from reflectkit.runtime import LoopInput, LoopOutput, LoopState, Runtime, resolve_mode
 from reflectkit.stopping import (
@@ -99,6 +100,27 @@ async def _judge(critic: Critic, request: CritiqueRequest, limit: float | None) 
         raise CriticError(f"critic {critic.name} raised {type(error).__name__}: {error}") from error
 
 
+async def _verdict(
+    critic: Critic, request: CritiqueRequest, config: ReflectConfig
+) -> Verdict | str:
+    """The critic's verdict; or, when it fails (raises, hangs, its model fails) and
+    ``on_critic_error`` is ``"keep_best"``, the failure's message, for the run to end on."""
+    try:
+        return await _judge(critic, request, config.critic_timeout)
+    except RunError as error:  # all the critic's: the generator is not called here
+        if config.on_critic_error != "keep_best":
+            raise
+        return _failure(error, config)
+
+
+def _failure(error: RunError, config: ReflectConfig) -> str:
+    """A failed critique's message as the result keeps it: one line, with the environment's
+    secrets, key-like strings and the run's secret-named model arguments redacted."""
+    kwargs = {**config.model_kwargs, **config.critic_kwargs}
+    secrets = [v for k, v in kwargs.items() if isinstance(v, str) and is_secret_name(k)]
+    return one_line(error, secrets)
+
+
 def _conversation(state: LoopState, config: RunnableConfig | None) -> Conversation:
     """The run's conversation with the state's lessons. It is validated once per run: a caller
     that validated it already puts it in the config (:data:`CONVERSATION_KEY`, as
@@ -154,6 +176,15 @@ def _stop_now(stop: StopReason) -> Command[str]:
     return Command(update={"stop_reason": stop}, goto="finalize")
 
 
+def _unjudged(expired: bool, failure: Verdict | str, iterations: list[Iteration]) -> Command[str]:
+    """The end of a run whose critique gave no verdict: the time budget cut it, or the critic
+    failed under ``on_critic_error="keep_best"`` (``failure`` is then its message)."""
+    if expired or not isinstance(failure, str):
+        return _stop_now(StopReason.TIME_BUDGET)
+    update = {"iterations": iterations, "critic_error": failure}
+    return Command(update={**update, "stop_reason": StopReason.CRITIC_ERROR}, goto="finalize")
+
+
 def _nodes(runtime: Runtime) -> dict[str, Any]:
     builder = runtime.builder
     writer = runtime.writer
@@ -196,11 +227,12 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
             write(StepStarted("critique", last.number))
         conversation = _conversation(state, config)
         clock = time.perf_counter()
+        verdict: Verdict | str = ""
         async with _TimeBudget(runtime, state) as budget:
             request = _request(runtime, conversation, last)
-            verdict = await _judge(runtime.critic, request, settings.critic_timeout)
-        if budget.expired:
-            return _stop_now(StopReason.TIME_BUDGET)
+            verdict = await _verdict(runtime.critic, request, settings)
+        if budget.expired or isinstance(verdict, str):  # the draft stays unjudged
+            return _unjudged(budget.expired, verdict, iterations)
         spent = verdict.usage or Usage()
         judged = last.model_copy(
             update={

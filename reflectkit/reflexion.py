@@ -11,6 +11,9 @@ offered.
 A task is named by its ``task_key`` (pass one to group related runs, e.g. a HumanEval task id);
 by default it is a hash of the question's text, so asking the same question again finds its
 lessons. Without a configured memory, ``trials > 1`` keeps lessons in memory for the run only.
+
+A trial whose critic failed (stop reason ``critic_error``, with ``on_critic_error="keep_best"``)
+is the last: the run's answer is that trial's best-judged draft.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any
 from reflectkit.errors import ConfigurationError
 from reflectkit.events import ReflectEvent, ResultEvent, TrialEvent
 from reflectkit.messages import Conversation
-from reflectkit.result import ReflectionResult, TrialRecord
+from reflectkit.result import ReflectionResult, StopReason, TrialRecord
 from reflectkit.runtime import Runtime
 from reflectkit.stores.memory import Lesson, LessonStore, Outcome
 from reflectkit.tags import ParseStatus, parse
@@ -111,7 +114,9 @@ class Reflexion:
     ) -> list[str] | None:
         """Record a finished trial. Returns the next trial's lessons, or None when done."""
         self.spent = self.spent + result.usage
-        last = number >= self.runtime.config.trials
+        # A failed critic (on_critic_error="keep_best") ends the trials too: with no verdict there
+        # is nothing to learn a lesson from, and the next trial's critic would likely fail again.
+        last = number >= self.runtime.config.trials or result.stop_reason is StopReason.CRITIC_ERROR
         if result.passed or last:
             outcome: Outcome = "passed" if result.passed else "failed"
             for lesson in self.shown:

@@ -47,6 +47,10 @@ class StopReason(StrEnum):
     TOOL_CALLS = "tool_calls"
     """The model answered by calling tools: the calls are handed back unjudged, for the caller
     (an agent) to run and send the results in the next turn."""
+    CRITIC_ERROR = "critic_error"
+    """The critic failed (raised, returned something unusable, its model failed, or it gave no
+    verdict within ``critic_timeout``) and ``on_critic_error="keep_best"`` ended the run with
+    the best draft judged so far; ``ReflectionResult.critic_error`` says what went wrong."""
     ERROR = "error"
     """The run failed; only partial results (``RunError.partial``) carry this reason."""
 
@@ -158,9 +162,13 @@ class ReflectionResult(BaseModel):
     """The run's id in the run log (None when the log is off)."""
     thread_id: str | None = None
     """The ``thread_id`` a durable run was given (see docs/durability.md)."""
+    critic_error: str | None = None
+    """Why the critic failed, secrets redacted, when that ended the run (stop reason
+    ``critic_error``, with ``on_critic_error="keep_best"``); else None."""
     selection: Literal["last", "best"] = "last"
     """How the answer was chosen: the last draft, or (when the run ran out of iterations or
-    budget) the best-judged one — passed first, then highest score, then latest."""
+    budget, or its critic failed) the best-judged one — passed first, then highest score, then
+    latest."""
 
     @property
     def passed(self) -> bool:

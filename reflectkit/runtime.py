@@ -60,6 +60,8 @@ class LoopState(LoopInput, LoopOutput, total=False):
     iterations: list[Iteration]
     usage: Usage
     started_at: float
+    critic_error: str
+    """Why the critic failed, when ``on_critic_error="keep_best"`` ended the run on it."""
 
 
 def resolve_mode(config: ReflectConfig, model: str, profile: ModelProfile | None = None) -> RunMode:
@@ -170,4 +172,5 @@ class Runtime:
             selection="best" if best else "last",
             seconds=time.time() - state.get("started_at", time.time()),
             tool_calls=final.draft.tool_calls,
+            critic_error=state.get("critic_error"),
         )

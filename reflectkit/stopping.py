@@ -14,8 +14,10 @@ Budgets are checked between steps, so a run can overshoot a token or cost budget
 crossed it; the time budget also cuts a critique or revision in progress (the graph does that).
 The first draft is always completed, so every run has an answer: bound it with ``timeout=``.
 
-When a run stops because it ran out (iterations or a budget), the answer is the best-judged
-draft, not blindly the last: a passed verdict first, then the highest score, then the latest.
+When a run stops because it ran out (iterations or a budget), or because its critic failed with
+``on_critic_error="keep_best"`` (``critic_error``: the draft it was judging stays unjudged), the
+answer is the best-judged draft, not blindly the last: a passed verdict first, then the highest
+score, then the latest.
 """
 
 from __future__ import annotations
@@ -42,8 +44,10 @@ RAN_OUT = frozenset(
         StopReason.TOKEN_BUDGET,
         StopReason.COST_BUDGET,
         StopReason.TIME_BUDGET,
+        StopReason.CRITIC_ERROR,  # on_critic_error="keep_best": the failed draft is unjudged
     }
 )
+"""Stops that choose the best-judged draft rather than the last."""
 
 
 def out_of_budget(config: ReflectConfig, usage: Usage, elapsed: float) -> StopReason | None:
@@ -99,8 +103,9 @@ def after_revise(
 def select_final(iterations: Sequence[Iteration], stop_reason: StopReason) -> tuple[int, bool]:
     """The index of the iteration whose draft is the answer, and whether it was chosen as best.
 
-    The last draft, unless the run ran out: then the best-judged one (passed, then score, then
-    the latest). Drafts never judged are not candidates unless no draft was judged.
+    The last draft, unless the run ran out or its critic failed (:data:`RAN_OUT`): then the
+    best-judged one (passed, then score, then the latest). Drafts never judged are not
+    candidates unless no draft was judged.
     """
     last = len(iterations) - 1
     if stop_reason not in RAN_OUT:

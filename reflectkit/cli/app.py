@@ -3,7 +3,9 @@
 Errors print one line, ``reflectkit: error: ...``, on stderr: exit code 2 for bad input or
 configuration (fix the command), 1 for a run that failed (provider down, critic raised) or a
 deletion not confirmed, 130 on Ctrl-C, 128 + N when signal N (SIGTERM, SIGHUP) stopped it; a
-native crash prints Python's traceback (faulthandler). The answer goes to stdout alone;
+native crash prints Python's traceback (faulthandler). A run that ended exits 0 whatever its
+stop reason: passed, out of iterations or budget, or a failed critic under
+``--on-critic-error keep_best``. The answer goes to stdout alone;
 thinking and critiques (``--show-thinking``) go to stderr, so ``reflectkit run ... >
 answer.txt`` keeps just the answer. The other commands live next to it in
 :mod:`reflectkit.cli` (``runs``, ``batch``, ``data``, ``evaluate``, ``serve``) and are
@@ -32,6 +34,7 @@ from reflectkit.cli.options import (
     max_iterations_option,
     mode_option,
     model_option,
+    on_critic_error_option,
     template_dir_option,
 )
 from reflectkit.cli.support import (
@@ -48,7 +51,7 @@ from reflectkit.errors import ConfigurationError, ReflectkitError, RunError
 
 if TYPE_CHECKING:
     from reflectkit.api import Reflector
-    from reflectkit.config import Mode
+    from reflectkit.config import Mode, OnCriticError
     from reflectkit.result import ReflectionResult
 
 __all__ = ["cli", "main"]
@@ -118,6 +121,9 @@ def _show_reasoning(result: ReflectionResult) -> None:
             click.secho(f"── critique {iteration.number}: {decision}{score} ──", err=True, dim=True)
             if verdict.feedback:
                 click.echo(verdict.feedback, err=True)
+        elif result.critic_error and iteration is result.iterations[-1]:
+            click.secho(f"── critique {iteration.number} failed ──", err=True, dim=True)
+            click.echo(result.critic_error, err=True)
     click.secho(
         f"── stop: {result.stop_reason.value} after {len(result.iterations)} draft(s), "
         f"{result.usage.calls} call(s), {result.usage.total_tokens} tokens ──",
@@ -171,6 +177,10 @@ def _run_or_cancel(reflector: Reflector, text: str, thread_id: str | None) -> Re
 @critic_model_option("Model of the LLM critic (default: the same model).")
 @max_iterations_option("Most drafts to write.")
 @mode_option("loop: critique and revise; single: one call.")
+@on_critic_error_option(
+    "A critic that fails: raise fails the run; keep_best ends it with the best draft so far "
+    "(stop reason critic_error, exit code 0)."
+)
 @click.option(
     "--show-thinking", is_flag=True, help="Print thinking, reflections and critiques to stderr."
 )
@@ -194,6 +204,7 @@ def run(
     critic_model: str | None,
     max_iterations: int,
     mode: str,
+    on_critic_error: str,
     show_thinking: bool,
     as_json: bool,
     template_dir: str | None,
@@ -212,6 +223,7 @@ def run(
         critic_model=critic_model,
         max_iterations=max_iterations,
         mode=cast("Mode", mode),  # click.Choice admits only the three modes
+        on_critic_error=cast("OnCriticError", on_critic_error),
         template_dir=template_dir,
         checkpointer=checkpoints,
         **model_kwargs,

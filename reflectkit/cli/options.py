@@ -1,9 +1,9 @@
 """The options several commands share, each defined once: the model, the LLM critic's model,
-``-n/--max-iterations``, ``--mode``, ``-o/--option`` (LiteLLM arguments), ``--template-dir``,
-the exports' ``-o/--output``, ``--concurrency``, ``--json`` and ``--no-progress``; and
-:func:`defaulted_options`, a command's block of plain settings as one table. Each command words
-its own help, since the same option means a run's setting in ``run`` and a default of every
-request in ``serve``.
+``-n/--max-iterations``, ``--mode``, ``--on-critic-error``, ``-o/--option`` (LiteLLM
+arguments), ``--template-dir``, the exports' ``-o/--output``, ``--concurrency``, ``--json``
+and ``--no-progress``; and :func:`defaulted_options`, a command's block of plain settings as one
+table. Each command words its own help, since the same option means a run's setting in ``run``
+and a default of every request in ``serve``.
 
 Only click is imported here.
 """
@@ -25,6 +25,7 @@ __all__ = [
     "mode_option",
     "model_option",
     "no_progress_option",
+    "on_critic_error_option",
     "output_option",
     "ray_arguments",
     "ray_options",
@@ -62,6 +63,18 @@ def mode_option(help: str) -> Callable[[F], F]:
         "--mode",
         type=click.Choice(["auto", "loop", "single"]),
         default="auto",
+        show_default=True,
+        help=help,
+    )
+
+
+def on_critic_error_option(help: str) -> Callable[[F], F]:
+    """``--on-critic-error``: raise or keep_best, raise by default (ReflectConfig's
+    ``on_critic_error``)."""
+    return click.option(
+        "--on-critic-error",
+        type=click.Choice(["raise", "keep_best"]),
+        default="raise",
         show_default=True,
         help=help,
     )

@@ -23,6 +23,7 @@ from reflectkit.cli.options import (
     litellm_option,
     max_iterations_option,
     mode_option,
+    on_critic_error_option,
 )
 from reflectkit.cli.support import CONTEXT_SETTINGS, option_value
 
@@ -83,6 +84,10 @@ def _log_config(level: str) -> dict[str, Any]:
 @mode_option("Default mode of reflected requests.")
 @max_iterations_option("Default most drafts of a reflected request.")
 @critic_model_option("Default model of the LLM critic (default: the same model).")
+@on_critic_error_option(
+    "Default for a critic that fails: raise answers with an error; keep_best answers with the "
+    "best draft so far (stop reason critic_error)."
+)
 @litellm_option("LiteLLM argument for every upstream call (api_base=..., api_key=...); repeatable.")
 @defaulted_options(  # ServerSettings' limits, each an option of the same name
     timeout=(_SECONDS, 120.0, "Seconds one upstream call may take."),

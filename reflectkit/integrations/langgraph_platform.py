@@ -50,6 +50,7 @@ SETTINGS = (
     "format_help",
     "timeout",
     "critic_timeout",
+    "on_critic_error",
     "token_budget",
     "cost_budget",
     "time_budget",

@@ -108,6 +108,7 @@ class ReflectOptions(_Options):
     mode: Literal["auto", "loop", "single"] | None = None
     max_iterations: int | None = Field(default=None, ge=1)
     critic_model: str | None = Field(default=None, min_length=1)
+    on_critic_error: Literal["raise", "keep_best"] | None = None
     include_reasoning: bool = False
 
 

@@ -53,10 +53,11 @@ class Reflectors:
         mode = (options.mode if options else None) or settings.mode
         critic_model = (options.critic_model if options else None) or settings.critic_model
         iterations = (options.max_iterations if options else None) or settings.max_iterations
+        on_error = (options.on_critic_error if options else None) or settings.on_critic_error
         # The library's own rule for "auto" (the server gives no critic object, only a model).
         mode = resolve_mode(ReflectConfig(mode=mode, critic_model=critic_model), model)
         params = {**settings.upstream_kwargs, **request.params}
-        key = json.dumps([model, mode, critic_model, iterations, params], default=repr)
+        key = json.dumps([model, mode, critic_model, iterations, on_error, params], default=repr)
         reflector = self._kept.get(key)
         if reflector is not None:
             self._kept.move_to_end(key)
@@ -71,6 +72,7 @@ class Reflectors:
             mode=mode,
             critic=critic,
             max_iterations=iterations,
+            on_critic_error=on_error,
             timeout=settings.timeout,
             retry=settings.retry,
             run_log=settings.run_log,
@@ -150,13 +152,16 @@ class _Translator:
 
 
 def _summary(result: ReflectionResult) -> dict[str, Any]:
-    return {
+    summary = {
         "mode": result.mode,
         "stop_reason": result.stop_reason.value,
         "iterations": len(result.iterations),
         "final_iteration": result.final_iteration,
         "run_id": result.run_id,
     }
+    if result.critic_error is not None:  # stop reason critic_error (on_critic_error=keep_best)
+        summary["critic_error"] = result.critic_error
+    return summary
 
 
 def _tool_calls(result: ReflectionResult, indexed: bool) -> list[dict[str, Any]] | None:

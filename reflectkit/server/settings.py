@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
-from reflectkit.config import Mode, RetryPolicy, resolve_model
+from reflectkit.config import Mode, OnCriticError, RetryPolicy, resolve_model
 from reflectkit.errors import ConfigurationError
 
 __all__ = ["API_KEY_ENV_VAR", "ENV_PREFIX", "ServerSettings", "is_loopback"]
@@ -60,6 +60,8 @@ class ServerSettings(BaseSettings):
     straight through as one plain call when ``passthrough`` is on, refused otherwise.
     ``upstream_kwargs`` go to LiteLLM on every upstream call (``api_base``, ``api_key`` ...);
     ``timeout`` bounds each upstream call and ``retry`` says how failed ones are retried.
+    ``mode``, ``max_iterations``, ``critic_model`` and ``on_critic_error`` are the defaults of
+    reflected requests, which may choose their own (the ``reflectkit`` request field).
 
     ``api_key`` (default: ``$REFLECTKIT_SERVER_API_KEY``) is the bearer token clients must send;
     listening on anything but loopback without one is refused. Limits: ``max_body_bytes`` per
@@ -100,6 +102,7 @@ class ServerSettings(BaseSettings):
     max_iterations: int = Field(default=3, ge=1, le=100)
     max_iterations_limit: int = Field(default=10, ge=1, le=100)
     critic_model: str | None = None
+    on_critic_error: OnCriticError = "raise"
     upstream_kwargs: dict[str, Any] = Field(default_factory=dict)
     timeout: float = Field(default=120.0, gt=0)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)

@@ -150,6 +150,45 @@ def test_the_loop_revises_until_the_critic_passes(client: openai.OpenAI) -> None
     )
 
 
+def test_a_request_may_keep_the_best_draft_when_its_critic_fails(client: openai.OpenAI) -> None:
+    script = ["<output>5</output>", verdict(False, "no", score=6), "<output>4</output>"]
+    tuning = {"reflectkit": {"mode": "loop", "on_critic_error": "keep_best"}}
+    user: Any = [{"role": "user", "content": QUESTION}]
+    for stream in (False, True):
+        fake = ScriptedLLM([*script, fail(400, "critic down")])
+        if stream:
+            chunks = _stream(client, f"reflect/{fake.model}", QUESTION, extra_body=tuning)
+            content, finish = "".join(_pieces(chunks)), _finishes(chunks)[-1]
+            summary = chunks[-1].model_extra["reflectkit"]
+        else:
+            reply = client.chat.completions.create(
+                model=f"reflect/{fake.model}", messages=user, extra_body=tuning
+            )
+            content, finish = reply.choices[0].message.content, reply.choices[0].finish_reason
+            summary = (reply.model_extra or {})["reflectkit"]
+        assert (content, finish, summary["stop_reason"]) == ("5", "stop", "critic_error")
+        assert "critic down" in summary["critic_error"]
+    # The server's default is the library's: the same critic failure is an error.
+    fake = ScriptedLLM([*script, fail(400, "critic down")])
+    with pytest.raises(openai.APIStatusError):
+        client.chat.completions.create(
+            model=f"reflect/{fake.model}", messages=user, extra_body=_single({"mode": "loop"})
+        )
+
+
+def test_the_servers_on_critic_error_is_the_default_of_its_requests() -> None:
+    from reflectkit.server.protocol import ChatRequest, ReflectOptions
+    from reflectkit.server.reflection import Reflectors
+
+    model = ScriptedLLM([]).model
+    kept = Reflectors(ServerSettings(models=(FAKES,), on_critic_error="keep_best"))
+    request = ChatRequest(model=model, messages=[{"role": "user", "content": "q"}])
+    assert kept.get(model, request).config.on_critic_error == "keep_best"
+    chosen = request.model_copy(update={"reflectkit": ReflectOptions(on_critic_error="raise")})
+    assert kept.get(model, chosen).config.on_critic_error == "raise"
+    kept.close()
+
+
 def test_streaming_sends_the_answer_as_it_is_written(client: openai.OpenAI) -> None:
     answer = "Twelve minus five is seven, and seven minus three is four."
     fake = ScriptedLLM([f"<thinking>7 - 3</thinking><output>{answer}</output>"], chunk_size=5)

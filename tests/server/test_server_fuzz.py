@@ -179,6 +179,7 @@ OPTIONS = st.fixed_dictionaries(
         "mode": st.sampled_from(["auto", "loop", "single"]) | JSON,
         "max_iterations": st.integers(-2, 12) | JSON,
         "critic_model": st.sampled_from([FAKE.model, "gpt-4o"]) | JSON,
+        "on_critic_error": st.sampled_from(["raise", "keep_best"]) | JSON,
         "include_reasoning": st.booleans() | JSON,
     },
 )
