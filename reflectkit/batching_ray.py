@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from reflectkit.api import Prompt, Reflector
-from reflectkit.batching import BatchError, BatchItem, Execute, Finish, run_item
+from reflectkit.batch_items import BatchError, BatchItem, Execute, Finish, run_item
 from reflectkit.config import ReflectConfig
 from reflectkit.errors import ConfigurationError, RunError
 from reflectkit.messages import to_conversation

@@ -20,6 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "reflectkit"
 EDGES = ("cli", "data", "evaluation", "integrations", "server")
 LOOP = (
     "api",
+    "batch_items",
     "batching",
     "batching_ray",
     "critics",
