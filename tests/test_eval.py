@@ -256,6 +256,7 @@ def test_evaluate_writes_resumable_results(tmp_path: Path) -> None:
     assert len(fake.requests) == calls  # every example came from single.jsonl
     assert again.mode("single").correct == first.mode("single").correct
     assert sorted(p.name for p in out.iterdir()) == [
+        "cost.png",
         "report.json",
         "report.md",
         "report.png",
@@ -299,7 +300,7 @@ def test_the_command_prints_a_table_and_writes_json_markdown_and_a_png(tmp_path:
     lines = result.stdout.splitlines()
     assert lines[0] == f"**d** on `{fake.model}`, 5 examples"
     assert lines[2].startswith("| mode | accuracy | correct | failures | tokens | cost | calls")
-    rows = {line.split("|")[1].strip(): line for line in lines[4:]}
+    rows = {line.split("|")[1].strip(): line for line in lines[4 : lines.index("", 4)]}
     assert set(rows) == {"single", "loop", "verifier"}
     assert "| 60.0% | 3/5 | 0 |" in rows["single"]
     assert "| 100.0% | 5/5 | 0 |" in rows["verifier"]
