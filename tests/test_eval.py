@@ -414,12 +414,16 @@ def test_example_is_a_plain_record() -> None:
 
 @pytest.mark.local
 def test_a_tiny_eval_on_the_embedded_model(tmp_path: Path) -> None:
-    result = run_eval(["arithmetic", "--model", "local/smollm2-135m", "--modes", "single",
-                       "--limit", "2", "-o", "max_tokens=48", "-o", "temperature=0",
+    result = run_eval(["arithmetic", "--model", "local/smollm2-135m", "--limit", "2",
+                       "--modes", "single,self_consistency", "--samples", "2",
+                       "-o", "max_tokens=48", "-o", "temperature=0",
                        "--output-dir", str(tmp_path), "--no-progress"])  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "report.json").read_text())
-    (single,) = report["modes"]
+    single, voted = report["modes"]
+    assert voted["samples"] == 2
+    assert voted["calls"] >= 4  # two sampled answers per example, at temperature 0.7
+    assert " self_consistency with N=2: " in result.stdout  # the sentence, either way
     assert single["total"] == 2
     assert single["failures"] == 0
     assert single["calls"] >= 2

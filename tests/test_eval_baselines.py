@@ -172,11 +172,15 @@ def test_bootstrap_is_deterministic_and_contains_the_estimate() -> None:
     assert not paired_difference_ci([True, False] * 10, [False, True] * 10).excludes_zero()
 
 
-def hand_made(loop: list[bool], other: list[bool], other_mode: str) -> EvalReport:
+def hand_made(
+    loop: list[bool], other: list[bool], other_mode: str, matched: str | None = "calls"
+) -> EvalReport:
     def mode(name: str, outcomes: list[bool], calls: int) -> ModeReport:
         items = [ItemScore(f"e{i}", i, ok, "x", calls=calls, prompt_tokens=50 * calls)
                  for i, ok in enumerate(outcomes)]  # fmt: skip
-        return ModeReport(name, items, samples=4 if name in ("self_consistency",) else None)
+        if name == "loop":
+            return ModeReport(name, items)
+        return ModeReport(name, items, samples=4, matched=matched)
 
     return EvalReport("d", "m", [mode("loop", loop, 4), mode(other_mode, other, 4)])
 
@@ -206,6 +210,13 @@ def test_the_report_says_plainly_whether_the_loop_beat_the_baseline(tmp_path: Pa
     data = tied.to_dict()["comparison"]
     assert data["accuracy"]["loop"]["accuracy"] == 0.6
     assert data["pairs"][0]["reference"] == "loop"
+
+    given = hand_made(loop, other, "best_of_n", matched=None)
+    assert comparisons(given)["pairs"][0]["sentence"].startswith(
+        "loop did not beat best_of_n with N=4: "
+    )
+    by_tokens = hand_made(loop, other, "self_consistency", matched="tokens")
+    assert " at equal cost in tokens: " in comparisons(by_tokens)["pairs"][0]["sentence"]
 
     without_loop = EvalReport("d", "m", [tied.modes[1]])
     assert comparisons(without_loop)["pairs"] == []

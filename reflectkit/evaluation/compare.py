@@ -16,7 +16,6 @@ __all__ = ["comparisons", "comparisons_markdown", "plot_cost", "reference_mode",
 
 REFERENCES = ("loop", "single")
 """The mode the others are compared with: the first of these the evaluation ran."""
-BASELINES = ("best_of_n", "self_consistency")
 
 
 def reference_mode(report: EvalReport) -> ModeReport | None:
@@ -34,11 +33,16 @@ def _points(value: float) -> str:
 
 
 def verdict(
-    reference: str, other: str, accuracies: tuple[float, float], diff: Interval, p: float
+    reference: str,
+    other: str,
+    accuracies: tuple[float, float],
+    diff: Interval,
+    p: float,
+    at_cost: str = "",
 ) -> str:
     """The plain sentence: whether ``reference`` beat ``other`` (only when the interval of the
-    difference excludes 0), with both accuracies, the difference, its interval and McNemar's p."""
-    at_cost = " at equal cost" if other in BASELINES else ""
+    difference excludes 0), with both accuracies, the difference, its interval and McNemar's p.
+    ``at_cost`` qualifies the comparison (" at equal cost")."""
     if diff.low > 0:
         head = f"{reference} beat {other}{at_cost}"
     elif diff.high < 0:
@@ -51,6 +55,15 @@ def verdict(
         f"{_points(diff.estimate)} pts, 95 % CI {_points(diff.low)} to {_points(diff.high)}, "
         f"McNemar p = {p:.2g})."
     )
+
+
+def _cost_note(mode: ModeReport) -> str:
+    """ " at equal cost" for a baseline whose N was matched to the loop; its N when given."""
+    if mode.matched == "tokens":
+        return " at equal cost in tokens"
+    if mode.matched:
+        return " at equal cost"
+    return f" with N={mode.samples}" if mode.samples else ""
 
 
 def comparisons(report: EvalReport) -> dict[str, Any]:
@@ -82,7 +95,9 @@ def comparisons(report: EvalReport) -> dict[str, Any]:
                     "only_reference_right": sum(a and not b for a, b in pairs_of),
                     "only_mode_right": sum(b and not a for a, b in pairs_of),
                     "significant": diff.excludes_zero(),
-                    "sentence": verdict(reference.mode, mode.mode, accuracies, diff, p),
+                    "sentence": verdict(
+                        reference.mode, mode.mode, accuracies, diff, p, _cost_note(mode)
+                    ),
                 }
             )
     return {"level": 0.95, "accuracy": accuracy, "pairs": pairs}

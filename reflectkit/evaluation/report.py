@@ -47,6 +47,8 @@ class ModeReport:
     """Wall time of the whole mode (with concurrency, less than the sum of latencies)."""
     samples: int | None = None
     """Answers sampled per example (the ``best_of_n`` and ``self_consistency`` baselines)."""
+    matched: str | None = None
+    """What ``samples`` was matched to the loop by (``calls`` or ``tokens``); None when given."""
 
     @property
     def total(self) -> int:
@@ -115,6 +117,7 @@ class ModeReport:
             "latency_mean": self.latency_mean,
             "seconds": self.seconds,
             "samples": self.samples,
+            "matched": self.matched,
         }
 
 

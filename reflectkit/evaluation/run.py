@@ -227,7 +227,8 @@ async def aevaluate(
         )
         seconds = time.perf_counter() - started
         scores = await _score(data, picked, concurrency, usages, spent)
-        done[mode] = ModeReport(mode, scores, seconds, samples=n)
+        matched = match_cost if samples is None else None
+        done[mode] = ModeReport(mode, scores, seconds, samples=n, matched=matched)
     report = EvalReport(data.name, model_name, [done[m] for m in chosen], shared)
     if root is not None:
         report.write(root)
