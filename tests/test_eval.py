@@ -256,6 +256,7 @@ def test_evaluate_writes_resumable_results(tmp_path: Path) -> None:
     assert len(fake.requests) == calls  # every example came from single.jsonl
     assert again.mode("single").correct == first.mode("single").correct
     assert sorted(p.name for p in out.iterdir()) == [
+        "cost.png",
         "report.json",
         "report.md",
         "report.png",
@@ -299,7 +300,7 @@ def test_the_command_prints_a_table_and_writes_json_markdown_and_a_png(tmp_path:
     lines = result.stdout.splitlines()
     assert lines[0] == f"**d** on `{fake.model}`, 5 examples"
     assert lines[2].startswith("| mode | accuracy | correct | failures | tokens | cost | calls")
-    rows = {line.split("|")[1].strip(): line for line in lines[4:]}
+    rows = {line.split("|")[1].strip(): line for line in lines[4 : lines.index("", 4)]}
     assert set(rows) == {"single", "loop", "verifier"}
     assert "| 60.0% | 3/5 | 0 |" in rows["single"]
     assert "| 100.0% | 5/5 | 0 |" in rows["verifier"]
@@ -413,12 +414,16 @@ def test_example_is_a_plain_record() -> None:
 
 @pytest.mark.local
 def test_a_tiny_eval_on_the_embedded_model(tmp_path: Path) -> None:
-    result = run_eval(["arithmetic", "--model", "local/smollm2-135m", "--modes", "single",
-                       "--limit", "2", "-o", "max_tokens=48", "-o", "temperature=0",
+    result = run_eval(["arithmetic", "--model", "local/smollm2-135m", "--limit", "2",
+                       "--modes", "single,self_consistency", "--samples", "2",
+                       "-o", "max_tokens=48", "-o", "temperature=0",
                        "--output-dir", str(tmp_path), "--no-progress"])  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "report.json").read_text())
-    (single,) = report["modes"]
+    single, voted = report["modes"]
+    assert voted["samples"] == 2
+    assert voted["calls"] >= 4  # two sampled answers per example, at temperature 0.7
+    assert " self_consistency with N=2: " in result.stdout  # the sentence, either way
     assert single["total"] == 2
     assert single["failures"] == 0
     assert single["calls"] >= 2

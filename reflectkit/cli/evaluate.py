@@ -34,7 +34,28 @@ __all__ = ["eval_command"]
     default="single,loop,verifier",
     show_default=True,
     help="Comma-separated: single, loop (self-critique), verifier (the dataset's checker as the "
-    "critic), auto.",
+    "critic), auto, best_of_n (N samples, the critic picks), self_consistency (N samples, "
+    "majority vote).",
+)
+@click.option(
+    "--samples",
+    type=click.IntRange(min=1),
+    help="N of best_of_n and self_consistency (default: matched to the loop's cost in this run).",
+)
+@click.option(
+    "--match-cost",
+    type=click.Choice(["calls", "tokens"]),
+    default="calls",
+    show_default=True,
+    help="What N matches without --samples: the loop's mean calls per example, or its mean "
+    "tokens over single's.",
+)
+@click.option(
+    "--sample-temperature",
+    type=click.FloatRange(min=0),
+    default=0.7,
+    show_default=True,
+    help="Temperature of the baselines' samples.",
 )
 @click.option(
     "--limit", type=click.IntRange(min=0), default=0, help="Only the first N examples (0: all)."
@@ -70,6 +91,9 @@ def eval_command(
     dataset: str,
     model: str | None,
     modes: str,
+    samples: int | None,
+    match_cost: str,
+    sample_temperature: float,
     limit: int,
     concurrency: int,
     output_dir: str | None,
@@ -86,7 +110,9 @@ def eval_command(
 ) -> None:
     """Evaluate a model on DATASET (a JSONL file, or arithmetic or humaneval) in several modes.
 
-    Prints a Markdown table per mode: accuracy, tokens, cost, calls, latency and failures.
+    Prints a Markdown table per mode: accuracy, tokens, cost, calls, latency and failures;
+    then each mode against loop (or single): accuracy with a 95 % bootstrap CI, the paired
+    difference with its CI, McNemar's p, and a sentence saying whether loop beat it.
     """
     from reflectkit.errors import ConfigurationError, ReflectkitError
     from reflectkit.evaluation.catalog import load_dataset
@@ -106,6 +132,9 @@ def eval_command(
             resume=resume,
             progress=not no_progress,
             max_iterations=max_iterations,
+            samples=samples,
+            match_cost=match_cost,
+            sample_temperature=sample_temperature,
             **ray_arguments(ray, ray_actors),
             **settings,
         )
@@ -117,5 +146,5 @@ def eval_command(
     if as_json:
         click.echo()
     if output_dir:
-        click.echo(f"report written to {output_dir}/report.{{md,json,png}}", err=True)
+        click.echo(f"report written to {output_dir}/report.{{md,json,png}} and cost.png", err=True)
     sys.stdout.flush()

@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reflectkit.evaluation.compare import comparisons, comparisons_markdown, plot_cost
+
 __all__ = ["EvalReport", "ItemScore", "ModeReport"]
 
 
@@ -43,6 +45,10 @@ class ModeReport:
     items: list[ItemScore]
     seconds: float = 0.0
     """Wall time of the whole mode (with concurrency, less than the sum of latencies)."""
+    samples: int | None = None
+    """Answers sampled per example (the ``best_of_n`` and ``self_consistency`` baselines)."""
+    matched: str | None = None
+    """What ``samples`` was matched to the loop by (``calls`` or ``tokens``); None when given."""
 
     @property
     def total(self) -> int:
@@ -110,6 +116,8 @@ class ModeReport:
             "latency_p50": self.latency_p50,
             "latency_mean": self.latency_mean,
             "seconds": self.seconds,
+            "samples": self.samples,
+            "matched": self.matched,
         }
 
 
@@ -147,13 +155,15 @@ class EvalReport:
                 {**report.summary(), "items": [asdict(item) for item in report.items]}
                 for report in self.modes
             ],
+            "comparison": comparisons(self),
         }
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, indent=indent, default=str)
 
     def to_markdown(self) -> str:
-        """A heading line and a table, one row per mode."""
+        """A heading line, a table with one row per mode, then the modes compared with the
+        reference (intervals, paired differences, McNemar's p, and a sentence each)."""
         lines = [
             f"**{self.dataset}** on `{self.model}`, {self.modes[0].total if self.modes else 0} "
             "examples",
@@ -162,12 +172,13 @@ class EvalReport:
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in self.modes:
+            name = f"{r.mode} (N={r.samples})" if r.samples else r.mode
             lines.append(
-                f"| {r.mode} | {100 * r.accuracy:.1f}% | {r.correct}/{r.total} | {r.failures} "
+                f"| {name} | {100 * r.accuracy:.1f}% | {r.correct}/{r.total} | {r.failures} "
                 f"| {r.total_tokens:,} | {_cost(r)} | {r.calls} | {r.latency_p50:.2f} "
                 f"| {r.latency_mean:.2f} |"
             )
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n" + comparisons_markdown(self)
 
     def plot(self, path: str | Path) -> Path:
         """Draw accuracy, tokens per example and median latency per mode into a PNG file.
@@ -206,15 +217,19 @@ class EvalReport:
         return target
 
     def write(self, directory: str | Path) -> dict[str, Path]:
-        """Write ``report.md``, ``report.json`` and ``report.png`` into ``directory``."""
+        """Write ``report.md``, ``report.json``, ``report.png`` and ``cost.png`` (accuracy
+        against mean tokens per example, :func:`~reflectkit.evaluation.compare.plot_cost`) into
+        ``directory``."""
         root = Path(directory)
         root.mkdir(parents=True, exist_ok=True)
         paths = {
             "markdown": root / "report.md",
             "json": root / "report.json",
             "png": root / "report.png",
+            "cost_png": root / "cost.png",
         }
         paths["markdown"].write_text(self.to_markdown(), encoding="utf-8")
         paths["json"].write_text(self.to_json() + "\n", encoding="utf-8")
         self.plot(paths["png"])
+        plot_cost(self, paths["cost_png"])
         return paths

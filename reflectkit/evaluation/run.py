@@ -13,6 +13,13 @@ from reflectkit.api import Reflector
 from reflectkit.batching import DEFAULT_CONCURRENCY, BatchItem, abatch
 from reflectkit.critics.base import CritiqueRequest
 from reflectkit.errors import ConfigurationError
+from reflectkit.evaluation.baselines import (
+    BASELINES,
+    DEFAULT_SAMPLE_TEMPERATURE,
+    check_baselines,
+    sample_count,
+    sample_items,
+)
 from reflectkit.evaluation.catalog import load_dataset
 from reflectkit.evaluation.datasets import Check, Dataset, Example
 from reflectkit.evaluation.report import EvalReport, ItemScore, ModeReport
@@ -29,6 +36,7 @@ MODES = {
     "loop": "generate, critique by the model itself, revise",
     "verifier": "the loop with the dataset's own checker as the critic",
     "auto": "what mode='auto' picks for the model (no critic given)",
+    **BASELINES,
 }
 """The modes an evaluation can compare, with what each runs."""
 
@@ -87,10 +95,18 @@ def _check_modes(modes: Sequence[str], settings: dict[str, Any]) -> list[str]:
     return chosen
 
 
-async def _score(dataset: Dataset, items: list[BatchItem], concurrency: int) -> list[ItemScore]:
+async def _score(
+    dataset: Dataset,
+    items: list[BatchItem],
+    concurrency: int,
+    usages: list[Usage] | None = None,
+    seconds: list[float] | None = None,
+) -> list[ItemScore]:
+    """Check each item's answer. ``usages`` and ``seconds`` (per example), when given, replace
+    the item's own: a baseline's picked sample is charged with all its samples' cost."""
     gate = asyncio.Semaphore(concurrency)
 
-    async def score(item: BatchItem) -> ItemScore:
+    async def score(position: int, item: BatchItem) -> ItemScore:
         example = dataset.examples[item.index]
         result = item.result
         if result is not None:
@@ -101,6 +117,8 @@ async def _score(dataset: Dataset, items: list[BatchItem], concurrency: int) -> 
             assert item.error is not None
             check = Check(False)
             usage = item.error.partial.usage if item.error.partial else Usage()
+        if usages is not None:
+            usage = usages[position]
         error = f"{item.error.type}: {item.error.message}" if item.error else None
         return ItemScore(
             id=example.id,
@@ -115,10 +133,10 @@ async def _score(dataset: Dataset, items: list[BatchItem], concurrency: int) -> 
             calls=usage.calls,
             cost_usd=usage.cost_usd,
             unpriced_calls=usage.unpriced_calls,
-            seconds=item.seconds,
+            seconds=item.seconds if seconds is None else seconds[position],
         )
 
-    return list(await asyncio.gather(*(score(item) for item in items)))
+    return list(await asyncio.gather(*(score(i, item) for i, item in enumerate(items))))
 
 
 async def aevaluate(
@@ -134,6 +152,9 @@ async def aevaluate(
     verifier: Any = None,
     ray: bool | str | None = None,
     ray_actors: int | None = None,
+    samples: int | None = None,
+    match_cost: str = "calls",
+    sample_temperature: float = DEFAULT_SAMPLE_TEMPERATURE,
     **settings: Any,
 ) -> EvalReport:
     """Answer every example of ``dataset`` in each of ``modes`` and score the answers.
@@ -147,17 +168,25 @@ async def aevaluate(
     :class:`~reflectkit.Reflector`'s (except ``mode`` and ``critic``, which the modes set).
     ``ray`` and ``ray_actors`` run each mode's batch on Ray (see
     :func:`~reflectkit.batching.abatch`); scoring stays here.
+
+    The baselines ``best_of_n`` and ``self_consistency`` sample N answers per example at
+    ``sample_temperature``; N is ``samples``, or else matched to this run's ``loop`` mode by
+    mean ``calls`` or ``tokens`` per example (``match_cost``; see
+    :mod:`~reflectkit.evaluation.baselines`). They run after the other modes, whatever the
+    order given; the report keeps the order given.
     """
     chosen = _check_modes(modes, settings)
+    check_baselines(chosen, samples, match_cost)
     if resume and output_dir is None:
         raise ConfigurationError("resume=True needs output_dir: the files to resume from")
     data = load_dataset(dataset, limit=limit, verifier=verifier)
     prompts = [example.prompt for example in data.examples]
     root = Path(output_dir) if output_dir is not None else None
-    reports: list[ModeReport] = []
+    done: dict[str, ModeReport] = {}
     shared: dict[str, Any] = {}
     model_name = ""
-    for mode in chosen:
+    batch = {"concurrency": concurrency, "resume": resume, "ray": ray, "ray_actors": ray_actors}
+    for mode in [m for m in chosen if m not in BASELINES]:
         with Reflector(model, **_mode_settings(mode, data), **settings) as reflector:
             model_name = reflector.model
             # Fails fast on an unusable model, and loads LiteLLM before the clock starts, so the
@@ -177,9 +206,30 @@ async def aevaluate(
                 ray_actors=ray_actors,
             )
             seconds = time.perf_counter() - started
-        scores = await _score(data, items, concurrency)
-        reports.append(ModeReport(mode, scores, seconds))
-    report = EvalReport(data.name, model_name, reports, shared)
+        done[mode] = ModeReport(mode, await _score(data, items, concurrency), seconds)
+    for mode in [m for m in chosen if m in BASELINES]:
+        if not model_name:
+            with Reflector(model, mode="single", **settings) as reflector:
+                model_name = reflector.model
+                check_model(reflector.model, reflector.config.model_kwargs)
+        n = sample_count(mode, done, samples, match_cost)
+        started = time.perf_counter()
+        picked, usages, spent = await sample_items(
+            mode,
+            data.examples,
+            model,
+            n,
+            temperature=sample_temperature,
+            settings=settings,
+            root=root,
+            progress=f"{data.name} · {mode}" if progress else None,
+            batch=batch,
+        )
+        seconds = time.perf_counter() - started
+        scores = await _score(data, picked, concurrency, usages, spent)
+        matched = match_cost if samples is None else None
+        done[mode] = ModeReport(mode, scores, seconds, samples=n, matched=matched)
+    report = EvalReport(data.name, model_name, [done[m] for m in chosen], shared)
     if root is not None:
         report.write(root)
     return report
@@ -198,6 +248,9 @@ def evaluate(
     verifier: Any = None,
     ray: bool | str | None = None,
     ray_actors: int | None = None,
+    samples: int | None = None,
+    match_cost: str = "calls",
+    sample_temperature: float = DEFAULT_SAMPLE_TEMPERATURE,
     **settings: Any,
 ) -> EvalReport:
     """Sync :func:`aevaluate`."""
@@ -214,6 +267,9 @@ def evaluate(
             verifier=verifier,
             ray=ray,
             ray_actors=ray_actors,
+            samples=samples,
+            match_cost=match_cost,
+            sample_temperature=sample_temperature,
             **settings,
         )
     )
