@@ -5,12 +5,24 @@ cost-vs-accuracy plot (matplotlib, imported only to draw)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from reflectkit.evaluation.stats import Interval, bootstrap_ci, mcnemar_exact, paired_difference_ci
 
 if TYPE_CHECKING:
-    from reflectkit.evaluation.report import EvalReport, ModeReport
+    from reflectkit.evaluation.scores import ModeReport
+
+
+class ReportLike(Protocol):
+    """What the comparisons read of a report (:class:`~reflectkit.evaluation.report.EvalReport`)."""
+
+    @property
+    def dataset(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def modes(self) -> list[ModeReport]: ...
+
 
 __all__ = ["comparisons", "comparisons_markdown", "plot_cost", "reference_mode", "verdict"]
 
@@ -18,7 +30,7 @@ REFERENCES = ("loop", "single")
 """The mode the others are compared with: the first of these the evaluation ran."""
 
 
-def reference_mode(report: EvalReport) -> ModeReport | None:
+def reference_mode(report: ReportLike) -> ModeReport | None:
     """The mode every other is compared with: ``loop`` if it ran, else ``single``."""
     names = {mode.mode: mode for mode in report.modes}
     return next((names[name] for name in REFERENCES if name in names), None)
@@ -66,7 +78,7 @@ def _cost_note(mode: ModeReport) -> str:
     return f" with N={mode.samples}" if mode.samples else ""
 
 
-def comparisons(report: EvalReport) -> dict[str, Any]:
+def comparisons(report: ReportLike) -> dict[str, Any]:
     """Every mode's accuracy interval, and each mode against the reference: the paired
     difference (reference minus the mode) with its interval, McNemar's p and the sentence."""
     accuracy = {}
@@ -103,7 +115,7 @@ def comparisons(report: EvalReport) -> dict[str, Any]:
     return {"level": 0.95, "accuracy": accuracy, "pairs": pairs}
 
 
-def comparisons_markdown(report: EvalReport) -> str:
+def comparisons_markdown(report: ReportLike) -> str:
     """The comparison as Markdown: a table of intervals and differences, then the sentences."""
     found = comparisons(report)
     if not found["pairs"]:
@@ -132,7 +144,7 @@ def comparisons_markdown(report: EvalReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_cost(report: EvalReport, path: str | Path, *, by: str = "tokens") -> Path:
+def plot_cost(report: ReportLike, path: str | Path, *, by: str = "tokens") -> Path:
     """Draw accuracy (with its 95 % interval as error bars) against mean ``tokens`` (or
     ``calls``) per example, one labelled point per mode, into a PNG file (Agg canvas)."""
     try:
