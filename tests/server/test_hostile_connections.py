@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -182,6 +183,14 @@ async def test_the_body_deadline_holds_in_process_too() -> None:
 
 
 def test_serve_hands_the_limits_to_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:
+    # uvicorn.Config applies serve's logging setup (dictConfig) to this process; the loggers it
+    # touches get their handlers, level and propagation back afterwards.
+    for name in ("reflectkit", "uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "handlers", list(logger.handlers))
+        monkeypatch.setattr(logger, "level", logger.level)
+        monkeypatch.setattr(logger, "propagate", logger.propagate)
+        monkeypatch.setattr(logger, "disabled", logger.disabled)
     seen: list[uvicorn.Config] = []
     monkeypatch.setattr(running._Server, "run", lambda server: seen.append(server.config))
     arguments = ["--header-timeout", "3", "--body-timeout", "7", "--max-connections", "9"]
