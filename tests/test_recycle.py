@@ -387,11 +387,26 @@ def test_a_lone_surrogate_in_a_record_does_not_stop_the_run(tmp_path: Path) -> N
 
 
 def test_an_error_that_stops_the_run_is_raised_itself(tmp_path: Path) -> None:
-    """A failure no record owns (here: the failures file cannot be made) ends the run with that
-    error, not an ExceptionGroup around it."""
+    """A failure no record owns (here: the input turns unreadable past its first records) ends
+    the run with that error, not an ExceptionGroup around it."""
     fake = FunctionLLM(lambda request: "no sections at all")
-    source = _write(tmp_path / "in.jsonl", RECORDS[:1])
-    missing = tmp_path / "no" / "such" / "folder" / "failures.jsonl"
-    with pytest.raises(FileNotFoundError):
-        recycle(source, tmp_path / "out.jsonl", oracle=fake.model, failures=missing,
-                progress=False)  # fmt: skip
+    source = tmp_path / "in.jsonl"
+    lines = "".join(json.dumps(RECORDS[0]) + "\n" for _ in range(80))  # past the 4 KB head
+    source.write_bytes(lines.encode("utf-8") + b"\xff\xfe not UTF-8\n")
+    with pytest.raises(rk.ConfigurationError, match="cannot read"):
+        recycle(source, tmp_path / "out.jsonl", oracle=fake.model, progress=False)
+
+
+def test_a_failures_file_in_a_folder_not_yet_made_is_written(tmp_path: Path) -> None:
+    def oracle(request: Request) -> str:
+        raise fail(400, "the oracle refused")
+
+    fake = FunctionLLM(oracle)
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps(RECORDS[0]) + "\n", encoding="utf-8")
+    failures = tmp_path / "not" / "yet" / "failures.jsonl"
+    report = recycle(
+        source, tmp_path / "out.jsonl", oracle=fake.model, failures=failures, progress=False
+    )
+    assert (report.written, report.failed) == (0, 1)
+    assert [f["line"] for f in _lines(failures)] == [1]

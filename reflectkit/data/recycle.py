@@ -236,6 +236,7 @@ async def arecycle(
     total = _count(source)
     target.parent.mkdir(parents=True, exist_ok=True)
     output_file = JsonlWriter(target, "a")
+    failures_path.parent.mkdir(parents=True, exist_ok=True)  # as the output's: no error later
     failures_path.unlink(missing_ok=True)
     failures_file = JsonlWriter(failures_path, "w", lazy=True)  # made on the first failure
     run = _Run(_Oracle(client, prompts, stages), output_file, failures_file, keep_analysis)
