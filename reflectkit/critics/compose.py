@@ -9,6 +9,7 @@ the first failing verdict ends the round and its feedback goes to the revise ste
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -43,7 +44,7 @@ def _usage(verdicts: Sequence[Verdict]) -> Usage | None:
     return total
 
 
-class _Composite:
+class _Composite(abc.ABC):
     """What AllOf and AnyOf share: the members, their order, and a round that asks them in turn
     until one's verdict settles it (``_stop_at``); :meth:`_combine` judges a round none settled."""
 
@@ -80,9 +81,9 @@ class _Composite:
                 return verdict.model_copy(update={"usage": _usage(verdicts)})
         return self._combine(verdicts)
 
+    @abc.abstractmethod
     def _combine(self, verdicts: list[Verdict]) -> Verdict:
         """The verdict of a round in which no member's verdict settled it."""
-        raise NotImplementedError  # pragma: no cover - AllOf and AnyOf define it
 
 
 class AllOf(_Composite):
