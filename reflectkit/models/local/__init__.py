@@ -237,16 +237,19 @@ class _Backend:
         # Finding the model file, starting the worker and writing to its pipe may block: all
         # off the event loop (LangGraph's server refuses blocking calls on it).
         call = await asyncio.to_thread(start)
+        finished = False
         try:
             while True:
                 item = await replies.get()
+                finished = isinstance(item, BaseException) or item.finish_reason is not None
                 if isinstance(item, BaseException):
                     raise item
                 yield item
-                if item.finish_reason is not None:
+                if finished:
                     return
         finally:
-            _cancel_off_loop(loop, call)
+            if not finished:  # a call that ended has nothing to stop
+                _cancel_off_loop(loop, call)
 
 
 def _cancel_off_loop(loop: asyncio.AbstractEventLoop, call: supervisor.Call) -> None:
