@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
+from langchain_core.runnables import RunnableConfig
 
 import reflectkit as rk
 from reflectkit.integrations.langgraph_platform import make_graph
@@ -103,10 +104,12 @@ async def test_a_reflectors_stream_does_not_block_the_loop() -> None:
 
 async def test_the_platform_factory_builds_off_the_loop_and_caches() -> None:
     generator = ScriptedLLM(["<output>4</output>"] * 5)
-    config = {"configurable": {"reflectkit": {"model": generator.model, "mode": "single"}}}
+    config: RunnableConfig = {
+        "configurable": {"reflectkit": {"model": generator.model, "mode": "single"}}
+    }
     with blockbuster_ctx():
-        graph = await make_graph(config)  # type: ignore[arg-type]
-        again = await make_graph(config)  # type: ignore[arg-type]
+        graph = await make_graph(config)
+        again = await make_graph(config)
         state = await graph.ainvoke(QUESTION)
     assert again is graph
     assert state["result"].output == "4"

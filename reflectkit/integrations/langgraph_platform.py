@@ -96,7 +96,7 @@ def settings_from(config: RunnableConfig | Mapping[str, Any] | None) -> dict[str
 def graph_for(settings: Mapping[str, Any]) -> CompiledStateGraph[Any, Any, Any, Any]:
     """The compiled graph for ``settings`` (see :func:`settings_from`), built once per distinct
     settings in this process. Blocking (it reads templates and may load LiteLLM)."""
-    key = json.dumps(settings, sort_keys=True)
+    key = _key(settings)
     with _lock:
         graph = _graphs.get(key)
     if graph is None:
@@ -110,8 +110,9 @@ async def make_graph(config: RunnableConfig) -> CompiledStateGraph[Any, Any, Any
     """The graph factory for ``langgraph.json``: reflectkit's loop with the settings in
     ``config`` (see the module docstring), built off the event loop and cached."""
     settings = settings_from(config)
-    key = json.dumps(settings, sort_keys=True)
-    graph = _graphs.get(key)
-    if graph is not None:
-        return graph
-    return await asyncio.to_thread(graph_for, settings)
+    graph = _graphs.get(_key(settings))
+    return graph if graph is not None else await asyncio.to_thread(graph_for, settings)
+
+
+def _key(settings: Mapping[str, Any]) -> str:
+    return json.dumps(settings, sort_keys=True)
