@@ -27,7 +27,14 @@ from reflectkit.errors import (
 from reflectkit.models.provider import ProviderFailure
 from reflectkit.redaction import redact
 
-__all__ = ["failure_error", "map_error", "own_error", "parse_retry_after", "retry_after"]
+__all__ = [
+    "failure_error",
+    "map_error",
+    "map_sdk_error",
+    "own_error",
+    "parse_retry_after",
+    "retry_after",
+]
 
 
 def _related(error: BaseException) -> list[BaseException]:
@@ -111,6 +118,37 @@ def map_error(litellm: Any, error: Exception, model: str, secrets: list[str]) ->
         kind = ProviderServerError
     else:
         kind = _kind_of_status(status)
+    if kind is None:
+        return ProviderError(message, model=model, status_code=status, retryable=False)
+    return kind(message, model=model, status_code=status)
+
+
+_CONTEXT_SIGNS = ("context_length_exceeded", "context length", "context window", "too many tokens")
+"""What an OpenAI-compatible server says in a 400 for a prompt longer than the model takes."""
+
+
+def map_sdk_error(openai: Any, error: Exception, model: str, secrets: list[str]) -> ProviderError:
+    """Translate an exception of the ``openai`` SDK (the proxy's calls to OpenAI-compatible
+    servers, :mod:`reflectkit.models.compatible`) into reflectkit's tree, as :func:`map_error`
+    does LiteLLM's, which are modelled on them. ``openai`` is the imported SDK module.
+
+    Anything else the SDK lets through (a 200 whose body is not JSON) is the server's fault: a
+    retryable :class:`ProviderServerError`, as a malformed reply is."""
+    text = redact(str(error), secrets).strip().splitlines()
+    message = f"{model}: {text[0] if text else type(error).__name__}"
+    if isinstance(error, openai.APITimeoutError):
+        return ProviderTimeoutError(message, model=model)
+    if isinstance(error, openai.APIConnectionError):
+        return ProviderConnectionError(message, model=model)
+    if not isinstance(error, openai.APIStatusError):
+        return ProviderServerError(message, model=model)
+    status = error.status_code if isinstance(error.status_code, int) else None
+    said = f"{getattr(error, 'code', '') or ''} {error}".lower()
+    if status == 400 and any(sign in said for sign in _CONTEXT_SIGNS):
+        return ContextWindowError(message, model=model, status_code=status)
+    if status == 429:
+        return RateLimitedError(message, model=model, retry_after=retry_after(error))
+    kind = _kind_of_status(status)
     if kind is None:
         return ProviderError(message, model=model, status_code=status, retryable=False)
     return kind(message, model=model, status_code=status)

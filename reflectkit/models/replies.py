@@ -25,6 +25,7 @@ __all__ = [
     "ToolCallAssembly",
     "delta_text",
     "first_choice",
+    "malformed",
     "token_count",
     "tool_call",
 ]
@@ -99,7 +100,7 @@ class ToolCallAssembly:
         return tuple(self._calls[index] for index in sorted(self._calls))
 
 
-def _malformed(model: str, what: str) -> ProviderServerError:
+def malformed(model: str, what: str) -> ProviderServerError:
     """A reply reflectkit cannot read: the upstream's fault, like a 5xx, so retried (a gateway's
     hiccup may pass; a reply that is always broken costs at most the retry policy's attempts)."""
     return ProviderServerError(f"{model}: the model's reply is malformed: {what}", model=model)
@@ -111,17 +112,17 @@ def first_choice(response: Any, model: str) -> tuple[Any, Any]:
     text or whose tool calls are not a list."""
     choices = getattr(response, "choices", None)
     if not isinstance(choices, (list, tuple)) or not choices:
-        raise _malformed(model, "it has no choices")
+        raise malformed(model, "it has no choices")
     choice = choices[0]
     message = getattr(choice, "message", None)
     if message is None:
-        raise _malformed(model, "its choice has no message")
+        raise malformed(model, "its choice has no message")
     content = getattr(message, "content", None)
     if content is not None and not isinstance(content, str):
-        raise _malformed(model, f"its content is {type(content).__name__}, not text")
+        raise malformed(model, f"its content is {type(content).__name__}, not text")
     calls = getattr(message, "tool_calls", None)
     if calls is not None and not isinstance(calls, (list, tuple)):
-        raise _malformed(model, f"its tool_calls are {type(calls).__name__}, not a list")
+        raise malformed(model, f"its tool_calls are {type(calls).__name__}, not a list")
     return choice, message
 
 
@@ -129,7 +130,7 @@ def delta_text(delta: Any, model: str) -> str:
     """A streamed delta's text ("" for none); :class:`ProviderServerError` when it is not text."""
     content = getattr(delta, "content", None)
     if content is not None and not isinstance(content, str):
-        raise _malformed(model, f"a streamed piece's content is {type(content).__name__}")
+        raise malformed(model, f"a streamed piece's content is {type(content).__name__}")
     return content or ""
 
 

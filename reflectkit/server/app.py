@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing
 from typing import Any
 
@@ -73,6 +73,7 @@ class _Proxy:
         self.admission = Admission(settings)
         self.reflectors = Reflectors(settings)
         self._clients: OrderedDict[str, UpstreamClient] = OrderedDict()
+        self._closing: set[asyncio.Task[None]] = set()
         key = settings.api_key
         self.secrets = [key.get_secret_value()] if key is not None else []
         self.secrets += [
@@ -88,8 +89,16 @@ class _Proxy:
             )
             self._clients[model] = client
             if len(self._clients) > 256:
-                self._clients.popitem(last=False)
+                _, evicted = self._clients.popitem(last=False)
+                closing = asyncio.get_running_loop().create_task(evicted.aclose())
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
         return client
+
+    async def aclose(self) -> None:
+        """Close the upstream clients' connections (those opened on the running loop)."""
+        for client in list(self._clients.values()):
+            await client.aclose()
 
     async def events(self, request: ChatRequest, model: str, reflected: bool) -> Events:
         """The reply's deltas and its end, however it is made."""
@@ -235,6 +244,14 @@ def create_app(settings: ServerSettings | None = None) -> Starlette:
     # Inside Starlette's last-resort handler, outside its HTTPException handling: every
     # response, and every exception a handler did not expect, passes through the failure log.
     middleware = [Middleware(FailureLog, secrets=proxy.secrets)]
-    app = Starlette(routes=routes, exception_handlers=handlers, middleware=middleware)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        await proxy.aclose()  # a server run with its lifespan closes upstream connections
+
+    app = Starlette(
+        routes=routes, exception_handlers=handlers, middleware=middleware, lifespan=lifespan
+    )
     app.state.proxy = proxy
     return app

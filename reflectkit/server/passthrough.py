@@ -2,8 +2,10 @@
 
 The call still takes reflectkit's model layer (:class:`~reflectkit.models.llm.ModelClient`): the
 model is checked before the first call, retryable failures are retried with backoff, and errors are
-mapped into reflectkit's tree with secrets redacted. What comes back is LiteLLM's response
-itself, so tool calls, finish reasons and provider reasoning survive.
+mapped into reflectkit's tree with secrets redacted. What comes back is the provider's response
+object itself, so tool calls, finish reasons and provider reasoning survive: LiteLLM's, or, for an
+OpenAI-compatible server at an ``api_base``, the ``openai`` SDK's, called directly because LiteLLM
+would add several times the SDK's own cost per call (:mod:`reflectkit.models.compatible`).
 """
 
 from __future__ import annotations
@@ -11,8 +13,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from reflectkit.errors import ProviderError
+from reflectkit.config import RetryPolicy
+from reflectkit.errors import ProviderError, ReflectkitError
+from reflectkit.models.compatible import SdkUpstream, sdk_eligible
 from reflectkit.models.llm import ModelClient, delta_text, first_choice, token_count
+from reflectkit.models.provider_errors import map_sdk_error
+from reflectkit.models.replies import malformed
 from reflectkit.server.protocol import Answer, Delta, Usage
 from reflectkit.stores.jsonl import TextRepair, repair_surrogates, repair_text
 
@@ -22,14 +28,49 @@ Message = dict[str, Any]
 
 
 class UpstreamClient(ModelClient):
-    """A model client that returns LiteLLM's raw response instead of reflectkit's summary."""
+    """A model client that returns the provider's raw response instead of reflectkit's summary."""
+
+    def __init__(
+        self,
+        model: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        super().__init__(model, params, retry=retry, timeout=timeout)
+        eligible = self._direct is None and sdk_eligible(model, self.params)
+        self._sdk = SdkUpstream(model, self.params) if eligible else None
+
+    def check(self) -> None:
+        """The model's check, and the SDK's import when the calls go through it."""
+        super().check()
+        if self._sdk is not None:
+            self._sdk.load()
+
+    async def _send(self, kwargs: dict[str, Any]) -> Any:
+        if self._sdk is None:
+            return await super()._send(kwargs)
+        return await self._sdk.send(kwargs)
+
+    def _mapped(self, error: Exception) -> ReflectkitError:
+        if self._sdk is None:
+            return super()._mapped(error)
+        import openai  # loaded by check(), before any call
+
+        return map_sdk_error(openai, error, self.model, self._secrets)
+
+    async def aclose(self) -> None:
+        """Close the SDK client's connections on this event loop (nothing for LiteLLM's)."""
+        if self._sdk is not None:
+            await self._sdk.aclose()
 
     async def open(self, messages: list[Message], params: Mapping[str, Any], stream: bool) -> Any:
         """Make the call (retried as the policy allows) and return LiteLLM's response: a
         ``ModelResponse``, or, with ``stream``, the stream to iterate."""
         await self.acheck()  # off the event loop: it may import LiteLLM
         kwargs = self._prepared(messages, stream, params)
-        if self._direct is None:
+        if self._direct is None and self._sdk is None:
             # LiteLLM prices every call for its logging and re-resolves the model each time to
             # do it (milliseconds per call, more for a model its price map lacks). The proxy
             # never reads that cost, so LiteLLM gets the per-token prices resolved once per
@@ -43,11 +84,19 @@ class UpstreamClient(ModelClient):
         """The stream's chunks; a failure midway is raised as reflectkit's error."""
         try:
             async for chunk in response:
+                choices = getattr(chunk, "choices", ())
+                if choices is not None and not isinstance(choices, list):
+                    raise malformed(self.model, "a streamed piece has no list of choices")
+                if choices and getattr(choices[0], "delta", None) is None:
+                    raise malformed(self.model, "a streamed choice has no delta")
                 yield chunk
         except ProviderError:
             raise
         except Exception as error:
             raise self._mapped(error) from None
+        finally:
+            if self._sdk is not None:  # a reader that stops early frees the connection now
+                await response.close()
 
 
 def _tool_call(call: Any, index: int | None = None) -> dict[str, Any]:

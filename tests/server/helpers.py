@@ -115,6 +115,11 @@ async def post_chat(
     """POST ``body`` to ``app``'s chat completions in-process (httpx's ASGI transport); the
     whole response, within ``within`` seconds. The app's own 500s come back as responses."""
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
-        sent = client.post("/v1/chat/completions", content=body)
-        return await asyncio.wait_for(sent, within)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
+            sent = client.post("/v1/chat/completions", content=body)
+            return await asyncio.wait_for(sent, within)
+    finally:
+        # The ASGI transport runs no lifespan: its shutdown, which closes the proxy's upstream
+        # connections before this loop ends, is done here.
+        await app.state.proxy.aclose()

@@ -29,6 +29,7 @@ from reflectkit.errors import ConfigurationError
 from reflectkit.server import ServerSettings
 from reflectkit.server.running import worker_environment
 from reflectkit.server.settings import ENV_PREFIX, env_var
+from tests.upstream import REPLY
 
 KEY = "scale-proxy-key-31c9e2"
 UPSTREAM_KEY = "sk-upstream0123456789abcdef"
@@ -121,7 +122,7 @@ def test_two_workers_serve_the_real_openai_client(workers: _Serve) -> None:
         assert [m.id for m in sdk.models.list()] == [f"reflect/{MODEL}", MODEL]
         for _ in range(4):  # several connections, so both workers answer some
             plain = sdk.chat.completions.create(model=MODEL, messages=messages)
-            assert plain.choices[0].message.content == "<output>The answer is 4.</output>"
+            assert plain.choices[0].message.content == REPLY  # as the upstream wrote it
         stream = sdk.chat.completions.create(
             model=f"reflect/{MODEL}",
             messages=messages,

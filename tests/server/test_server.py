@@ -35,6 +35,7 @@ from reflectkit.server import ServerSettings, create_app
 from reflectkit.testing import FunctionLLM, Reply, Request, ScriptedLLM, fail
 from tests.conftest import QUESTION, verdict
 from tests.server.helpers import FAKES, chat_body, running
+from tests.upstream import REPLY
 
 KEY = "test-proxy-key-5b1f0c"
 
@@ -901,8 +902,8 @@ def test_reflectkit_serve_proxies_a_real_openai_compatible_upstream() -> None:
                 )
                 chunks = list(stream)
     assert listed == ["reflect/openai/upstream", "openai/upstream"]
-    # LiteLLM moves a whole reply's leading thinking block to reasoning_content, not asked for.
-    assert plain.choices[0].message.content == "<output>The answer is 4.</output>"
+    # Passed through unchanged (the SDK path): the thinking block stays in the content.
+    assert plain.choices[0].message.content == REPLY  # as the upstream wrote it
     assert "".join(_pieces(chunks)) == "The answer is 4."
     assert "".join(_pieces(chunks, "reasoning_content")) == "2 + 2 = 4"
 
@@ -1191,7 +1192,7 @@ def test_reflectkit_serve_prints_failed_requests_and_says_when_a_signal_stops_it
     assert lines[2].startswith(f"WARNING:  {chat} 404 model_not_found: the model 'gpt-4o'")
     # reflectkit's other lines reach the terminal too: here the upstream call's retries.
     assert lines[3].startswith("WARNING:  retrying openai/nowhere after attempt 1 failed: ")
-    assert lines[-2].startswith(f"ERROR:    {chat} 502 upstream_failed: openai/nowhere: ")
+    assert lines[-2].startswith(f"ERROR:    {chat} 502 upstream_unreachable: openai/nowhere: ")
     # A stop asked for by SIGTERM, its requests given their grace period, is a success.
     assert lines[-1] == "reflectkit: stopped by SIGTERM"
     assert proc.returncode == 0
