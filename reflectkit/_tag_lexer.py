@@ -36,8 +36,11 @@ class TagScheme:
     """
 
     thinking: str = "thinking"
+    """The reasoning tag's name."""
     reflection: str | None = "reflection"
+    """The self-correction tag's name; None for schemes without one."""
     output: str | None = "output"
+    """The answer tag's name; None when the answer is the text after the reasoning."""
 
     def __post_init__(self) -> None:
         seen: set[str] = set()

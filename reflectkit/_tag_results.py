@@ -40,10 +40,15 @@ class Parsed:
     """A reply split into its parts. ``output`` is what a user should see as the answer."""
 
     output: str
+    """The answer: the last output block, else the text outside the tags."""
     thinking: list[str] = field(default_factory=list)
+    """Every thinking block, in order."""
     reflections: list[str] = field(default_factory=list)
+    """Every reflection block, in order."""
     outside: str = ""
+    """Text outside every block."""
     status: ParseStatus = ParseStatus.COMPLETE
+    """How well the text kept to the format."""
     outputs: list[str] = field(default_factory=list)
     """Every output block's text, in order, including replaced and empty ones."""
     superseded: int = 0

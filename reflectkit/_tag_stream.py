@@ -42,7 +42,9 @@ class TagDelta:
     """
 
     text: str
+    """The new text."""
     index: int = 0
+    """Which block of its kind it belongs to, 0-based."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class OutputDelta(TagDelta):
     """
 
     provisional: bool = False
+    """Text outside the tags, streamed as the answer until an output block replaces it."""
 
 
 @dataclass(frozen=True)

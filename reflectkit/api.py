@@ -75,10 +75,66 @@ def _noting_given_settings(init: Callable[..., None]) -> Callable[..., None]:
 class Reflector:
     """A configured reflection loop, built once and run many times.
 
-    Arguments are those of :class:`~reflectkit.ReflectConfig`; extra keyword arguments pass
-    through to LiteLLM on every generator call (``temperature=0``, ``api_base=...``). Templates
-    are checked and the graph compiled here, so configuration errors surface before any model is
-    paid for.
+    Templates are checked and the graph compiled here, so configuration errors surface before
+    any model is paid for. A keyword that is a near-miss of a setting (``max_iteration=``) raises
+    :class:`~reflectkit.ConfigurationError` instead of going to LiteLLM. Run it with
+    :meth:`run`/:meth:`arun` or stream it with :meth:`stream`/:meth:`astream`; close it with
+    :meth:`close` or ``with Reflector(...) as r:`` (``async with`` and :meth:`aclose` in async
+    code), which closes the lesson store and run log it opened (ones passed in stay open).
+
+    Args:
+        model: The generator, a LiteLLM model string (``"gpt-4o-mini"``,
+            ``"ollama/llama3"``). None: ``$REFLECTKIT_MODEL``, else the embedded
+            ``local/smollm2-135m``.
+        critic: Who judges each draft: an LLM critic by default; a function
+            ``fn(question, answer) -> bool | str | Verdict | dict``, any
+            :class:`~reflectkit.Critic`, or a list of them (all must pass, see
+            :class:`~reflectkit.AllOf`).
+        critic_model: The default LLM critic's model; None: the generator's.
+        max_iterations: Drafts at most (1 to 100), the first included.
+        mode: ``"loop"`` (generate, critique, revise), ``"single"`` (one call) or ``"auto"``:
+            single-pass for models that gain nothing from a loop without a critic (tuned on the
+            tags, native reasoning), the loop otherwise.
+        scheme: The tag names (:data:`~reflectkit.REFLECTION_TAGS`,
+            :data:`~reflectkit.THINK_TAGS` or your own :class:`~reflectkit.TagScheme`).
+        template_dir: A folder of Jinja2 templates overriding the built-in prompts (rendered
+            sandboxed).
+        retry: How failed model calls are retried; None: the default
+            :class:`~reflectkit.RetryPolicy`.
+        timeout: Seconds for one model call; None: no limit.
+        critic_kwargs: LiteLLM keywords for the default LLM critic's calls (over the
+            generator's when it uses the generator's model).
+        revise_kwargs: LiteLLM keywords for revision calls only, over the generator's (a
+            temperature above 0 keeps a revision from copying its draft).
+        format_help: Help for models that ignore the tag format: ``"auto"`` (per model),
+            ``"off"``, or a :class:`~reflectkit.FormatHelp`.
+        token_budget: Stop once the run has used this many tokens.
+        cost_budget: Stop once the run has spent this many USD.
+        time_budget: Stop once the run has taken this many seconds.
+        min_score: Stop once a verdict scores at least this (0 to 10).
+        critic_timeout: Seconds for one critique; a critic that takes longer has failed.
+        on_critic_error: What a failed critic does: ``"raise"`` fails the run with
+            :class:`~reflectkit.CriticError` (its ``partial`` keeps the work);
+            ``"keep_best"`` ends it with the best-judged draft, stop reason ``critic_error``.
+        trials: Whole Reflexion attempts (1 to 20); each failed one is followed by a lesson
+            the next one reads.
+        memory: Lessons kept across runs: True for the default SQLite file, a path, or a
+            :class:`~reflectkit.LessonStore`.
+        run_log: Where runs are recorded: None for ``$REFLECTKIT_RUN_LOG`` or the default
+            file, False for nowhere, a path, or a
+            :class:`~reflectkit.stores.runlog.RunLog`.
+        checkpointer: Where runs given a ``thread_id`` save their state after every step:
+            None for ``$REFLECTKIT_CHECKPOINTS`` or the default SQLite file, a path, a
+            ``postgresql://`` URL, a LangGraph saver, or False for no durable runs.
+        config: A :class:`~reflectkit.ReflectConfig` to start from: the settings you also
+            pass win over its own, and LiteLLM keywords merge into its ``model_kwargs``
+            (``ReflectConfig.with_settings``).
+        **model_kwargs: Passed to LiteLLM on every generator call (``temperature=0``,
+            ``api_base=...``).
+
+    Raises:
+        ConfigurationError: A setting is invalid, a template does not render, or a store
+            cannot be opened.
     """
 
     @_noting_given_settings
@@ -113,6 +169,7 @@ class Reflector:
         given: frozenset[str] = getattr(self, "_given_settings", frozenset())
         config = config_from_arguments(locals(), given, config)
         self.config = config
+        """The settings this reflector runs with, every default filled in."""
         prompts = Prompts(config.template_dir)
         prompts.check()
         self._runtime = Runtime.create(config, prompts)
@@ -419,11 +476,26 @@ async def areflect(
 ) -> ReflectionResult:
     """Make ``model`` reason, check itself and correct itself on ``prompt``; return the result.
 
-    ``settings`` are :class:`Reflector`'s: ``critic``, ``critic_model``, ``max_iterations``,
-    ``mode`` ("auto" | "loop" | "single"), ``scheme``, ``template_dir``, ``retry``,
-    ``timeout``, budgets, ``run_log``, ``checkpointer`` ...; anything else passes through to
-    LiteLLM. ``thread_id`` makes the run durable and resumable (docs/durability.md);
-    ``callbacks`` are LangChain callback handlers.
+    Builds a :class:`Reflector` for this one call and closes it afterwards; build one yourself
+    to run many prompts on the same settings.
+
+    Args:
+        prompt: A question, or a conversation: OpenAI-style message dicts (``content`` a
+            string or a list of parts) or LangChain messages, the last one the user's. The
+            caller's list is never modified.
+        model: The generator's LiteLLM model string; None: ``$REFLECTKIT_MODEL``, else the
+            embedded local model.
+        task_key: Names the task in the lesson memory (default: a hash of the question).
+        thread_id: Makes the run durable: its state is saved after every step, and a call
+            with the same ``thread_id`` continues a run that failed or was killed.
+        callbacks: LangChain callback handlers (LangSmith tracing works through them).
+        **settings: :class:`Reflector`'s settings (``critic``, ``max_iterations``,
+            budgets ...); anything else passes through to LiteLLM.
+
+    Raises:
+        ConfigurationError: A setting is invalid.
+        InputError: The prompt is not a question or a conversation ending with a user turn.
+        RunError: The run failed; its ``partial`` holds the drafts and usage so far.
     """
     # Building a Reflector reads templates and may load LiteLLM and open stores: off the loop.
     reflector = await asyncio.to_thread(functools.partial(Reflector, model, **settings))
@@ -442,7 +514,11 @@ def reflect(
     callbacks: Callbacks = None,
     **settings: Any,
 ) -> ReflectionResult:
-    """Sync :func:`areflect`."""
+    """:func:`areflect`, from sync code: the arguments and the result are the same.
+
+    Safe where an event loop is already running (Jupyter): the run is submitted to
+    reflectkit's one background event loop.
+    """
     return run_sync(
         areflect(
             prompt, model, task_key=task_key, thread_id=thread_id, callbacks=callbacks, **settings

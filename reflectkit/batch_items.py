@@ -39,8 +39,11 @@ class BatchError:
     done before it failed (``RunError.partial``), if anything."""
 
     type: str
+    """The exception's class name, e.g. ``RateLimitedError``."""
     message: str
+    """The error, one line, secrets redacted."""
     partial: ReflectionResult | None = None
+    """The work done before the failure, when the run got that far."""
     retryable: bool = False
     """The provider said trying again may help (rate limit, timeout, 5xx)."""
 
@@ -70,8 +73,11 @@ class BatchItem:
     index: int
     """The prompt's position in the input."""
     prompt: Prompt
+    """The prompt as given: a string or a conversation."""
     result: ReflectionResult | None = None
+    """The run's result; None when the prompt failed."""
     error: BatchError | None = None
+    """Why the prompt failed; None when it ran."""
     seconds: float = 0.0
     """Wall time of this item's run (as recorded, for an item taken from the file)."""
     resumed: bool = False

@@ -98,7 +98,10 @@ _MERGED_DICTS = frozenset({"model_kwargs", "critic_kwargs", "revise_kwargs"})
 
 
 class ReflectConfig(StrictModel):
-    """The settings of a :class:`~reflectkit.Reflector`.
+    """The settings of a :class:`~reflectkit.Reflector`: each field is the ``Reflector``
+    parameter of the same name (documented there), and ``model_kwargs`` its extra keywords.
+    Frozen and validated: an invalid value raises :class:`~reflectkit.ConfigurationError` with
+    a one-line message.
 
     ``model_kwargs`` pass through to LiteLLM on every generator call (``temperature``,
     ``api_base``, ``api_key`` ...). ``critic_kwargs`` pass through on the default LLM critic's

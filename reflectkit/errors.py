@@ -97,6 +97,7 @@ class UnknownModelError(ConfigurationError):
 
     def __init__(self, model: str, detail: str = "") -> None:
         self.model = model
+        """The model string."""
         hint = (
             f"unknown model {model!r}: LiteLLM cannot tell its provider; "
             "prefix it with one (e.g. 'openai/...', 'anthropic/...', 'ollama/...')"
@@ -109,7 +110,9 @@ class MissingCredentialsError(ConfigurationError):
 
     def __init__(self, model: str, env_vars: list[str]) -> None:
         self.model = model
+        """The model string."""
         self.env_vars = list(env_vars)
+        """The environment variables that would hold its key."""
         names = " and ".join(self.env_vars)
         super().__init__(
             f"model {model!r} needs an API key: set {names} in the environment "
@@ -127,6 +130,7 @@ class ModelRequestsBlockedError(ConfigurationError):
 
     def __init__(self, model: str) -> None:
         self.model = model
+        """The model string that was blocked."""
         super().__init__(
             f"request to hosted model {model!r} blocked: model requests are switched off "
             "(tests must use reflectkit.testing fakes or the local model)"
@@ -152,6 +156,7 @@ class ProviderError(RunError):
     """A model call failed at the provider or on the way to it."""
 
     retryable: bool = False
+    """Whether a retry may succeed (rate limits, timeouts, connection and server errors)."""
 
     def __init__(
         self,
@@ -163,7 +168,9 @@ class ProviderError(RunError):
     ) -> None:
         super().__init__(message)
         self.model = model
+        """The model string."""
         self.status_code = status_code
+        """The provider's HTTP status, when there was one."""
         if retryable is not None:
             self.retryable = retryable
 
@@ -183,6 +190,7 @@ class RateLimitedError(ProviderError):
     ) -> None:
         super().__init__(message, model=model, status_code=status_code)
         self.retry_after = retry_after
+        """Seconds the provider asked to wait (``Retry-After``), when it said."""
 
 
 class ProviderTimeoutError(ProviderError):

@@ -24,7 +24,9 @@ class StepStarted:
     """A node of the loop started (``iteration`` is the draft it works on)."""
 
     node: str
+    """The step: ``"generate"``, ``"critique"``, ``"revise"`` or ``"finalize"``."""
     iteration: int
+    """The draft it works on, 1-based."""
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,9 @@ class DraftDelta:
     critic is done, so it arrives afterwards as an :class:`~reflectkit.OutputDelta`."""
 
     iteration: int
+    """The draft being written, 1-based."""
     delta: TagDelta
+    """The piece of text and which block it belongs to."""
 
 
 @dataclass(frozen=True)
@@ -47,11 +51,17 @@ class StepEvent:
     """
 
     node: str
+    """The step: ``"generate"``, ``"critique"``, ``"revise"`` or ``"finalize"``."""
     iteration: int
+    """The draft it worked on, 1-based."""
     draft: Draft | None = None
+    """The draft written (after generate and revise)."""
     verdict: Verdict | None = None
+    """The critic's verdict (after critique)."""
     usage: Usage | None = None
+    """This step's calls."""
     stop_reason: StopReason | None = None
+    """Why the run stops, once a step decides it."""
 
 
 @dataclass(frozen=True)
@@ -59,8 +69,11 @@ class TrialEvent:
     """A Reflexion trial failed its critic; ``lesson`` is what the model learnt for the next."""
 
     number: int
+    """The trial that failed, 1-based."""
     result: ReflectionResult
+    """That trial's result."""
     lesson: str
+    """What the model wrote for the next trial to read."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +81,7 @@ class ResultEvent:
     """The run is over; this is its result. Always the last event of a stream."""
 
     result: ReflectionResult
+    """The run's final result."""
 
 
 ReflectEvent = StepStarted | StepEvent | DraftDelta | TrialEvent | ResultEvent | TagDelta

@@ -65,7 +65,9 @@ class Draft(BaseModel):
     output: str
     """The answer, tags stripped."""
     thinking: list[str] = Field(default_factory=list)
+    """The reply's thinking blocks."""
     reflections: list[str] = Field(default_factory=list)
+    """The reply's reflection blocks."""
     parse_status: ParseStatus = ParseStatus.COMPLETE
     """How the reply, as first written, kept to the tag format."""
     repaired: bool = False
@@ -101,12 +103,17 @@ class Iteration(BaseModel):
     number: int
     """1 for the first draft, 2 for the first revision, ..."""
     kind: Literal["generate", "revise"]
+    """``"generate"`` for the first draft, ``"revise"`` for the rest."""
     draft: Draft
+    """The parsed draft."""
     verdict: Verdict | None = None
     """``None`` in single-pass mode, and for a revision that stopped the run unchanged."""
     draft_usage: Usage = Field(default_factory=Usage)
+    """What writing the draft cost."""
     critique_usage: Usage = Field(default_factory=Usage)
+    """What judging it cost."""
     seconds: float = 0.0
+    """Time spent on this draft and its critique."""
 
     @property
     def usage(self) -> Usage:
@@ -120,12 +127,17 @@ class TrialRecord(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     number: int
+    """The trial, 1-based."""
     output: str
+    """The trial's answer."""
     stop_reason: StopReason
+    """Why the trial ended."""
     passed: bool
+    """The critic passed the trial's answer."""
     lesson: str | None = None
     """The lesson the model wrote after this trial failed (None for the last trial)."""
     usage: Usage = Field(default_factory=Usage)
+    """The trial's calls and its lesson's."""
 
 
 class ReflectionResult(BaseModel):
@@ -134,14 +146,23 @@ class ReflectionResult(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     output: str
+    """The answer, tags stripped; ``str(result)`` is this."""
     thinking: list[str] = Field(default_factory=list)
+    """The final draft's thinking blocks."""
     reflections: list[str] = Field(default_factory=list)
+    """The final draft's reflection blocks."""
     iterations: list[Iteration] = Field(default_factory=list)
+    """Every draft, with its verdict, in order."""
     stop_reason: StopReason
+    """Why the run ended."""
     usage: Usage = Field(default_factory=Usage)
+    """Tokens, calls and cost of the whole run, critiques included."""
     model: str
+    """The generator's model string."""
     critic: str | None = None
+    """The critic's label (``llm:gpt-4o-mini``, a function's name); None in single-pass runs."""
     mode: Literal["loop", "single"]
+    """How the run went: ``"loop"`` (generate, critique, revise) or ``"single"`` (one call)."""
     parse_status: ParseStatus = ParseStatus.COMPLETE
     """How the final draft, as first written, kept to the tag format."""
     repaired: bool = False
@@ -149,6 +170,7 @@ class ReflectionResult(BaseModel):
     final_iteration: int = 1
     """The number of the iteration whose draft is the answer."""
     seconds: float = 0.0
+    """Wall-clock time of the run."""
     tool_calls: list[dict[str, Any]] = Field(default_factory=list)
     """The final draft's tool calls, unchanged (stop reason ``tool_calls``): run them and send
     their results back as ``role: "tool"`` messages for the model's next turn."""

@@ -18,10 +18,15 @@ class Usage(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     prompt_tokens: int = 0
+    """Tokens sent."""
     completion_tokens: int = 0
+    """Tokens received."""
     calls: int = 0
+    """Model calls made."""
     cost_usd: float = 0.0
+    """What the calls cost in USD, as LiteLLM prices them."""
     unpriced_calls: int = 0
+    """Calls LiteLLM had no price for (``cost_usd`` leaves them out)."""
 
     @property
     def total_tokens(self) -> int:

@@ -24,13 +24,22 @@ class Verdict(StrictModel):
     """
 
     passed: bool
+    """The draft is good enough: the loop stops."""
     score: float | None = Field(default=None, ge=0, le=10)
+    """0 to 10, when the critic gives one (``min_score`` compares with it)."""
     issues: list[str] = Field(default_factory=list)
+    """What is wrong, one item each."""
     feedback: str = ""
+    """What the revise step is told."""
     critic: str | None = None
+    """The label of the critic that judged."""
     malformed: bool = False
+    """An LLM critic's reply could not be read; the verdict asks for a revision with the raw reply
+    as feedback."""
     raw: str | None = None
+    """An LLM critic's reply, as written."""
     usage: Usage | None = None
+    """The critic's own calls."""
     parsed: Any = None
     """What the critic parsed out of the answer, if it parses (SchemaCritic's validated object)."""
 

@@ -49,13 +49,19 @@ class CritiqueRequest:
     draft: Draft
     """The whole draft: raw text, thinking, reflections, parse status."""
     iteration: int
+    """The draft's number, 1-based."""
     messages: list[Message] = field(default_factory=list)
     """The user's conversation (a copy)."""
     prompts: PromptBuilder | None = None
+    """The rendered templates (what an LLM critic sends)."""
     default_model: str | None = None
+    """The generator's model, for a critic given none."""
     default_model_kwargs: dict[str, Any] = field(default_factory=dict)
+    """The generator's LiteLLM keywords, for a critic given none."""
     retry: RetryPolicy | None = None
+    """The run's retry policy, for a critic's model calls."""
     timeout: float | None = None
+    """The run's per-call timeout in seconds, for a critic's model calls."""
     conversation: Conversation | None = None
     """The validated conversation ``messages`` come from (set by the loop), so a critic that
     reads it needs not validate the messages again."""
@@ -73,6 +79,7 @@ class Critic(Protocol):
     """
 
     name: str
+    """A label for results and logs (``llm:gpt-4o-mini``, a function's name)."""
 
     async def acritique(self, request: CritiqueRequest) -> Verdict:
         """Return a verdict on ``request.answer``. Raising fails the run with a CriticError."""

@@ -61,12 +61,19 @@ class Lesson:
     """One stored self-reflection and how it fared."""
 
     id: int
+    """The row id, for ``LessonStore.set_outcome``."""
     task_key: str
+    """The task the lesson belongs to."""
     question: str
+    """The question it was learned on."""
     text: str
+    """The lesson."""
     outcome: Outcome
+    """``"pending"`` until a run that was shown it ends, then ``"passed"`` or ``"failed"``."""
     created_at: float
+    """When it was written (ISO 8601, UTC)."""
     uses: int
+    """How many runs were shown it."""
 
 
 def default_path() -> Path:
