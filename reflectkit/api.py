@@ -22,6 +22,7 @@ from reflectkit.config import (
     OnCriticError,
     ReflectConfig,
     RetryPolicy,
+    StructuredOutput,
     config_from_arguments,
 )
 from reflectkit.errors import ConfigurationError, RunError
@@ -79,6 +80,10 @@ class Reflector:
     through to LiteLLM on every generator call (``temperature=0``, ``api_base=...``). Templates
     are checked and the graph compiled here, so configuration errors surface before any model is
     paid for.
+
+    ``output_type`` (a pydantic model, any type pydantic validates, or a JSON Schema dict) makes
+    the answer typed: it is validated before any critic, revised on the validation errors, and
+    ``result.parsed`` is the validated object (docs/typed-output.md).
     """
 
     @_noting_given_settings
@@ -103,6 +108,8 @@ class Reflector:
         min_score: float | None = None,
         critic_timeout: float | None = 300.0,
         on_critic_error: OnCriticError = "raise",
+        output_type: Any = None,
+        structured_output: StructuredOutput = "auto",
         trials: int = 1,
         memory: Any = None,
         run_log: Any = None,
@@ -420,7 +427,8 @@ async def areflect(
     """Make ``model`` reason, check itself and correct itself on ``prompt``; return the result.
 
     ``settings`` are :class:`Reflector`'s: ``critic``, ``critic_model``, ``max_iterations``,
-    ``mode`` ("auto" | "loop" | "single"), ``scheme``, ``template_dir``, ``retry``,
+    ``mode`` ("auto" | "loop" | "single"), ``output_type`` (a typed answer: ``result.parsed``),
+    ``scheme``, ``template_dir``, ``retry``,
     ``timeout``, budgets, ``run_log``, ``checkpointer`` ...; anything else passes through to
     LiteLLM. ``thread_id`` makes the run durable and resumable (docs/durability.md);
     ``callbacks`` are LangChain callback handlers.

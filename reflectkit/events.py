@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from reflectkit.result import Draft, ReflectionResult, StopReason
 from reflectkit.tags import TagDelta
@@ -68,6 +69,11 @@ class ResultEvent:
     """The run is over; this is its result. Always the last event of a stream."""
 
     result: ReflectionResult
+
+    @property
+    def parsed(self) -> Any:
+        """The typed answer (``output_type``), validated: ``result.parsed``."""
+        return self.result.parsed
 
 
 ReflectEvent = StepStarted | StepEvent | DraftDelta | TrialEvent | ResultEvent | TagDelta
