@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
+from click.testing import CliRunner
 from langchain_core.exceptions import OutputParserException
 from pydantic import BaseModel
 
 import reflectkit as rk
+from reflectkit.cli.app import cli
 from reflectkit.config import RetryPolicy
 from reflectkit.integrations.langchain import ReflectiveChatModel
 from reflectkit.server import ServerSettings
@@ -211,3 +214,17 @@ async def test_langchain_structured_output_that_never_validated_raises() -> None
     structured = ReflectiveChatModel(generator.model, mode="single").with_structured_output(City)
     with pytest.raises(OutputParserException, match="did not validate"):
         await structured.ainvoke(QUESTION)
+
+
+def test_the_cli_takes_a_json_schema_file(tmp_path: Path) -> None:
+    schema = tmp_path / "city.json"
+    schema.write_text(json.dumps(City.model_json_schema()))
+    fake = ScriptedLLM([MISSING, VALID])
+    run = CliRunner().invoke(
+        cli, ["run", QUESTION, "--model", fake.model, "--output-schema", str(schema)]
+    )
+    assert run.exit_code == 0
+    assert json.loads(run.stdout) == PARIS.model_dump()
+    missing = CliRunner().invoke(cli, ["run", "q", "--output-schema", str(tmp_path / "none")])
+    assert missing.exit_code == 2
+    assert missing.stderr.startswith("reflectkit: error: --output-schema: cannot read")
