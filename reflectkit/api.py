@@ -22,6 +22,7 @@ from reflectkit.config import (
     OnCriticError,
     ReflectConfig,
     RetryPolicy,
+    StructuredOutput,
     config_from_arguments,
 )
 from reflectkit.errors import ConfigurationError, RunError
@@ -116,6 +117,14 @@ class Reflector:
         on_critic_error: What a failed critic does: ``"raise"`` fails the run with
             :class:`~reflectkit.CriticError` (its ``partial`` keeps the work);
             ``"keep_best"`` ends it with the best-judged draft, stop reason ``critic_error``.
+        output_type: A typed answer: a pydantic model, any type pydantic validates, or a JSON
+            Schema dict. The answer is validated before any critic, revised on the validation
+            errors (verbatim), and ``result.parsed`` is the validated object
+            (docs/typed-output.md).
+        structured_output: How a typed answer is written: JSON inside the output tag
+            (``"tags"``), the provider's own structured output (``"native"``, which drops
+            the tags), or ``"auto"`` (native only for reasoning models whose provider LiteLLM
+            says supports a JSON Schema).
         trials: Whole Reflexion attempts (1 to 20); each failed one is followed by a lesson
             the next one reads.
         memory: Lessons kept across runs: True for the default SQLite file, a path, or a
@@ -159,6 +168,8 @@ class Reflector:
         min_score: float | None = None,
         critic_timeout: float | None = 300.0,
         on_critic_error: OnCriticError = "raise",
+        output_type: Any = None,
+        structured_output: StructuredOutput = "auto",
         trials: int = 1,
         memory: Any = None,
         run_log: Any = None,
@@ -490,7 +501,8 @@ async def areflect(
             with the same ``thread_id`` continues a run that failed or was killed.
         callbacks: LangChain callback handlers (LangSmith tracing works through them).
         **settings: :class:`Reflector`'s settings (``critic``, ``max_iterations``,
-            budgets ...); anything else passes through to LiteLLM.
+            ``output_type`` for a typed answer in ``result.parsed``, budgets ...); anything
+            else passes through to LiteLLM.
 
     Raises:
         ConfigurationError: A setting is invalid.

@@ -23,6 +23,7 @@ __all__ = [
     "OnCriticError",
     "ReflectConfig",
     "RetryPolicy",
+    "StructuredOutput",
     "config_from_arguments",
     "resolve_model",
 ]
@@ -35,6 +36,9 @@ DEFAULT_MODEL = "local/smollm2-135m"
 ``local`` extra), so reflectkit works with no API key and no network."""
 
 Mode = Literal["auto", "loop", "single"]
+
+StructuredOutput = Literal["auto", "tags", "native"]
+"""How a typed answer (``output_type``) is written: see :mod:`reflectkit.typed`."""
 
 OnCriticError = Literal["raise", "keep_best"]
 """What a failed critique does to the run: fail it, or end it with the best draft so far."""
@@ -129,6 +133,13 @@ class ReflectConfig(StrictModel):
     Reflexion (see :mod:`reflectkit.reflexion`): ``trials`` whole attempts, each failed one
     followed by a lesson the next one sees; ``memory`` keeps lessons across runs: ``True`` for
     the default SQLite file, a path, or a :class:`~reflectkit.stores.memory.LessonStore`.
+
+    Typed answers (see docs/typed-output.md): ``output_type`` is a pydantic model, any type
+    pydantic validates, or a JSON Schema as a dict; every answer is validated against it before
+    any other critic, and ``ReflectionResult.parsed`` is the validated object.
+    ``structured_output`` says how the answer is written: JSON in the output tag (``"tags"``),
+    the provider's structured output (``"native"``), or ``"auto"``. Like ``critic``, the type is
+    held as given and checked when a run is built.
     """
 
     model: str | None = None
@@ -150,6 +161,8 @@ class ReflectConfig(StrictModel):
     min_score: float | None = Field(default=None, ge=0, le=10)
     critic_timeout: float | None = Field(default=300.0, gt=0)
     on_critic_error: OnCriticError = "raise"
+    output_type: Any = None
+    structured_output: StructuredOutput = "auto"
     trials: int = Field(default=1, ge=1, le=20)
     memory: Any = None
     run_log: Any = None
@@ -248,6 +261,8 @@ class ReflectConfig(StrictModel):
             "min_score": self.min_score,
             "critic_timeout": self.critic_timeout,
             "on_critic_error": self.on_critic_error,
+            "output_type": _type_record(self.output_type),
+            "structured_output": self.structured_output,
             "trials": self.trials,
             "memory": None
             if self.memory in (None, False)
@@ -267,6 +282,13 @@ class ReflectConfig(StrictModel):
         if isinstance(setting, (str, os.PathLike)):
             return redact(os.fspath(setting))
         return type(setting).__name__
+
+
+def _type_record(output_type: Any) -> Any:
+    """An output type as records keep it: a JSON Schema as it is (plain data), a type by name."""
+    if output_type is None or isinstance(output_type, Mapping):
+        return output_type
+    return str(getattr(output_type, "__name__", repr(output_type)))
 
 
 def resolve_model(model: str | None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from reflectkit.result import Draft, ReflectionResult, StopReason
 from reflectkit.tags import TagDelta
@@ -82,6 +83,11 @@ class ResultEvent:
 
     result: ReflectionResult
     """The run's final result."""
+
+    @property
+    def parsed(self) -> Any:
+        """The typed answer (``output_type``), validated: ``result.parsed``."""
+        return self.result.parsed
 
 
 ReflectEvent = StepStarted | StepEvent | DraftDelta | TrialEvent | ResultEvent | TagDelta

@@ -16,7 +16,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
@@ -185,6 +185,22 @@ def _unjudged(expired: bool, failure: Verdict | str, iterations: list[Iteration]
     return Command(update={**update, "stop_reason": StopReason.CRITIC_ERROR}, goto="finalize")
 
 
+async def _validated(runtime: Runtime, state: LoopState, config: RunnableConfig) -> dict[str, Any]:
+    """For a single pass with an ``output_type``, the state's iterations with the answer
+    validated (a verdict on the draft, so ``result.parsed`` is set; no revision follows,
+    whatever it says); else nothing to change. A loop validated every draft already."""
+    check = runtime.output_check
+    if check is None or runtime.mode != "single":
+        return {}
+    iterations = state["iterations"]
+    last = iterations[-1]
+    if last.draft.tool_calls:
+        return {}  # tool calls are handed back unjudged
+    request = _request(runtime, _conversation(state, config), last)
+    verdict = await _judge(check, request, runtime.config.critic_timeout)
+    return {"iterations": [*iterations[:-1], last.model_copy(update={"verdict": verdict})]}
+
+
 def _nodes(runtime: Runtime) -> dict[str, Any]:
     builder = runtime.builder
     writer = runtime.writer
@@ -264,6 +280,7 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
             # No worked example here: the model's own tagged answer now shows the format, and a
             # small model asked to revise drifts back to the example's topic.
             layout=replace(runtime.plan.layout, exemplar="off") if runtime.plan else None,
+            plain=runtime.plan is None,
         )
         async with _TimeBudget(runtime, state) as budget:
             draft, spent = await writer.write(
@@ -291,11 +308,12 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
     async def finalize(state: LoopState, config: RunnableConfig) -> dict[str, Any]:
         default = StopReason.SINGLE_PASS if runtime.mode == "single" else StopReason.MAX_ITERATIONS
         stop_reason = state.get("stop_reason") or default
-        result = runtime.result(state, stop_reason)
+        update = await _validated(runtime, state, config)
+        result = runtime.result(cast("LoopState", {**state, **update}), stop_reason)
         write = _live(config)
         if write is not None and runtime.mode == "loop" and result.output:
             write(OutputDelta(result.output))  # the loop's answer, now that it is known
-        return {"result": result, "output": result.output, "stop_reason": stop_reason}
+        return {**update, "result": result, "output": result.output, "stop_reason": stop_reason}
 
     return {"generate": generate, "critique": critique, "revise": revise, "finalize": finalize}
 

@@ -171,9 +171,13 @@ class Layout:
 class PromptBuilder:
     """Lays out the messages of each step from the templates."""
 
-    def __init__(self, prompts: Prompts, scheme: TagScheme) -> None:
+    def __init__(
+        self, prompts: Prompts, scheme: TagScheme, output_schema: str | None = None
+    ) -> None:
         self.prompts = prompts
         self.scheme = scheme
+        self.output_schema = output_schema
+        """The JSON Schema a typed answer must match (``output_type``), shown with the request."""
         self._escape_names = (*scheme.names, *_TEMPLATE_TAGS)
         self._systems: dict[tuple[bool, str], str] = {}
 
@@ -221,6 +225,11 @@ class PromptBuilder:
             lessons=[self.escape(lesson) for lesson in conversation.lessons],
             scheme=self.scheme,
         )
+        if self.output_schema is not None:
+            rule = self.prompts.render(
+                "output_format", schema=self.output_schema, scheme=self.scheme
+            )
+            text = f"{text}\n\n{rule}"
         content = turn.get("content")
         if isinstance(content, list):  # keep images and other parts; replace the text parts
             others = [p for p in content if not (isinstance(p, dict) and p.get("type") == "text")]
@@ -310,11 +319,13 @@ class PromptBuilder:
         issues: list[str],
         score: float | None,
         layout: Layout | None = None,
+        plain: bool = False,
     ) -> list[Message]:
         """The conversation, the latest answer as the assistant's turn, then the critique.
 
         Only the latest draft and its critique are carried, so prompts grow linearly with the
-        number of iterations, not with the whole history of drafts.
+        number of iterations, not with the whole history of drafts. ``plain``: the conversation
+        without the protocol (see :meth:`plain`), for replies that cannot hold its tags.
         """
         layout = layout or Layout()
         request = self.prompts.render(
@@ -325,7 +336,11 @@ class PromptBuilder:
             issues=[self.escape(i) for i in issues],
             score=score,
             scheme=self.scheme,
+            tags=not plain,
         )
+        if plain:
+            answer_turn = {"role": "assistant", "content": self.escape(answer)}
+            return [*self.plain(conversation), answer_turn, {"role": "user", "content": request}]
         messages = [
             *self._conversation(conversation, layout),
             self._answer_turn(answer),

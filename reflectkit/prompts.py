@@ -70,7 +70,12 @@ TEMPLATES: dict[str, TemplateSpec] = {
     "revise": TemplateSpec(
         "revise.j2",
         "asks for a revision from the latest answer and the critique",
-        ("question", "answer", "feedback", "issues", "score", "scheme"),
+        ("question", "answer", "feedback", "issues", "score", "scheme", "tags"),
+    ),
+    "output_format": TemplateSpec(
+        "output_format.j2",
+        "appended to the request when the answer is typed: the JSON Schema it must match",
+        ("schema", "scheme"),
     ),
     "recycle_instruction": TemplateSpec(
         "recycle_instruction.j2",
@@ -101,6 +106,8 @@ _SAMPLE_CONTEXT: dict[str, Any] = {
     "exemplar": "<thinking>Japan's capital is Tokyo.</thinking><output>Tokyo</output>",
     "exemplar_question": "What is the capital of Japan?",
     "lessons": ["Subtract only after finding the number."],
+    "schema": '{"type": "integer"}',
+    "tags": True,
     "instruction": "Give three tips for staying healthy.",
     "input": "",
     "output": "1. Eat well. 2. Exercise. 3. Sleep enough.",

@@ -107,7 +107,8 @@ class Iteration(BaseModel):
     draft: Draft
     """The parsed draft."""
     verdict: Verdict | None = None
-    """``None`` in single-pass mode, and for a revision that stopped the run unchanged."""
+    """``None`` in single-pass mode (unless the answer is typed: then the validation's verdict),
+    and for a revision that stopped the run unchanged."""
     draft_usage: Usage = Field(default_factory=Usage)
     """What writing the draft cost."""
     critique_usage: Usage = Field(default_factory=Usage)
@@ -199,7 +200,8 @@ class ReflectionResult(BaseModel):
 
     @property
     def parsed(self) -> Any:
-        """What the final draft's critic parsed out of it (SchemaCritic's object), or None."""
+        """The typed answer: the ``output_type`` object the final draft's answer validated to
+        (or what its critic parsed, a SchemaCritic's object); None when nothing was parsed."""
         final = self.iterations[self.final_iteration - 1] if self.iterations else None
         return final.verdict.parsed if final and final.verdict else None
 

@@ -22,6 +22,7 @@ from reflectkit.critics.base import (
 )
 from reflectkit.critics.compose import as_critic
 from reflectkit.critics.llm_critic import LLMCritic
+from reflectkit.critics.schema import SchemaCritic
 from reflectkit.drafting import DraftWriter, FormatPlan, plan_format_help
 from reflectkit.messages import Conversation, PromptBuilder
 from reflectkit.models.capabilities import ModelProfile, profile_for
@@ -30,6 +31,13 @@ from reflectkit.prompts import Prompts
 from reflectkit.result import Iteration, ReflectionResult, StopReason
 from reflectkit.stopping import (
     select_final,
+)
+from reflectkit.typed import (
+    TypedCritic,
+    output_check,
+    response_format,
+    schema_text,
+    uses_native,
 )
 from reflectkit.usage import Usage
 
@@ -66,11 +74,16 @@ class LoopState(LoopInput, LoopOutput, total=False):
 
 def resolve_mode(config: ReflectConfig, model: str, profile: ModelProfile | None = None) -> RunMode:
     """``"auto"`` becomes ``"single"`` when the profile says one pass is best (tuned, reasoning,
-    or no worthwhile self-critique) and no critic was given; ``"loop"`` otherwise."""
+    or no worthwhile self-critique) and no critic was given; ``"loop"`` otherwise. An
+    ``output_type`` counts as a critic: an answer that fails validation is revised."""
     if config.mode != "auto":
         return config.mode
     profile = profile or profile_for(model)
-    explicit_critic = config.critic is not None or config.critic_model is not None
+    explicit_critic = (
+        config.critic is not None
+        or config.critic_model is not None
+        or config.output_type is not None
+    )
     return "single" if profile.single_pass and not explicit_critic else "loop"
 
 
@@ -88,6 +101,8 @@ class Runtime:
     plan: FormatPlan | None
     """Format help, or None when the model gets the conversation without the protocol."""
     writer: DraftWriter
+    output_check: SchemaCritic | None = None
+    """Validates a typed answer (``output_type``); in a loop it is also the critic's first part."""
     checked: bool = field(default=False, init=False, repr=False)
     """Whether :meth:`check` has passed once (it is not repeated by :meth:`acheck`)."""
 
@@ -101,19 +116,28 @@ class Runtime:
             # is read now, so no run reads a file on the event loop.
             prompts = Prompts(config.template_dir)
             prompts.check()
-        builder = PromptBuilder(prompts, config.scheme)
-        generator = ModelClient(
-            model, config.model_kwargs, retry=config.retry, timeout=config.timeout
-        )
+        check = output_check(config)
+        native = check is not None and uses_native(config, profile, model)
+        shown = schema_text(check) if check is not None and not native else None
+        builder = PromptBuilder(prompts, config.scheme, shown)
+        params = config.model_kwargs
+        if check is not None and native:
+            params = {**params, "response_format": response_format(check)}
+        generator = ModelClient(model, params, retry=config.retry, timeout=config.timeout)
         critic = as_critic(config.critic)
-        if critic is None and mode == "loop":
+        # With an output type and no critic, validation alone judges (no LLM critic is made).
+        wants_llm = check is None or config.critic_model is not None
+        if critic is None and mode == "loop" and wants_llm:
             separate = config.critic_model is not None and config.critic_model != model
             critic_model = config.critic_model if separate else None
             critic = LLMCritic(critic_model, **config.critic_kwargs)
-        plain = mode == "single" and profile.reasoning and not profile.tuned
+        if check is not None and mode == "loop":
+            # Validation first, always: it is free, and a draft that fails it costs no critic.
+            critic = TypedCritic(check, critic)
+        plain = native or (mode == "single" and profile.reasoning and not profile.tuned)
         plan = None if plain else plan_format_help(config, profile)
         writer = DraftWriter(generator, builder, plan)
-        return cls(config, model, profile, mode, builder, generator, critic, plan, writer)
+        return cls(config, model, profile, mode, builder, generator, critic, plan, writer, check)
 
     def check(self) -> None:
         """Fail before the first call if a model cannot be used (unknown, no key, blocked)."""

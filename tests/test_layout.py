@@ -36,6 +36,7 @@ LOOP = (
     "stopping",
     "testing",
     "tracing",
+    "typed",
 )
 
 # The module paths the docs, README and examples named before the regrouping (and the modules

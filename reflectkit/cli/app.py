@@ -102,6 +102,19 @@ def _read_prompt(prompt: str) -> str:
     return text
 
 
+def _read_schema(path: str) -> dict[str, Any]:
+    """The JSON Schema in the file at ``path`` (``--output-schema``)."""
+    try:
+        schema = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigurationError(f"--output-schema: cannot read {path}: {error.strerror}") from None
+    except ValueError as error:
+        raise ConfigurationError(f"--output-schema: {path} is not JSON: {error}") from None
+    if not isinstance(schema, dict):
+        raise ConfigurationError(f"--output-schema: {path} must hold a JSON object")
+    return schema
+
+
 def _show_reasoning(result: ReflectionResult) -> None:
     for iteration in result.iterations:
         label = "draft" if iteration.kind == "generate" else "revision"
@@ -198,6 +211,12 @@ def _run_or_cancel(reflector: Reflector, text: str, thread_id: str | None) -> Re
     help="Where durable runs are saved: a SQLite file or a postgresql:// URL "
     "(default: $REFLECTKIT_CHECKPOINTS or the user data directory).",
 )
+@click.option(
+    "--output-schema",
+    metavar="FILE",
+    help="A JSON Schema file: the answer must be JSON valid for it, and is revised on the "
+    "validation errors until it is.",
+)
 def run(
     prompt: str,
     model: str | None,
@@ -211,6 +230,7 @@ def run(
     options: tuple[str, ...],
     thread_id: str | None,
     checkpoints: str | None,
+    output_schema: str | None,
 ) -> None:
     """Answer PROMPT (or stdin, if PROMPT is -) after reasoning and self-correction."""
     model_kwargs = dict(option_value(o) for o in options)
@@ -226,6 +246,7 @@ def run(
         on_critic_error=cast("OnCriticError", on_critic_error),
         template_dir=template_dir,
         checkpointer=checkpoints,
+        output_type=_read_schema(output_schema) if output_schema else None,
         **model_kwargs,
     )
     try:

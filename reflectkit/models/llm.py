@@ -68,6 +68,7 @@ __all__ = [
     "first_choice",
     "is_loopback",
     "register_provider",
+    "supports_response_schema",
     "token_count",
     "without_tools",
 ]
@@ -84,6 +85,18 @@ _TOOL_PARAMS = ("tools", "tool_choice", "parallel_tool_calls", "functions", "fun
 def without_tools(params: Mapping[str, Any]) -> dict[str, Any]:
     """``params`` minus the tool parameters: for calls that must answer in text (critiques)."""
     return {k: v for k, v in params.items() if k not in _TOOL_PARAMS}
+
+
+def supports_response_schema(model: str) -> bool:
+    """Whether LiteLLM says ``model``'s provider takes a JSON Schema as ``response_format``
+    (structured output). Never for the embedded model, which LiteLLM does not serve."""
+    if direct_backend(model) is not None:
+        return False
+    litellm = _load()
+    try:
+        return bool(litellm.supports_response_schema(model=model))
+    except Exception:  # a model LiteLLM does not know: not as far as it knows
+        return False
 
 
 def is_loopback(url: Any) -> bool:

@@ -30,7 +30,7 @@ from reflectkit.server.protocol import Answer, ChatRequest, Delta, Usage
 from reflectkit.server.settings import ServerSettings
 from reflectkit.tags import OutputDelta, OutputReset, ReflectionDelta, TagDelta, ThinkingDelta
 
-__all__ = ["PROGRESS", "Reflectors", "reflect_complete", "reflect_stream"]
+__all__ = ["PROGRESS", "Reflectors", "output_type_of", "reflect_complete", "reflect_stream"]
 
 PROGRESS = object()
 """Yielded when a step finished without anything for the client: the upstream has answered."""
@@ -54,16 +54,22 @@ class Reflectors:
         critic_model = (options.critic_model if options else None) or settings.critic_model
         iterations = (options.max_iterations if options else None) or settings.max_iterations
         on_error = (options.on_critic_error if options else None) or settings.on_critic_error
-        # The library's own rule for "auto" (the server gives no critic object, only a model).
-        mode = resolve_mode(ReflectConfig(mode=mode, critic_model=critic_model), model)
         params = {**settings.upstream_kwargs, **request.params}
-        key = json.dumps([model, mode, critic_model, iterations, on_error, params], default=repr)
+        # A response_format makes the answer typed: the loop validates it (and sends the schema
+        # natively where that suits the model, see reflectkit.typed), so it is not forwarded.
+        output_type = output_type_of(params.pop("response_format", None))
+        # The library's own rule for "auto" (the server gives no critic object, only a model).
+        chosen = ReflectConfig(mode=mode, critic_model=critic_model, output_type=output_type)
+        mode = resolve_mode(chosen, model)
+        key = json.dumps(
+            [model, mode, critic_model, iterations, on_error, output_type, params], default=repr
+        )
         reflector = self._kept.get(key)
         if reflector is not None:
             self._kept.move_to_end(key)
             return reflector
-        # The critic gets the upstream settings only: not the request's tools, max_tokens or
-        # response_format, which are meant for the answer, and would spoil a JSON verdict.
+        # The critic gets the upstream settings only: not the request's tools or max_tokens,
+        # which are meant for the answer, and would spoil a JSON verdict.
         critic = None
         if mode == "loop":
             critic = LLMCritic(critic_model or model, **settings.upstream_kwargs)
@@ -73,6 +79,7 @@ class Reflectors:
             critic=critic,
             max_iterations=iterations,
             on_critic_error=on_error,
+            output_type=output_type,
             timeout=settings.timeout,
             retry=settings.retry,
             run_log=settings.run_log,
@@ -89,6 +96,20 @@ class Reflectors:
         for reflector in self._kept.values():
             reflector.close()
         self._kept.clear()
+
+
+def output_type_of(response_format: Any) -> dict[str, Any] | None:
+    """The JSON Schema a request's ``response_format`` asks the answer to match (checked by
+    :mod:`reflectkit.server.checks` already): ``json_schema``'s schema (``{}``, any JSON, when it
+    gives none), an object for ``json_object``; None for ``text`` or no format."""
+    if not isinstance(response_format, dict):
+        return None
+    if response_format.get("type") == "json_object":
+        return {"type": "object"}
+    if response_format.get("type") == "json_schema":
+        schema = response_format["json_schema"].get("schema")
+        return dict(schema) if schema is not None else {}
+    return None
 
 
 def _verdict_note(event: StepEvent) -> str:

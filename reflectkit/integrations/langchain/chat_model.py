@@ -22,13 +22,14 @@ from contextlib import aclosing, suppress
 from typing import Any, Literal, TypeVar
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.messages.tool import ToolCall, ToolCallChunk, tool_call_chunk
 from langchain_core.output_parsers.openai_tools import make_invalid_tool_call, parse_tool_call
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableLambda
 from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
@@ -141,6 +142,33 @@ def _metadata(result: ReflectionResult) -> dict[str, Any]:
     }
 
 
+def _parsed(result: ReflectionResult) -> dict[str, Any]:
+    """The typed answer (``output_type``), where LangChain's chat models put a parsed structured
+    output: ``additional_kwargs["parsed"]``; nothing when the answer is untyped or invalid."""
+    return {"parsed": result.parsed} if result.parsed is not None else {}
+
+
+def _structured(include_raw: bool) -> Callable[[AIMessage], Any]:
+    """What :meth:`ReflectiveChatModel.with_structured_output` makes of a reply."""
+
+    def parse(message: AIMessage) -> Any:
+        parsed = message.additional_kwargs.get("parsed")
+        error = None
+        if parsed is None:
+            stop = message.response_metadata.get("reflectkit", {}).get("stop_reason")
+            error = OutputParserException(
+                f"the answer did not validate against the output type (stop reason {stop})",
+                llm_output=str(message.content),
+            )
+        if include_raw:
+            return {"raw": message, "parsed": parsed, "parsing_error": error}
+        if error is not None:
+            raise error
+        return parsed
+
+    return parse
+
+
 def _tool_choice(choice: Any) -> Any:
     """LangChain's ways to name a tool choice, in OpenAI's format."""
     if choice is True or choice == "any":
@@ -166,6 +194,10 @@ class ReflectiveChatModel(BaseChatModel):
     passed through unjudged, so :meth:`bind_tools` makes it usable as an agent's model.
     ``usage_metadata`` counts every call of the run; ``response_metadata["reflectkit"]`` has
     its stop reason. :meth:`areflect` gives the whole :class:`~reflectkit.ReflectionResult`.
+
+    With ``output_type=`` (or :meth:`with_structured_output`) the answer is typed: the reply's
+    content is its JSON and ``additional_kwargs["parsed"]`` the validated object, as LangChain's
+    own chat models give a structured output (docs/typed-output.md).
     """
 
     model: Any = None
@@ -249,6 +281,23 @@ class ReflectiveChatModel(BaseChatModel):
             kwargs["tool_choice"] = _tool_choice(tool_choice)
         return self.bind(tools=formatted, **kwargs)
 
+    def with_structured_output(
+        self, schema: Any, *, include_raw: bool = False, **kwargs: Any
+    ) -> Runnable[LanguageModelInput, Any]:
+        """This model with a typed answer: ``schema`` (a pydantic model, any type pydantic
+        validates, or a JSON Schema dict) becomes the run's ``output_type``, so every draft is
+        validated and revised on its errors, and the runnable returns the validated object
+        (``include_raw``: ``{"raw", "parsed", "parsing_error"}``). An answer that never
+        validated raises OutputParserException. ``kwargs`` (LangChain's ``method``, ``strict``)
+        are not needed: reflectkit decides how the schema is sent (docs/typed-output.md)."""
+        unknown = set(kwargs) - {"method", "strict"}
+        if unknown:
+            raise ConfigurationError(
+                f"unknown with_structured_output argument(s): {sorted(unknown)}"
+            )
+        parse = RunnableLambda(_structured(include_raw))
+        return self.bind(output_type=schema) | parse
+
     def _reflector(self, call_kwargs: dict[str, Any]) -> Reflector:
         return Reflector(
             self._generator,
@@ -307,6 +356,7 @@ class ReflectiveChatModel(BaseChatModel):
                         rest = ""  # already streamed text cannot be taken back
                     last = AIMessageChunk(
                         content=rest,
+                        additional_kwargs=_parsed(result),
                         tool_call_chunks=_tool_call_chunks(result.tool_calls),
                         usage_metadata=_usage(result),
                         response_metadata=_metadata(result),
@@ -350,6 +400,7 @@ class ReflectiveChatModel(BaseChatModel):
         valid, invalid = _lc_tool_calls(result.tool_calls)
         message = AIMessage(
             content=result.output,
+            additional_kwargs=_parsed(result),
             tool_calls=valid,
             invalid_tool_calls=invalid,
             usage_metadata=_usage(result),
