@@ -8,19 +8,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from reflectkit.errors import ConfigurationError, CriticError
+from reflectkit.errors import ConfigurationError, CriticError, ReflectkitError
 from reflectkit.verdict import Verdict
 
 if TYPE_CHECKING:
     from reflectkit.config import RetryPolicy
     from reflectkit.messages import Conversation, Message, PromptBuilder
     from reflectkit.result import Draft
+    from reflectkit.trajectory import Trajectory
 
 __all__ = [
     "Critic",
     "CriticSetup",
     "CritiqueRequest",
     "FunctionCritic",
+    "ask_critic",
     "check_critic",
     "coerce_verdict",
     "critic_label",
@@ -59,6 +61,9 @@ class CritiqueRequest:
     conversation: Conversation | None = None
     """The validated conversation ``messages`` come from (set by the loop), so a critic that
     reads it needs not validate the messages again."""
+    trajectory: Trajectory | None = None
+    """The whole run of a runnable or agent wrapped by :func:`reflectkit.reflective`: every
+    message from the request to the answer, tool calls and results included. None in the loop."""
 
 
 @runtime_checkable
@@ -140,3 +145,17 @@ def critic_label(critic: Critic, setup: CriticSetup) -> str:
     """The name a run records for ``critic``: its ``label(setup)`` if it has one, else its name."""
     label = getattr(critic, "label", None)
     return str(label(setup)) if label is not None else critic.name
+
+
+async def ask_critic(critic: Critic, request: CritiqueRequest, limit: float | None) -> Verdict:
+    """Ask the critic, turning a crash or a hang (``limit`` seconds) into a CriticError;
+    reflectkit's own errors (a provider failing under an LLM critic) pass as they are."""
+    try:
+        async with asyncio.timeout(limit):
+            return await critic.acritique(request)
+    except ReflectkitError:
+        raise
+    except TimeoutError:
+        raise CriticError(f"critic {critic.name} gave no verdict within {limit} s") from None
+    except Exception as error:
+        raise CriticError(f"critic {critic.name} raised {type(error).__name__}: {error}") from error
