@@ -69,6 +69,7 @@ if TYPE_CHECKING:
     )
     from reflectkit.events import DraftDelta, ResultEvent, StepEvent, StepStarted, TrialEvent
     from reflectkit.graph import build_graph
+    from reflectkit.integrations.reflective import reflective
     from reflectkit.integrations.wrapping import wrap
     from reflectkit.models.capabilities import ModelProfile, profile_for, register_model
     from reflectkit.result import Draft, Iteration, ReflectionResult, StopReason, TrialRecord
@@ -111,6 +112,7 @@ _LAZY = {
     "TrialRecord": "reflectkit.result",
     "Usage": "reflectkit.usage",
     "wrap": "reflectkit.integrations.wrapping",
+    "reflective": "reflectkit.integrations.reflective",
     "batch": "reflectkit.batching",
     "abatch": "reflectkit.batching",
     "BatchItem": "reflectkit.batching",
@@ -192,6 +194,7 @@ __all__ = [
     "parse",
     "profile_for",
     "reflect",
+    "reflective",
     "register_model",
     "wrap",
 ]
