@@ -74,6 +74,7 @@ if TYPE_CHECKING:
     from reflectkit.models.capabilities import ModelProfile, profile_for, register_model
     from reflectkit.result import Draft, Iteration, ReflectionResult, StopReason, TrialRecord
     from reflectkit.stores.memory import Lesson, LessonStore
+    from reflectkit.trajectory import ToolUse, Trajectory
     from reflectkit.usage import Usage
 
 __version__ = "0.1.0"
@@ -111,6 +112,8 @@ _LAZY = {
     "StopReason": "reflectkit.result",
     "TrialRecord": "reflectkit.result",
     "Usage": "reflectkit.usage",
+    "ToolUse": "reflectkit.trajectory",
+    "Trajectory": "reflectkit.trajectory",
     "wrap": "reflectkit.integrations.wrapping",
     "reflective": "reflectkit.integrations.reflective",
     "batch": "reflectkit.batching",
@@ -181,6 +184,8 @@ __all__ = [
     "TagScheme",
     "TemplateError",
     "ThinkingDelta",
+    "ToolUse",
+    "Trajectory",
     "TrialEvent",
     "TrialRecord",
     "UnknownModelError",
