@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from blockbuster import blockbuster_ctx
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableConfig, RunnableLambda
@@ -266,3 +267,17 @@ def test_an_input_it_cannot_revise_needs_revise_before_anything_runs() -> None:
         revise=lambda first, output, verdict: {"q": first["q"] + "!"},
     )
     assert asked.invoke({"q": "hi"}) == "HI!"
+
+
+async def test_a_reflective_agent_does_not_block_the_loop() -> None:
+    fake = _wrong_then_right()
+    critic = ScriptedLLM([verdict(False, "The tool said 42."), verdict(True)])
+    app = rk.reflective(
+        _agent(fake, InMemorySaver()),
+        critic=[lambda t: bool(t.tool_uses), rk.LLMCritic(critic.model)],
+    )
+    with blockbuster_ctx():
+        state = await app.ainvoke(
+            {"messages": [("user", QUESTION)]}, {"configurable": {"thread_id": "t"}}
+        )
+    assert state["messages"][-1].content == "6 times 7 is 42."
