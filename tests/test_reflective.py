@@ -18,6 +18,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
 import reflectkit as rk
+from reflectkit.critics import TrajectoryCritic
 from reflectkit.integrations.langchain.fake import FakeChatModel
 from reflectkit.testing import Reply, ScriptedLLM, tool_call
 from reflectkit.trajectory import ToolUse, Trajectory
@@ -212,6 +213,13 @@ def test_the_callers_callbacks_config_and_checkpointer_reach_the_agent() -> None
     assert seen[-1].question == "Sure?"
     assert [m["role"] for m in seen[-1].messages] == ["user", "assistant"]
     assert fake.requests[-1].messages[0]["content"] == QUESTION
+
+
+def test_a_trajectory_critic_in_the_plain_loop_says_it_has_no_trajectory() -> None:
+    fake = ScriptedLLM(["<output>4</output>"])
+    critic = TrajectoryCritic(lambda trajectory: True, name="tools")
+    with pytest.raises(rk.CriticError, match="tools judges a trajectory"):
+        rk.reflect("2+2?", model=fake.model, critic=critic, run_log=False)
 
 
 def test_the_runnables_own_error_comes_through_unchanged() -> None:

@@ -22,6 +22,7 @@ __all__ = [
     "CriticSetup",
     "CritiqueRequest",
     "FunctionCritic",
+    "TrajectoryCritic",
     "ask_critic",
     "check_critic",
     "coerce_verdict",
@@ -125,13 +126,29 @@ class FunctionCritic:
         self.expensive = False
 
     async def acritique(self, request: CritiqueRequest) -> Verdict:
-        if inspect.iscoroutinefunction(self.fn):
-            value = await self.fn(request.question, request.answer)
-        else:
-            value = await asyncio.to_thread(self.fn, request.question, request.answer)
-            if inspect.isawaitable(value):
-                value = await value
-        return coerce_verdict(value, self.name)
+        return coerce_verdict(await _call(self.fn, request.question, request.answer), self.name)
+
+
+class TrajectoryCritic(FunctionCritic):
+    """A critic made from a callable ``(trajectory) -> bool | str | Verdict | dict`` that judges
+    the whole run of a runnable wrapped by :func:`reflectkit.reflective` (its
+    :class:`~reflectkit.trajectory.Trajectory`: tool calls, their results, the answer). What it
+    returns is read as :class:`FunctionCritic` reads it; sync callables run in a worker thread.
+    """
+
+    async def acritique(self, request: CritiqueRequest) -> Verdict:
+        if request.trajectory is None:
+            raise CriticError(f"critic {self.name} judges a trajectory, and this run has none")
+        return coerce_verdict(await _call(self.fn, request.trajectory), self.name)
+
+
+async def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, awaited if async; a sync ``fn`` runs in a worker thread, so a slow check
+    does not stall other runs on the event loop."""
+    if inspect.iscoroutinefunction(fn):
+        return await fn(*args)
+    value = await asyncio.to_thread(fn, *args)
+    return await value if inspect.isawaitable(value) else value
 
 
 def check_critic(critic: Critic, setup: CriticSetup) -> None:

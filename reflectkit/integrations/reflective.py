@@ -15,7 +15,6 @@ as a child of the wrapper's own run, and a graph's checkpointer keeps the thread
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import time
 from collections.abc import Mapping
@@ -36,9 +35,9 @@ from reflectkit.critics.base import (
     Critic,
     CriticSetup,
     CritiqueRequest,
+    TrajectoryCritic,
     ask_critic,
     check_critic,
-    coerce_verdict,
     critic_label,
 )
 from reflectkit.critics.compose import AllOf, as_critic
@@ -56,30 +55,9 @@ from reflectkit.trajectory import Trajectory
 from reflectkit.usage import Usage
 from reflectkit.verdict import Verdict
 
-__all__ = ["ReflectiveRunnable", "TrajectoryCritic", "reflective"]
+__all__ = ["ReflectiveRunnable", "reflective"]
 
 OnCriticError = Literal["raise", "keep_best"]
-
-
-class TrajectoryCritic:
-    """A critic made from a callable ``(trajectory) -> bool | str | Verdict | dict``, sync or
-    async, read as :class:`~reflectkit.FunctionCritic` reads its callable's return. Sync
-    callables run in a worker thread."""
-
-    expensive = False
-
-    def __init__(self, fn: Any, *, name: str | None = None) -> None:
-        self.fn = fn
-        self.name: str = name or str(getattr(fn, "__name__", type(fn).__name__))
-
-    async def acritique(self, request: CritiqueRequest) -> Verdict:
-        if inspect.iscoroutinefunction(self.fn):
-            value = await self.fn(request.trajectory)
-        else:
-            value = await asyncio.to_thread(self.fn, request.trajectory)
-            if inspect.isawaitable(value):
-                value = await value
-        return coerce_verdict(value, self.name)
 
 
 def _takes_one_argument(fn: Any) -> bool:
