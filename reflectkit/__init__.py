@@ -69,10 +69,12 @@ if TYPE_CHECKING:
     )
     from reflectkit.events import DraftDelta, ResultEvent, StepEvent, StepStarted, TrialEvent
     from reflectkit.graph import build_graph
+    from reflectkit.integrations.reflective import reflective
     from reflectkit.integrations.wrapping import wrap
     from reflectkit.models.capabilities import ModelProfile, profile_for, register_model
     from reflectkit.result import Draft, Iteration, ReflectionResult, StopReason, TrialRecord
     from reflectkit.stores.memory import Lesson, LessonStore
+    from reflectkit.trajectory import ToolUse, Trajectory
     from reflectkit.usage import Usage
 
 __version__ = "0.1.0"
@@ -110,7 +112,10 @@ _LAZY = {
     "StopReason": "reflectkit.result",
     "TrialRecord": "reflectkit.result",
     "Usage": "reflectkit.usage",
+    "ToolUse": "reflectkit.trajectory",
+    "Trajectory": "reflectkit.trajectory",
     "wrap": "reflectkit.integrations.wrapping",
+    "reflective": "reflectkit.integrations.reflective",
     "batch": "reflectkit.batching",
     "abatch": "reflectkit.batching",
     "BatchItem": "reflectkit.batching",
@@ -179,6 +184,8 @@ __all__ = [
     "TagScheme",
     "TemplateError",
     "ThinkingDelta",
+    "ToolUse",
+    "Trajectory",
     "TrialEvent",
     "TrialRecord",
     "UnknownModelError",
@@ -192,6 +199,7 @@ __all__ = [
     "parse",
     "profile_for",
     "reflect",
+    "reflective",
     "register_model",
     "wrap",
 ]

@@ -25,12 +25,9 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
 from reflectkit.config import ReflectConfig
-from reflectkit.critics.base import (
-    Critic,
-    CritiqueRequest,
-)
+from reflectkit.critics.base import Critic, CritiqueRequest, ask_critic
 from reflectkit.drafting import DeltaSink
-from reflectkit.errors import CriticError, ReflectkitError, RunError
+from reflectkit.errors import RunError
 from reflectkit.events import DraftDelta, StepEvent, StepStarted
 from reflectkit.messages import Conversation, to_conversation
 from reflectkit.redaction import is_secret_name, one_line
@@ -86,27 +83,13 @@ def _request(runtime: Runtime, conversation: Conversation, last: Iteration) -> C
     )
 
 
-async def _judge(critic: Critic, request: CritiqueRequest, limit: float | None) -> Verdict:
-    """Ask the critic, turning a crash or a hang (``limit`` seconds) into a CriticError;
-    reflectkit's own errors (a provider failing under an LLM critic) pass as they are."""
-    try:
-        async with asyncio.timeout(limit):
-            return await critic.acritique(request)
-    except ReflectkitError:
-        raise
-    except TimeoutError:
-        raise CriticError(f"critic {critic.name} gave no verdict within {limit} s") from None
-    except Exception as error:
-        raise CriticError(f"critic {critic.name} raised {type(error).__name__}: {error}") from error
-
-
 async def _verdict(
     critic: Critic, request: CritiqueRequest, config: ReflectConfig
 ) -> Verdict | str:
     """The critic's verdict; or, when it fails (raises, hangs, its model fails) and
     ``on_critic_error`` is ``"keep_best"``, the failure's message, for the run to end on."""
     try:
-        return await _judge(critic, request, config.critic_timeout)
+        return await ask_critic(critic, request, config.critic_timeout)
     except RunError as error:  # all the critic's: the generator is not called here
         if config.on_critic_error != "keep_best":
             raise
@@ -197,7 +180,7 @@ async def _validated(runtime: Runtime, state: LoopState, config: RunnableConfig)
     if last.draft.tool_calls:
         return {}  # tool calls are handed back unjudged
     request = _request(runtime, _conversation(state, config), last)
-    verdict = await _judge(check, request, runtime.config.critic_timeout)
+    verdict = await ask_critic(check, request, runtime.config.critic_timeout)
     return {"iterations": [*iterations[:-1], last.model_copy(update={"verdict": verdict})]}
 
 

@@ -30,7 +30,7 @@ __all__ = ["Conversation", "Message", "PromptBuilder", "message_text", "to_conve
 Message = dict[str, Any]
 
 # Delimiters the built-in templates put around user text; escaped like the protocol's tags.
-_TEMPLATE_TAGS = ("question", "answer", "feedback", "draft")
+_TEMPLATE_TAGS = ("question", "answer", "feedback", "draft", "trajectory", "step", "tool_call")
 _ROLES = {"system", "user", "assistant", "tool", "function", "developer"}
 # What may follow the user's request turn: the model's tool calls and the tools' results.
 _TOOL_EXCHANGE = {"assistant", "tool", "function"}
@@ -387,11 +387,12 @@ class PromptBuilder:
         answer: str,
         template: str | None = None,
         tool_results: Sequence[tuple[str, str]] = (),
+        trajectory: Sequence[dict[str, Any]] = (),
     ) -> list[Message]:
         """The LLM critic's single user turn, from the ``critique`` template or the critic's own
         ``template`` text (same variables). ``tool_results`` are ``(tool name, result text)``
         pairs the answer was written from: without them a critic would judge facts it cannot
-        see."""
+        see. ``trajectory`` is a wrapped agent's whole run (``Trajectory.steps()``)."""
         context = {
             "question": self.escape(question),
             "answer": self.escape(answer),
@@ -399,6 +400,7 @@ class PromptBuilder:
                 {"name": self.escape(name), "content": self.escape(content)}
                 for name, content in tool_results
             ],
+            "trajectory": [self._escaped_value(step) for step in trajectory],
             "scheme": self.scheme,
         }
         if template is None:

@@ -62,7 +62,7 @@ TEMPLATES: dict[str, TemplateSpec] = {
     "critique": TemplateSpec(
         "critique.j2",
         "the LLM critic's prompt; asks for a JSON verdict",
-        ("question", "answer", "tool_results", "scheme"),
+        ("question", "answer", "tool_results", "trajectory", "scheme"),
     ),
     "repair": TemplateSpec(
         "repair.j2", "asks again for only the final answer when a reply had none", ("scheme",)
@@ -76,6 +76,11 @@ TEMPLATES: dict[str, TemplateSpec] = {
         "output_format.j2",
         "appended to the request when the answer is typed: the JSON Schema it must match",
         ("schema", "scheme"),
+    ),
+    "revise_runnable": TemplateSpec(
+        "revise_runnable.j2",
+        "asks a runnable or agent wrapped by reflective() for a revision, with the critique",
+        ("question", "answer", "feedback", "issues", "score", "standalone"),
     ),
     "recycle_instruction": TemplateSpec(
         "recycle_instruction.j2",
@@ -100,6 +105,18 @@ _SAMPLE_CONTEXT: dict[str, Any] = {
     "question": "If a number plus 5 equals 12, what is that number minus 3?",
     "answer": "4",
     "tool_results": [{"name": "calculator", "content": "12 - 5 = 7"}],
+    "trajectory": [
+        {"role": "user", "content": "What is 12 - 5?", "name": "", "tool_calls": []},
+        {
+            "role": "assistant",
+            "content": "",
+            "name": "",
+            "tool_calls": [{"name": "calculator", "arguments": '{"expression": "12 - 5"}'}],
+        },
+        {"role": "tool", "content": "7", "name": "calculator", "tool_calls": []},
+        {"role": "assistant", "content": "7", "name": "", "tool_calls": []},
+    ],
+    "standalone": True,
     "feedback": "Show the subtraction.",
     "issues": ["The step 7 - 3 is missing."],
     "score": 6.0,

@@ -5,6 +5,7 @@ from reflectkit.critics.base import (
     CriticSetup,
     CritiqueRequest,
     FunctionCritic,
+    TrajectoryCritic,
     coerce_verdict,
 )
 from reflectkit.critics.code import CodeTestCritic, TestRun, extract_code, run_tests
@@ -24,6 +25,7 @@ __all__ = [
     "LLMCritic",
     "SchemaCritic",
     "TestRun",
+    "TrajectoryCritic",
     "Verdict",
     "as_critic",
     "coerce_verdict",

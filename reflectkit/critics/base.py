@@ -8,19 +8,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from reflectkit.errors import ConfigurationError, CriticError
+from reflectkit.errors import ConfigurationError, CriticError, ReflectkitError
 from reflectkit.verdict import Verdict
 
 if TYPE_CHECKING:
     from reflectkit.config import RetryPolicy
     from reflectkit.messages import Conversation, Message, PromptBuilder
     from reflectkit.result import Draft
+    from reflectkit.trajectory import Trajectory
 
 __all__ = [
     "Critic",
     "CriticSetup",
     "CritiqueRequest",
     "FunctionCritic",
+    "TrajectoryCritic",
+    "ask_critic",
     "check_critic",
     "coerce_verdict",
     "critic_label",
@@ -65,6 +68,9 @@ class CritiqueRequest:
     conversation: Conversation | None = None
     """The validated conversation ``messages`` come from (set by the loop), so a critic that
     reads it needs not validate the messages again."""
+    trajectory: Trajectory | None = None
+    """The whole run of a runnable or agent wrapped by :func:`reflectkit.reflective`: every
+    message from the request to the answer, tool calls and results included. None in the loop."""
 
 
 @runtime_checkable
@@ -127,13 +133,29 @@ class FunctionCritic:
         self.expensive = False
 
     async def acritique(self, request: CritiqueRequest) -> Verdict:
-        if inspect.iscoroutinefunction(self.fn):
-            value = await self.fn(request.question, request.answer)
-        else:
-            value = await asyncio.to_thread(self.fn, request.question, request.answer)
-            if inspect.isawaitable(value):
-                value = await value
-        return coerce_verdict(value, self.name)
+        return coerce_verdict(await _call(self.fn, request.question, request.answer), self.name)
+
+
+class TrajectoryCritic(FunctionCritic):
+    """A critic made from a callable ``(trajectory) -> bool | str | Verdict | dict`` that judges
+    the whole run of a runnable wrapped by :func:`reflectkit.reflective` (its
+    :class:`~reflectkit.trajectory.Trajectory`: tool calls, their results, the answer). What it
+    returns is read as :class:`FunctionCritic` reads it; sync callables run in a worker thread.
+    """
+
+    async def acritique(self, request: CritiqueRequest) -> Verdict:
+        if request.trajectory is None:
+            raise CriticError(f"critic {self.name} judges a trajectory, and this run has none")
+        return coerce_verdict(await _call(self.fn, request.trajectory), self.name)
+
+
+async def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, awaited if async; a sync ``fn`` runs in a worker thread, so a slow check
+    does not stall other runs on the event loop."""
+    if inspect.iscoroutinefunction(fn):
+        return await fn(*args)
+    value = await asyncio.to_thread(fn, *args)
+    return await value if inspect.isawaitable(value) else value
 
 
 def check_critic(critic: Critic, setup: CriticSetup) -> None:
@@ -147,3 +169,17 @@ def critic_label(critic: Critic, setup: CriticSetup) -> str:
     """The name a run records for ``critic``: its ``label(setup)`` if it has one, else its name."""
     label = getattr(critic, "label", None)
     return str(label(setup)) if label is not None else critic.name
+
+
+async def ask_critic(critic: Critic, request: CritiqueRequest, limit: float | None) -> Verdict:
+    """Ask the critic, turning a crash or a hang (``limit`` seconds) into a CriticError;
+    reflectkit's own errors (a provider failing under an LLM critic) pass as they are."""
+    try:
+        async with asyncio.timeout(limit):
+            return await critic.acritique(request)
+    except ReflectkitError:
+        raise
+    except TimeoutError:
+        raise CriticError(f"critic {critic.name} gave no verdict within {limit} s") from None
+    except Exception as error:
+        raise CriticError(f"critic {critic.name} raised {type(error).__name__}: {error}") from error

@@ -18,7 +18,8 @@ class LLMCritic:
     """Asks a model (by default the generator's) to review the draft.
 
     The prompt is the ``critique`` template, or ``template``: Jinja2 text with the same
-    variables (``question``, ``answer``, ``scheme``), rendered sandboxed and strict. It must ask
+    variables (``question``, ``answer``, ``tool_results``, ``trajectory``, ``scheme``), rendered
+    sandboxed and strict. It must ask
     for the verdict :func:`~reflectkit.verdict.parse_verdict` reads; a malformed verdict
     becomes a "revise" with the raw text as feedback, never a crash. A verdict the critic quotes
     from the answer or the tool results never counts as its own. ``model_kwargs`` pass
@@ -69,14 +70,16 @@ class LLMCritic:
         client = self._client(
             request.default_model, request.default_model_kwargs, request.retry, request.timeout
         )
-        conversation = request.conversation
-        results = (
-            conversation.tool_results()
-            if conversation is not None
-            else tool_results(request.messages)
-        )
+        conversation, trajectory = request.conversation, request.trajectory
+        if trajectory is not None:
+            results = [(use.name, use.result) for use in trajectory.tool_uses if use.result]
+        elif conversation is not None:
+            results = conversation.tool_results()
+        else:
+            results = tool_results(request.messages)
+        steps = trajectory.steps() if trajectory is not None else ()
         messages = request.prompts.critique(
-            request.question, request.answer, self.template, results
+            request.question, request.answer, self.template, results, steps
         )
         completion = await client.complete(messages)
         # What the critic was shown to judge: a verdict planted there and quoted is not its own.
