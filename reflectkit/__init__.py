@@ -63,12 +63,14 @@ if TYPE_CHECKING:
         Critic,
         CritiqueRequest,
         FunctionCritic,
+        HumanCritic,
         LLMCritic,
         SchemaCritic,
         Verdict,
     )
     from reflectkit.events import DraftDelta, ResultEvent, StepEvent, StepStarted, TrialEvent
     from reflectkit.graph import build_graph
+    from reflectkit.integrations.human import ask_human
     from reflectkit.integrations.wrapping import wrap
     from reflectkit.models.capabilities import ModelProfile, profile_for, register_model
     from reflectkit.result import Draft, Iteration, ReflectionResult, StopReason, TrialRecord
@@ -94,6 +96,7 @@ _LAZY = {
     "Critic": "reflectkit.critics",
     "CritiqueRequest": "reflectkit.critics",
     "FunctionCritic": "reflectkit.critics",
+    "HumanCritic": "reflectkit.critics",
     "LLMCritic": "reflectkit.critics",
     "Verdict": "reflectkit.critics",
     "ResultEvent": "reflectkit.events",
@@ -111,6 +114,7 @@ _LAZY = {
     "TrialRecord": "reflectkit.result",
     "Usage": "reflectkit.usage",
     "wrap": "reflectkit.integrations.wrapping",
+    "ask_human": "reflectkit.integrations.human",
     "batch": "reflectkit.batching",
     "abatch": "reflectkit.batching",
     "BatchItem": "reflectkit.batching",
@@ -141,6 +145,7 @@ __all__ = [
     "DraftDelta",
     "FormatHelp",
     "FunctionCritic",
+    "HumanCritic",
     "InputError",
     "Iteration",
     "LLMCritic",
@@ -186,6 +191,7 @@ __all__ = [
     "Verdict",
     "abatch",
     "areflect",
+    "ask_human",
     "batch",
     "build_graph",
     "escape_tags",

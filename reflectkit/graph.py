@@ -20,6 +20,7 @@ from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
+from langgraph.errors import GraphBubbleUp
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
@@ -88,11 +89,12 @@ def _request(runtime: Runtime, conversation: Conversation, last: Iteration) -> C
 
 async def _judge(critic: Critic, request: CritiqueRequest, limit: float | None) -> Verdict:
     """Ask the critic, turning a crash or a hang (``limit`` seconds) into a CriticError;
-    reflectkit's own errors (a provider failing under an LLM critic) pass as they are."""
+    reflectkit's own errors (a provider failing under an LLM critic) pass as they are, and so
+    does LangGraph's pause (a :class:`~reflectkit.critics.HumanCritic`'s ``interrupt()``)."""
     try:
         async with asyncio.timeout(limit):
             return await critic.acritique(request)
-    except ReflectkitError:
+    except (ReflectkitError, GraphBubbleUp):
         raise
     except TimeoutError:
         raise CriticError(f"critic {critic.name} gave no verdict within {limit} s") from None
