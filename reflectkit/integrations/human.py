@@ -53,10 +53,11 @@ def ask_human(
     """
     while result.awaiting_human:
         show(waiting_text(result))
-        try:
-            reply = ask(QUESTION)
-        except EOFError:
-            return result
-        if reply.strip():
-            result = reflector.resume(result, reply)
+        reply = ""
+        while not reply.strip():
+            try:
+                reply = ask(QUESTION)
+            except EOFError:
+                return result
+        result = reflector.resume(result, reply)
     return result
