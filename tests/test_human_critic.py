@@ -320,3 +320,21 @@ def test_the_command_line_refuses_a_resume_it_cannot_make(args: list[str], messa
     result = CliRunner().invoke(cli, ["run", *args])
     assert result.exit_code == 2
     assert message in result.stderr
+
+
+async def test_the_graph_alone_pauses_and_takes_langgraphs_resume() -> None:
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.types import Command
+
+    fake = ScriptedLLM(["<output>17</output>", "<output>4</output>"])
+    graph = rk.build_graph(model=fake.model, critic=rk.HumanCritic(), checkpointer=InMemorySaver())
+    config: Any = {"configurable": {"thread_id": "g"}}
+    paused = await graph.ainvoke({"messages": [{"role": "user", "content": QUESTION}]}, config)
+    [pause] = paused["__interrupt__"]
+    assert pause.value["answer"] == "17"
+    assert pause.value["iteration"] == 1
+    again = await graph.ainvoke(Command(resume=FIX), config)
+    assert again["__interrupt__"][0].value["answer"] == "4"
+    done = await graph.ainvoke(Command(resume="pass"), config)
+    assert done["stop_reason"] is rk.StopReason.PASSED
+    assert done["output"] == "4"

@@ -232,7 +232,8 @@ def run(
     human: bool,
     verdict: str | None,
 ) -> None:
-    """Answer PROMPT (or stdin, if PROMPT is -) after reasoning and self-correction."""
+    """Answer PROMPT (or stdin, if PROMPT is -) after reasoning and self-correction; with
+    --human, you judge each draft (--verdict resumes a run left waiting for you)."""
     check_resume(prompt, verdict, thread_id)
     model_kwargs = dict(option_value(o) for o in options)
     _prestart(model, template_dir, mode, model_kwargs)
