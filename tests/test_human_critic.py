@@ -154,7 +154,7 @@ async def test_bad_resumes_fail_before_anything_runs(tmp_path: Path) -> None:
             await reflector.aresume(paused, "  ")
         with pytest.raises(rk.ConfigurationError, match="has no run"):
             await reflector.aresume("no-such-thread", "pass")
-        with pytest.raises(rk.ConfigurationError, match="verdict of type int"):
+        with pytest.raises(rk.ConfigurationError, match="unusable verdict"):
             await reflector.aresume(paused, 3)
     plain = rk.Reflector(fake.model, checkpointer=tmp_path / "checkpoints.sqlite3", run_log=False)
     with pytest.raises(rk.ConfigurationError, match="no HumanCritic"):

@@ -23,7 +23,7 @@ from typing import Any
 from langgraph.config import get_config
 from langgraph.types import interrupt
 
-from reflectkit.critics.base import Critic, CritiqueRequest
+from reflectkit.critics.base import Critic, CritiqueRequest, coerce_verdict
 from reflectkit.critics.compose import is_expensive
 from reflectkit.errors import ConfigurationError, CriticError
 from reflectkit.verdict import Verdict
@@ -95,8 +95,6 @@ class HumanCritic:
 def human_verdict(value: Any, critic: str = "human") -> Verdict:
     """A person's verdict as a :class:`~reflectkit.Verdict` (see the module docstring); anything
     else, an empty text included, raises ConfigurationError."""
-    if isinstance(value, Verdict):
-        return value if value.critic else value.model_copy(update={"critic": critic})
     if isinstance(value, bool):
         return Verdict(passed=value, feedback="" if value else _NO_ADVICE, critic=critic)
     if isinstance(value, str):
@@ -106,15 +104,10 @@ def human_verdict(value: Any, critic: str = "human") -> Verdict:
         if text.casefold() == PASS_WORD:
             return Verdict(passed=True, critic=critic)
         return Verdict(passed=False, feedback=text, critic=critic)
-    if isinstance(value, dict):
-        try:
-            return Verdict(**{"critic": critic, **value})
-        except Exception as error:
-            raise ConfigurationError(f"an unusable verdict dict: {error}") from None
-    raise ConfigurationError(
-        f"a verdict of type {type(value).__name__}: give True, {PASS_WORD!r}, feedback text "
-        "or a Verdict"
-    )
+    try:  # a Verdict, or a dict of its fields, as any critic may return them
+        return coerce_verdict(value, critic)
+    except CriticError as error:
+        raise ConfigurationError(f"an unusable verdict: {error}") from None
 
 
 def _leaves(critic: Critic) -> Iterator[Critic]:
