@@ -63,12 +63,14 @@ if TYPE_CHECKING:
         Critic,
         CritiqueRequest,
         FunctionCritic,
+        HumanCritic,
         LLMCritic,
         SchemaCritic,
         Verdict,
     )
     from reflectkit.events import DraftDelta, ResultEvent, StepEvent, StepStarted, TrialEvent
     from reflectkit.graph import build_graph
+    from reflectkit.integrations.human import ask_human
     from reflectkit.integrations.reflective import reflective
     from reflectkit.integrations.wrapping import wrap
     from reflectkit.models.capabilities import ModelProfile, profile_for, register_model
@@ -96,6 +98,7 @@ _LAZY = {
     "Critic": "reflectkit.critics",
     "CritiqueRequest": "reflectkit.critics",
     "FunctionCritic": "reflectkit.critics",
+    "HumanCritic": "reflectkit.critics",
     "LLMCritic": "reflectkit.critics",
     "Verdict": "reflectkit.critics",
     "ResultEvent": "reflectkit.events",
@@ -116,6 +119,7 @@ _LAZY = {
     "Trajectory": "reflectkit.trajectory",
     "wrap": "reflectkit.integrations.wrapping",
     "reflective": "reflectkit.integrations.reflective",
+    "ask_human": "reflectkit.integrations.human",
     "batch": "reflectkit.batching",
     "abatch": "reflectkit.batching",
     "BatchItem": "reflectkit.batching",
@@ -146,6 +150,7 @@ __all__ = [
     "DraftDelta",
     "FormatHelp",
     "FunctionCritic",
+    "HumanCritic",
     "InputError",
     "Iteration",
     "LLMCritic",
@@ -193,6 +198,7 @@ __all__ = [
     "Verdict",
     "abatch",
     "areflect",
+    "ask_human",
     "batch",
     "build_graph",
     "escape_tags",

@@ -7,13 +7,13 @@ import functools
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
 from langchain_core.callbacks import Callbacks
 from langchain_core.runnables import RunnableConfig
-from langgraph.types import StreamMode
+from langgraph.types import Command, StreamMode
 
 from reflectkit import tracing
 from reflectkit.config import (
@@ -34,6 +34,13 @@ from reflectkit.events import (
 )
 from reflectkit.graph import CONVERSATION_KEY, STREAM_KEY, compile_runtime, step_event
 from reflectkit.messages import Conversation, to_conversation
+from reflectkit.pauses import (
+    PAUSED,
+    check_human_settings,
+    new_thread_id,
+    resume_input,
+    waiting_messages,
+)
 from reflectkit.prompts import Prompts
 from reflectkit.recording import Recording
 from reflectkit.reflexion import Reflexion, open_memory
@@ -188,6 +195,7 @@ class Reflector:
             raise ConfigurationError(
                 "trials > 1 needs a critic to fail a trial: pass critic=... or mode='loop'"
             )
+        check_human_settings(self._runtime, config)
         self._graph = compile_runtime(self._runtime)
         # Each store checks its own setting here, before any model is paid for (the config is
         # plain data); nothing touches the disk until first use.
@@ -239,6 +247,8 @@ class Reflector:
         works through them). If the run fails, the error raised is a
         :class:`~reflectkit.RunError` whose ``partial`` holds the drafts and usage so far.
         Stopping early (``break``, cancelling the task) stops the run and its model calls.
+        A run that a :class:`~reflectkit.HumanCritic` paused ends with a :class:`ResultEvent`
+        whose result's stop reason is ``awaiting_human`` (see :meth:`aresume`).
         """
         wanted: tuple[type[TagDelta], ...] = (OutputDelta,)
         if include_thinking:
@@ -253,6 +263,8 @@ class Reflector:
         """:meth:`_run` with the run recorded in the run log and traced as one span."""
         conversation = to_conversation(prompt)
         await self._runtime.acheck()
+        if run.thread_id is None and self._runtime.human:
+            run = replace(run, thread_id=new_thread_id())  # a pause must say what to resume
         self._check_thread(run.thread_id)
         recording = Recording(
             self._run_log,
@@ -314,19 +326,12 @@ class Reflector:
         state: LoopState = {"messages": list(conversation.messages)}
         if lessons:
             state["lessons"] = lessons
-        inputs: LoopState | None = state
-        if run.thread_id is not None:
-            saved = await graph.aget_state(config)
-            if saved.values:
-                _same_question(run.thread_id, saved.values, conversation)
-                state = cast("LoopState", dict(saved.values))
-                if not saved.next and "result" in state:
-                    logger.info("thread %s finished before; returning its result", run.thread_id)
-                    yield ResultEvent(state["result"])
-                    return
-                logger.info("resuming thread %s before %s", run.thread_id, list(saved.next))
-                inputs = None
+        state, inputs = await _starting_point(graph, config, run, conversation, state)
+        if inputs is _FINISHED:
+            yield ResultEvent(state["result"])
+            return
         modes: list[StreamMode] = ["updates", "custom"] if run.live else ["updates"]
+        paused = False
         try:
             # "sync": each step's checkpoint is written before the next step starts, so a crash
             # (even one that stops the event loop) never loses a completed step.
@@ -339,13 +344,17 @@ class Reflector:
                             yield cast("ReflectEvent", chunk)
                         continue
                     for node, change in cast("dict[str, Any]", chunk).items():
-                        if change:
+                        if node == PAUSED:
+                            paused = True
+                        elif change:
                             state.update(change)
                             yield step_event(node, change)
         except RunError as error:
             if state.get("iterations"):
                 error.partial = self._runtime.result(state, StopReason.ERROR)
             raise
+        if paused and "result" not in state:
+            state["result"] = self._runtime.result(state, StopReason.AWAITING_HUMAN)
         yield ResultEvent(state["result"])
 
     async def arun(
@@ -357,12 +366,51 @@ class Reflector:
         callbacks: Callbacks = None,
     ) -> ReflectionResult:
         """Run the loop on ``prompt`` and return the result (arguments as in :meth:`astream`)."""
-        run = _Options(False, (), task_key, _thread(thread_id), callbacks)
+        return await self._result(
+            prompt, _Options(False, (), task_key, _thread(thread_id), callbacks)
+        )
+
+    async def _result(self, prompt: Prompt, run: _Options) -> ReflectionResult:
         async with aclosing(self._recorded(prompt, run)) as events:
             async for event in events:
                 if isinstance(event, ResultEvent):
                     return event.result
         raise AssertionError("the run ended without a result")  # a run always ends with one
+
+    async def aresume(
+        self, thread: str | ReflectionResult, verdict: Any, *, callbacks: Callbacks = None
+    ) -> ReflectionResult:
+        """Resume a run paused for a person (stop reason ``awaiting_human``) with their verdict.
+
+        ``thread`` is the paused run's ``thread_id``, or its result. ``verdict`` is ``True`` or
+        ``"pass"`` to accept the draft, feedback text (sent to the revise step verbatim),
+        ``False``, or a :class:`~reflectkit.Verdict`. The run goes on from the pause, in this
+        process or any other: this reflector must have the settings the run was started with
+        (its model, critic, budgets) and reach the same checkpointer. It returns the next
+        result: passed, another pause for the next draft, or any other stop. A thread that does
+        not wait for a person, or a bad verdict, raises ConfigurationError before anything runs.
+        """
+        thread_id = _thread(thread.thread_id if isinstance(thread, ReflectionResult) else thread)
+        if thread_id is None:
+            raise ConfigurationError("resume needs the thread_id of a run awaiting a person")
+        if not self._runtime.human:
+            raise ConfigurationError(
+                "this Reflector has no HumanCritic: resume with one made with the settings the "
+                "run was started with (critic=rk.HumanCritic(), ...)"
+            )
+        command = resume_input(verdict)
+        self._check_thread(thread_id)
+        setting = self.config.checkpointer
+        async with await asyncio.to_thread(open_checkpointer, setting) as saver:
+            messages = await waiting_messages(compile_runtime(self._runtime, saver), thread_id)
+        run = _Options(False, (), None, thread_id, callbacks, resume=command)
+        return await self._result(messages, run)
+
+    def resume(
+        self, thread: str | ReflectionResult, verdict: Any, *, callbacks: Callbacks = None
+    ) -> ReflectionResult:
+        """Sync :meth:`aresume`."""
+        return run_sync(self.aresume(thread, verdict, callbacks=callbacks))
 
     def run(
         self,
@@ -426,13 +474,40 @@ class Reflector:
 @dataclass(frozen=True)
 class _Options:
     """How one run is made: streamed live or not, which deltas the caller wants, its task key,
-    its thread (durable runs) and LangChain callbacks."""
+    its thread (durable runs), LangChain callbacks, and the input that resumes a paused thread
+    with a person's verdict."""
 
     live: bool
     wanted: tuple[type[TagDelta], ...]
     task_key: str | None
     thread_id: str | None
     callbacks: Callbacks
+    resume: Command[Any] | None = None
+
+
+_FINISHED = object()
+"""What :func:`_starting_point` gives as input for a thread whose run finished."""
+
+
+async def _starting_point(
+    graph: Any, config: RunnableConfig, run: _Options, conversation: Conversation, state: LoopState
+) -> tuple[LoopState, Any]:
+    """Where a run starts: from ``state`` (a new run), or from its thread's saved state: then
+    the input is None (go on), the person's verdict (a resume), or :data:`_FINISHED`."""
+    if run.thread_id is None:
+        return state, state
+    saved = await graph.aget_state(config)
+    if not saved.values:
+        return state, state
+    _same_question(run.thread_id, saved.values, conversation)
+    state = cast("LoopState", dict(saved.values))
+    if run.resume is not None:  # aresume checked that the thread waits
+        return state, run.resume
+    if not saved.next and "result" in state:
+        logger.info("thread %s finished before; returning its result", run.thread_id)
+        return state, _FINISHED
+    logger.info("resuming thread %s before %s", run.thread_id, list(saved.next))
+    return state, None
 
 
 def _graph_config(run: _Options, span: Any, conversation: Conversation) -> RunnableConfig:

@@ -51,6 +51,10 @@ class StopReason(StrEnum):
     """The critic failed (raised, returned something unusable, its model failed, or it gave no
     verdict within ``critic_timeout``) and ``on_critic_error="keep_best"`` ended the run with
     the best draft judged so far; ``ReflectionResult.critic_error`` says what went wrong."""
+    AWAITING_HUMAN = "awaiting_human"
+    """A :class:`~reflectkit.critics.HumanCritic` paused the run for a person's verdict on the
+    latest draft (the result's ``output``); resume the thread (``result.thread_id``) with it:
+    ``Reflector.resume(result, "pass")`` or feedback text (see docs/human-critic.md)."""
     ERROR = "error"
     """The run failed; only partial results (``RunError.partial``) carry this reason."""
 
@@ -197,6 +201,12 @@ class ReflectionResult(BaseModel):
     def passed(self) -> bool:
         """Whether the critic accepted the answer."""
         return self.stop_reason in (StopReason.PASSED, StopReason.MIN_SCORE)
+
+    @property
+    def awaiting_human(self) -> bool:
+        """Whether the run is paused for a person's verdict on ``output`` (stop reason
+        ``awaiting_human``): it goes on when its thread is resumed with one."""
+        return self.stop_reason is StopReason.AWAITING_HUMAN
 
     @property
     def parsed(self) -> Any:

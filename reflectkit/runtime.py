@@ -21,9 +21,11 @@ from reflectkit.critics.base import (
     critic_label,
 )
 from reflectkit.critics.compose import as_critic
+from reflectkit.critics.human import check_human_order, has_human
 from reflectkit.critics.llm_critic import LLMCritic
 from reflectkit.critics.schema import SchemaCritic
 from reflectkit.drafting import DraftWriter, FormatPlan, plan_format_help
+from reflectkit.errors import ConfigurationError
 from reflectkit.messages import Conversation, PromptBuilder
 from reflectkit.models.capabilities import ModelProfile, profile_for
 from reflectkit.models.llm import ModelClient, without_tools
@@ -125,6 +127,7 @@ class Runtime:
             params = {**params, "response_format": response_format(check)}
         generator = ModelClient(model, params, retry=config.retry, timeout=config.timeout)
         critic = as_critic(config.critic)
+        _check_human(critic, config)
         # With an output type and no critic, validation alone judges (no LLM critic is made).
         wants_llm = check is None or config.critic_model is not None
         if critic is None and mode == "loop" and wants_llm:
@@ -151,6 +154,12 @@ class Runtime:
         if not self.checked:
             await asyncio.to_thread(self.check)
             self.checked = True
+
+    @property
+    def human(self) -> bool:
+        """Whether a person judges the drafts (a HumanCritic): runs then pause, so they must be
+        durable (see :mod:`reflectkit.critics.human`)."""
+        return self.mode == "loop" and has_human(self.critic)
 
     @property
     def critic_setup(self) -> CriticSetup:
@@ -197,4 +206,15 @@ class Runtime:
             seconds=time.time() - state.get("started_at", time.time()),
             tool_calls=final.draft.tool_calls,
             critic_error=state.get("critic_error"),
+        )
+
+
+def _check_human(critic: Critic | None, config: ReflectConfig) -> None:
+    """What a run with a person as (part of) its critic cannot do: ask a paid critic before the
+    person, or count time against a budget while the person has the draft."""
+    check_human_order(critic)
+    if config.time_budget is not None and has_human(critic):
+        raise ConfigurationError(
+            "time_budget cannot be used with a HumanCritic: the time a person takes is not the "
+            "run's to spend; bound the run with max_iterations, token_budget or cost_budget"
         )

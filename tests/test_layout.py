@@ -27,6 +27,7 @@ LOOP = (
     "drafting",
     "graph",
     "messages",
+    "pauses",
     "pool",
     "prompts",
     "ray_pool",

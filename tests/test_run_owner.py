@@ -328,6 +328,7 @@ def test_a_file_of_the_old_schema_is_upgraded_in_place(tmp_path: Path) -> None:
         "m001_runs",
         "m002_steps",
         "m003_run_owner",
+        "m004_waiting",
     ]
     indexes = {row[1] for row in _query(path, "PRAGMA index_list(runs)")}
     assert {"runs_created_at", "runs_running"} <= indexes

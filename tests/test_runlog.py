@@ -138,6 +138,7 @@ def test_an_older_file_is_upgraded(tmp_path: Path) -> None:
         "m001_runs",
         "m002_steps",
         "m003_run_owner",
+        "m004_waiting",
     ]
 
 

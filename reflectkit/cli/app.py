@@ -2,7 +2,8 @@
 
 Errors print one line, ``reflectkit: error: ...``, on stderr: exit code 2 for bad input or
 configuration (fix the command), 1 for a run that failed (provider down, critic raised) or a
-deletion not confirmed, 130 on Ctrl-C, 128 + N when signal N (SIGTERM, SIGHUP) stopped it; a
+deletion not confirmed, 3 for a ``run --human`` left waiting for a person's verdict (see
+:mod:`reflectkit.cli.human`), 130 on Ctrl-C, 128 + N when signal N (SIGTERM, SIGHUP) stopped it; a
 native crash prints Python's traceback (faulthandler). A run that ended exits 0 whatever its
 stop reason: passed, out of iterations or budget, or a failed critic under
 ``--on-critic-error keep_best``. The answer goes to stdout alone;
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
+from reflectkit.cli.human import check_resume, judge_on_terminal, still_waiting
 from reflectkit.cli.options import (
     critic_model_option,
     json_option,
@@ -159,9 +161,12 @@ CANCEL_GRACE_SECONDS = 5.0
 run log) before the process exits."""
 
 
-def _run_or_cancel(reflector: Reflector, text: str, thread_id: str | None) -> ReflectionResult:
-    """``reflector.run(text)``; stopped by a signal or Ctrl-C, the run is cancelled, given a
-    moment to record that, and the stop says what became of it and how to resume it."""
+def _run_or_cancel(
+    reflector: Reflector, text: str | None, thread_id: str | None, verdict: str | None = None
+) -> ReflectionResult:
+    """``reflector.run(text)`` (or, with ``verdict``, the resume of the waiting ``thread_id``);
+    stopped by a signal or Ctrl-C, the run is cancelled, given a moment to record that, and the
+    stop says what became of it and how to resume it."""
     from reflectkit.runner import run_sync
 
     started, ended = threading.Event(), threading.Event()
@@ -169,7 +174,9 @@ def _run_or_cancel(reflector: Reflector, text: str, thread_id: str | None) -> Re
     async def tracked() -> ReflectionResult:
         started.set()
         try:
-            return await reflector.arun(text, thread_id=thread_id)
+            if verdict is not None and thread_id is not None:
+                return await reflector.aresume(thread_id, verdict)
+            return await reflector.arun(text or "", thread_id=thread_id)
         finally:
             ended.set()
 
@@ -185,7 +192,7 @@ def _run_or_cancel(reflector: Reflector, text: str, thread_id: str | None) -> Re
 
 
 @cli.command()
-@click.argument("prompt")
+@click.argument("prompt", required=False)
 @model_option("LiteLLM model string, e.g. gpt-4o-mini or ollama/llama3.")
 @critic_model_option("Model of the LLM critic (default: the same model).")
 @max_iterations_option("Most drafts to write.")
@@ -217,8 +224,19 @@ def _run_or_cancel(reflector: Reflector, text: str, thread_id: str | None) -> Re
     help="A JSON Schema file: the answer must be JSON valid for it, and is revised on the "
     "validation errors until it is.",
 )
+@click.option(
+    "--human",
+    is_flag=True,
+    help="You are the critic: each draft is shown on stderr and a line of stdin judges it "
+    "(pass, or what to fix). When stdin ends the run waits (exit code 3).",
+)
+@click.option(
+    "--verdict",
+    metavar="pass|TEXT",
+    help="Resume the run waiting on --thread-id with this verdict (implies --human; no PROMPT).",
+)
 def run(
-    prompt: str,
+    prompt: str | None,
     model: str | None,
     critic_model: str | None,
     max_iterations: int,
@@ -231,15 +249,22 @@ def run(
     thread_id: str | None,
     checkpoints: str | None,
     output_schema: str | None,
+    human: bool,
+    verdict: str | None,
 ) -> None:
-    """Answer PROMPT (or stdin, if PROMPT is -) after reasoning and self-correction."""
+    """Answer PROMPT (or stdin, if PROMPT is -) after reasoning and self-correction; with
+    --human, you judge each draft (--verdict resumes a run left waiting for you)."""
+    check_resume(prompt, verdict, thread_id)
     model_kwargs = dict(option_value(o) for o in options)
     _prestart(model, template_dir, mode, model_kwargs)
     from reflectkit.api import Reflector
+    from reflectkit.critics import HumanCritic
 
-    text = _read_prompt(prompt)
+    text = None if prompt is None else _read_prompt(prompt)
+    human = human or verdict is not None
     reflector = Reflector(
         model,
+        critic=HumanCritic() if human else None,
         critic_model=critic_model,
         max_iterations=max_iterations,
         mode=cast("Mode", mode),  # click.Choice admits only the three modes
@@ -250,15 +275,19 @@ def run(
         **model_kwargs,
     )
     try:
-        result = _run_or_cancel(reflector, text, thread_id)
+        result = _run_or_cancel(reflector, text, thread_id, verdict)
+        if result.awaiting_human:
+            result = judge_on_terminal(reflector, result)
     except RunError as error:
         fail(_with_run_ids(error), EXIT_RUN_FAILED)
     if show_thinking:
         _show_reasoning(result)
     if as_json:
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
-    else:
+    elif not result.awaiting_human:
         click.echo(result.output)
+    if result.awaiting_human:
+        still_waiting(result)
 
 
 def _prestart(

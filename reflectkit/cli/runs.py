@@ -25,7 +25,13 @@ if TYPE_CHECKING:
 
 __all__ = ["runs"]
 
-_STATUSES = ["running", "finished", "failed", "interrupted"]  # runlog.STATUSES, kept lazy
+_STATUSES = [
+    "running",
+    "finished",
+    "failed",
+    "interrupted",
+    "waiting",
+]  # runlog.STATUSES, kept lazy
 _status_option = click.option(
     "--status", type=click.Choice(_STATUSES), help="Only runs with this status."
 )
@@ -177,7 +183,7 @@ def _step_lines(step: RunStep) -> list[str]:
 def _report(record: RunRecord) -> list[str]:
     """A run as ``runs show`` prints it: the facts, the question, the settings, each step,
     then the answer or the error."""
-    ended = record.status in ("finished", "failed")
+    ended = record.status in ("finished", "failed", "waiting")
     status = f"{record.status} ({_ending(record)})" if ended else record.status
     took = "" if record.seconds is None else f" ({record.seconds:.1f} s)"
     cost = f"cost {_cost(record.cost_usd)}" if record.cost_usd else "cost not known"

@@ -18,6 +18,7 @@ import click
 
 __all__ = [
     "CONTEXT_SETTINGS",
+    "EXIT_AWAITING",
     "EXIT_BAD_INPUT",
     "EXIT_INTERRUPTED",
     "EXIT_RUN_FAILED",
@@ -31,6 +32,8 @@ __all__ = [
 
 EXIT_RUN_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_AWAITING = 3
+"""``reflectkit run --human`` ended with the run paused for a person's verdict (stdin ran out)."""
 EXIT_SIGNAL_BASE = 128
 """A command stopped by signal N exits 128 + N, as a shell reports a process the signal killed."""
 EXIT_INTERRUPTED = EXIT_SIGNAL_BASE + signal.SIGINT

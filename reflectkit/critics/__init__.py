@@ -10,6 +10,7 @@ from reflectkit.critics.base import (
 )
 from reflectkit.critics.code import CodeTestCritic, TestRun, extract_code, run_tests
 from reflectkit.critics.compose import AllOf, AnyOf, as_critic
+from reflectkit.critics.human import HumanCritic, human_verdict
 from reflectkit.critics.llm_critic import LLMCritic
 from reflectkit.critics.schema import SchemaCritic
 from reflectkit.verdict import Verdict, parse_verdict
@@ -22,6 +23,7 @@ __all__ = [
     "CriticSetup",
     "CritiqueRequest",
     "FunctionCritic",
+    "HumanCritic",
     "LLMCritic",
     "SchemaCritic",
     "TestRun",
@@ -30,6 +32,7 @@ __all__ = [
     "as_critic",
     "coerce_verdict",
     "extract_code",
+    "human_verdict",
     "parse_verdict",
     "run_tests",
 ]

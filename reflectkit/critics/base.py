@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from langgraph.errors import GraphBubbleUp
+
 from reflectkit.errors import ConfigurationError, CriticError, ReflectkitError
 from reflectkit.verdict import Verdict
 
@@ -173,11 +175,12 @@ def critic_label(critic: Critic, setup: CriticSetup) -> str:
 
 async def ask_critic(critic: Critic, request: CritiqueRequest, limit: float | None) -> Verdict:
     """Ask the critic, turning a crash or a hang (``limit`` seconds) into a CriticError;
-    reflectkit's own errors (a provider failing under an LLM critic) pass as they are."""
+    reflectkit's own errors (a provider failing under an LLM critic) pass as they are, and so
+    does LangGraph's pause (a :class:`~reflectkit.critics.HumanCritic`'s ``interrupt()``)."""
     try:
         async with asyncio.timeout(limit):
             return await critic.acritique(request)
-    except ReflectkitError:
+    except (ReflectkitError, GraphBubbleUp):
         raise
     except TimeoutError:
         raise CriticError(f"critic {critic.name} gave no verdict within {limit} s") from None

@@ -46,15 +46,19 @@ _RUN_COLUMNS = (
 )
 
 
-def _m003_run_owner(conn: sqlite3.Connection) -> bool:
-    """Record each run's owning process, and allow ``interrupted``. SQLite cannot change a
-    CHECK constraint, so ``runs`` is rebuilt the way SQLite documents (new table, copy, drop,
-    rename; foreign keys are off while migrations run, so ``steps`` keeps its rows and its
-    reference), and its index is made again. A partial index finds the running runs."""
+_OWNER_COLUMNS = "owner_pid, owner_host, owner_started, owner_boot, owner_pid_ns"
+
+
+def _rebuild_runs(conn: sqlite3.Connection, statuses: tuple[str, ...], copied: str) -> None:
+    """Make ``runs`` again with the owner's columns and a CHECK that allows ``statuses``, keeping
+    the ``copied`` columns of its rows. SQLite cannot change a CHECK constraint, so this is the
+    way SQLite documents (new table, copy, drop, rename; foreign keys are off while migrations
+    run, so ``steps`` keeps its rows and its reference); the indexes are made again, a partial
+    one finding the running runs."""
+    allowed = ", ".join(f"'{status}'" for status in statuses)
     conn.execute(
         "CREATE TABLE runs_new (id TEXT PRIMARY KEY, created_at REAL NOT NULL, ended_at REAL,"
-        " status TEXT NOT NULL"
-        " CHECK (status IN ('running', 'finished', 'failed', 'interrupted')),"
+        f" status TEXT NOT NULL CHECK (status IN ({allowed})),"
         " model TEXT NOT NULL, mode TEXT NOT NULL, thread_id TEXT, input_json TEXT NOT NULL,"
         " config_json TEXT NOT NULL, output TEXT, stop_reason TEXT,"
         " prompt_tokens INTEGER NOT NULL DEFAULT 0, completion_tokens INTEGER NOT NULL DEFAULT 0,"
@@ -62,11 +66,23 @@ def _m003_run_owner(conn: sqlite3.Connection) -> bool:
         " error_type TEXT, error_message TEXT, result_json TEXT, owner_pid INTEGER,"
         " owner_host TEXT, owner_started INTEGER, owner_boot TEXT, owner_pid_ns TEXT)"
     )
-    conn.execute(f"INSERT INTO runs_new ({_RUN_COLUMNS}) SELECT {_RUN_COLUMNS} FROM runs")
+    conn.execute(f"INSERT INTO runs_new ({copied}) SELECT {copied} FROM runs")
     conn.execute("DROP TABLE runs")
     conn.execute("ALTER TABLE runs_new RENAME TO runs")
     conn.execute("CREATE INDEX runs_created_at ON runs (created_at)")
     conn.execute("CREATE INDEX runs_running ON runs (owner_host) WHERE status = 'running'")
+
+
+def _m003_run_owner(conn: sqlite3.Connection) -> bool:
+    """Record each run's owning process, and allow ``interrupted``."""
+    _rebuild_runs(conn, ("running", "finished", "failed", "interrupted"), _RUN_COLUMNS)
+    return True
+
+
+def _m004_waiting(conn: sqlite3.Connection) -> bool:
+    """Allow ``waiting``: a run that ended paused for a person's verdict (a HumanCritic)."""
+    statuses = ("running", "finished", "failed", "interrupted", "waiting")
+    _rebuild_runs(conn, statuses, f"{_RUN_COLUMNS}, {_OWNER_COLUMNS}")
     return True
 
 
@@ -74,4 +90,5 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("m001_runs", _m001_runs),
     ("m002_steps", _m002_steps),
     ("m003_run_owner", _m003_run_owner),
+    ("m004_waiting", _m004_waiting),
 ]

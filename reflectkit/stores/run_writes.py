@@ -98,9 +98,9 @@ def step(
 
 def end(run_id: str, status: str, result: ReflectionResult | None, error: tuple[str, str]) -> Write:
     """The end of run ``run_id``, unless it has already ended: ``result`` is the answer of a
-    finished run or the partial work of a failed one; ``error`` its type name and message ("" if
-    none)."""
-    answer = result if status == "finished" else None
+    finished run (or the draft a waiting one paused on) or the partial work of a failed one;
+    ``error`` its type name and message ("" if none)."""
+    answer = result if status in ("finished", "waiting") else None
     usage = None if result is None else result.usage
 
     def params() -> tuple[Any, ...]:

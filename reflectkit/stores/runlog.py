@@ -83,7 +83,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ENV_VAR = "REFLECTKIT_RUN_LOG"
-STATUSES = ("running", "finished", "failed", "interrupted")
+STATUSES = ("running", "finished", "failed", "interrupted", "waiting")
+_AWAITING_HUMAN = "awaiting_human"  # StopReason.AWAITING_HUMAN; result.py is not imported here
 _OFF = frozenset({"off", "0", "false", "no"})
 _ON = frozenset({"on", "1", "true", "yes"})
 _BATCH = 200
@@ -250,10 +251,11 @@ class RunLog(_sqlite.SqliteStore):
         )
 
     def finish(self, run_id: str, result: ReflectionResult) -> None:
-        """Record that run ``run_id`` finished with ``result`` (unless it already ended)."""
-        self._record(
-            f"the end of run {run_id}", run_writes.end(run_id, "finished", result, ("", ""))
-        )
+        """Record that run ``run_id`` finished with ``result`` (unless it already ended): as
+        ``waiting`` when the result waits for a person's verdict (stop reason
+        ``awaiting_human``; resuming its thread is recorded as a new run), else ``finished``."""
+        status = "waiting" if result.stop_reason.value == _AWAITING_HUMAN else "finished"
+        self._record(f"the end of run {run_id}", run_writes.end(run_id, status, result, ("", "")))
 
     def fail(
         self, run_id: str, error: BaseException, partial: ReflectionResult | None = None
