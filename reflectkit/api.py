@@ -7,15 +7,13 @@ import functools
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, aclosing
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
 from langchain_core.callbacks import Callbacks
-from langchain_core.runnables import RunnableConfig
-from langgraph.types import Command, StreamMode
+from langgraph.types import StreamMode
 
-from reflectkit import tracing
 from reflectkit.config import (
     FormatHelp,
     Mode,
@@ -27,12 +25,10 @@ from reflectkit.config import (
 )
 from reflectkit.errors import ConfigurationError, RunError
 from reflectkit.events import (
-    DraftDelta,
     ReflectEvent,
     ResultEvent,
-    StepStarted,
 )
-from reflectkit.graph import CONVERSATION_KEY, STREAM_KEY, compile_runtime, step_event
+from reflectkit.graph import compile_runtime, step_event
 from reflectkit.messages import Conversation, to_conversation
 from reflectkit.pauses import (
     PAUSED,
@@ -45,6 +41,14 @@ from reflectkit.prompts import Prompts
 from reflectkit.recording import Recording
 from reflectkit.reflexion import Reflexion, open_memory
 from reflectkit.result import ReflectionResult, StopReason
+from reflectkit.run_setup import (
+    FINISHED,
+    RunOptions,
+    graph_config,
+    starting_point,
+    thread_of,
+    wanted,
+)
 from reflectkit.runner import iterate_sync, run_sync
 from reflectkit.runtime import LoopState, Runtime
 from reflectkit.stores.durability import open_checkpointer
@@ -253,13 +257,13 @@ class Reflector:
         wanted: tuple[type[TagDelta], ...] = (OutputDelta,)
         if include_thinking:
             wanted += (ThinkingDelta, ReflectionDelta, OutsideDelta)
-        run = _Options(True, wanted, task_key, _thread(thread_id), callbacks)
+        run = RunOptions(True, wanted, task_key, thread_of(thread_id), callbacks)
         # aclosing: a consumer that stops early closes the run now, not when it is collected.
         async with aclosing(self._recorded(prompt, run)) as events:
             async for event in events:
                 yield event
 
-    async def _recorded(self, prompt: Prompt, run: _Options) -> AsyncGenerator[ReflectEvent]:
+    async def _recorded(self, prompt: Prompt, run: RunOptions) -> AsyncGenerator[ReflectEvent]:
         """:meth:`_run` with the run recorded in the run log and traced as one span."""
         conversation = to_conversation(prompt)
         await self._runtime.acheck()
@@ -290,7 +294,7 @@ class Reflector:
             )
 
     async def _run(
-        self, conversation: Conversation, run: _Options, span: Any
+        self, conversation: Conversation, run: RunOptions, span: Any
     ) -> AsyncGenerator[ReflectEvent]:
         async with AsyncExitStack() as stack:
             graph = self._graph
@@ -317,17 +321,17 @@ class Reflector:
         conversation: Conversation,
         lessons: list[str],
         *,
-        run: _Options,
+        run: RunOptions,
         span: Any,
     ) -> AsyncGenerator[ReflectEvent]:
         """One run of the graph: its events, then its result. A durable run whose thread has a
         checkpoint continues from it (or, when it finished, gives its result again)."""
-        config = _graph_config(run, span, conversation)
+        config = graph_config(run, span, conversation)
         state: LoopState = {"messages": list(conversation.messages)}
         if lessons:
             state["lessons"] = lessons
-        state, inputs = await _starting_point(graph, config, run, conversation, state)
-        if inputs is _FINISHED:
+        state, inputs = await starting_point(graph, config, run, conversation, state)
+        if inputs is FINISHED:
             yield ResultEvent(state["result"])
             return
         modes: list[StreamMode] = ["updates", "custom"] if run.live else ["updates"]
@@ -340,7 +344,7 @@ class Reflector:
             async with aclosing(stream) as chunks:
                 async for mode, chunk in chunks:
                     if mode == "custom":
-                        if _wanted(chunk, run.wanted):
+                        if wanted(chunk, run.wanted):
                             yield cast("ReflectEvent", chunk)
                         continue
                     for node, change in cast("dict[str, Any]", chunk).items():
@@ -367,10 +371,10 @@ class Reflector:
     ) -> ReflectionResult:
         """Run the loop on ``prompt`` and return the result (arguments as in :meth:`astream`)."""
         return await self._result(
-            prompt, _Options(False, (), task_key, _thread(thread_id), callbacks)
+            prompt, RunOptions(False, (), task_key, thread_of(thread_id), callbacks)
         )
 
-    async def _result(self, prompt: Prompt, run: _Options) -> ReflectionResult:
+    async def _result(self, prompt: Prompt, run: RunOptions) -> ReflectionResult:
         async with aclosing(self._recorded(prompt, run)) as events:
             async for event in events:
                 if isinstance(event, ResultEvent):
@@ -390,7 +394,7 @@ class Reflector:
         result: passed, another pause for the next draft, or any other stop. A thread that does
         not wait for a person, or a bad verdict, raises ConfigurationError before anything runs.
         """
-        thread_id = _thread(thread.thread_id if isinstance(thread, ReflectionResult) else thread)
+        thread_id = thread_of(thread.thread_id if isinstance(thread, ReflectionResult) else thread)
         if thread_id is None:
             raise ConfigurationError("resume needs the thread_id of a run awaiting a person")
         if not self._runtime.human:
@@ -403,7 +407,7 @@ class Reflector:
         setting = self.config.checkpointer
         async with await asyncio.to_thread(open_checkpointer, setting) as saver:
             messages = await waiting_messages(compile_runtime(self._runtime, saver), thread_id)
-        run = _Options(False, (), None, thread_id, callbacks, resume=command)
+        run = RunOptions(False, (), None, thread_id, callbacks, resume=command)
         return await self._result(messages, run)
 
     def resume(
@@ -469,86 +473,6 @@ class Reflector:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
-
-
-@dataclass(frozen=True)
-class _Options:
-    """How one run is made: streamed live or not, which deltas the caller wants, its task key,
-    its thread (durable runs), LangChain callbacks, and the input that resumes a paused thread
-    with a person's verdict."""
-
-    live: bool
-    wanted: tuple[type[TagDelta], ...]
-    task_key: str | None
-    thread_id: str | None
-    callbacks: Callbacks
-    resume: Command[Any] | None = None
-
-
-_FINISHED = object()
-"""What :func:`_starting_point` gives as input for a thread whose run finished."""
-
-
-async def _starting_point(
-    graph: Any, config: RunnableConfig, run: _Options, conversation: Conversation, state: LoopState
-) -> tuple[LoopState, Any]:
-    """Where a run starts: from ``state`` (a new run), or from its thread's saved state: then
-    the input is None (go on), the person's verdict (a resume), or :data:`_FINISHED`."""
-    if run.thread_id is None:
-        return state, state
-    saved = await graph.aget_state(config)
-    if not saved.values:
-        return state, state
-    _same_question(run.thread_id, saved.values, conversation)
-    state = cast("LoopState", dict(saved.values))
-    if run.resume is not None:  # aresume checked that the thread waits
-        return state, run.resume
-    if not saved.next and "result" in state:
-        logger.info("thread %s finished before; returning its result", run.thread_id)
-        return state, _FINISHED
-    logger.info("resuming thread %s before %s", run.thread_id, list(saved.next))
-    return state, None
-
-
-def _graph_config(run: _Options, span: Any, conversation: Conversation) -> RunnableConfig:
-    """The graph's config for a run: live streaming, the trace parent, the thread, callbacks,
-    and the conversation, validated once for the run's nodes."""
-    configurable: dict[str, Any] = {CONVERSATION_KEY: conversation}
-    if run.live:
-        configurable[STREAM_KEY] = True
-    if span is not None:
-        configurable[tracing.PARENT_KEY] = span
-    if run.thread_id is not None:
-        configurable["thread_id"] = run.thread_id
-    config: RunnableConfig = {"configurable": configurable}
-    if run.callbacks is not None:
-        config["callbacks"] = run.callbacks
-    return config
-
-
-def _thread(thread_id: str | None) -> str | None:
-    if thread_id is None:
-        return None
-    if not isinstance(thread_id, str) or not thread_id.strip():
-        raise ConfigurationError(f"thread_id must be a non-empty string, not {thread_id!r}")
-    return thread_id.strip()
-
-
-def _same_question(thread_id: str, saved: Any, conversation: Conversation) -> None:
-    """A thread belongs to one conversation: resuming it with another would mix two runs."""
-    if list(saved.get("messages") or []) != list(conversation.messages):
-        raise ConfigurationError(
-            f"thread {thread_id!r} holds a run on a different prompt: resume it with the same "
-            "prompt, or start a new thread_id"
-        )
-
-
-def _wanted(event: Any, deltas: tuple[type[TagDelta], ...]) -> bool:
-    """Whether a custom-stream event goes to the caller: steps always; tag deltas (bare, or of a
-    loop draft) only of the kinds asked for."""
-    if isinstance(event, DraftDelta):
-        return isinstance(event.delta, deltas)
-    return isinstance(event, (StepStarted, *deltas))
 
 
 async def areflect(

@@ -32,6 +32,7 @@ LOOP = (
     "prompts",
     "ray_pool",
     "reflexion",
+    "run_setup",
     "runner",
     "runtime",
     "stopping",
