@@ -56,9 +56,20 @@ def summary(page: Path) -> str:
         text = " ".join(paragraph.split())
         if text and not text.startswith(("#", "|", "```", "<", "-", ":::", "!")):
             text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)  # links: their text only
-            sentence = re.split(r"(?<=[.:;?])\s", text, maxsplit=1)[0]
-            return sentence.rstrip(".:;")
+            return _first_sentence(text)
     return ""
+
+
+def _first_sentence(text: str) -> str:
+    """Up to the first full stop, question mark or colon outside parentheses (a sentence may
+    hold a parenthesis with its own semicolons and stops)."""
+    depth = 0
+    for i, char in enumerate(text):
+        depth += (char == "(") - (char == ")")
+        at_end = i + 1 == len(text) or text[i + 1].isspace()
+        if depth <= 0 and char in ".:?!" and at_end:
+            return text[:i]
+    return text
 
 
 def _link(title: str, file: str, site_url: str) -> str:
