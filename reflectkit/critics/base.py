@@ -83,14 +83,16 @@ class Critic(Protocol):
     every run, before any model is called, and raising there (a ConfigurationError, say) fails
     the run at once. Without one there is nothing to check. ``label(self, setup) -> str``, where
     defined, is the name the run's result records (an LLM critic without a model of its own
-    names the generator's).
+    names the generator's). ``expensive = True`` (LLM and human critics) makes
+    :class:`~reflectkit.AllOf` ask it after the cheap critics.
     """
 
     name: str
     """A label for results and logs (``llm:gpt-4o-mini``, a function's name)."""
 
     async def acritique(self, request: CritiqueRequest) -> Verdict:
-        """Return a verdict on ``request.answer``. Raising fails the run with a CriticError."""
+        """Return a verdict on ``request.answer``. Raising fails the run with a CriticError
+        (its ``partial`` keeps the work so far), unless ``on_critic_error="keep_best"``."""
         ...
 
 
