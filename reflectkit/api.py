@@ -391,8 +391,16 @@ class Reflector:
         ``False``, or a :class:`~reflectkit.Verdict`. The run goes on from the pause, in this
         process or any other: this reflector must have the settings the run was started with
         (its model, critic, budgets) and reach the same checkpointer. It returns the next
-        result: passed, another pause for the next draft, or any other stop. A thread that does
-        not wait for a person, or a bad verdict, raises ConfigurationError before anything runs.
+        result: passed, another pause for the next draft, or any other stop.
+
+        Args:
+            thread: The paused run's ``thread_id``, or its result.
+            verdict: The person's verdict (see above).
+            callbacks: LangChain callback handlers, as in :meth:`astream`.
+
+        Raises:
+            ConfigurationError: The thread does not wait for a person, this reflector has no
+                HumanCritic, or the verdict is unusable; raised before anything runs.
         """
         thread_id = thread_of(thread.thread_id if isinstance(thread, ReflectionResult) else thread)
         if thread_id is None:

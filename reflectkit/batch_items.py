@@ -48,6 +48,7 @@ class BatchError:
     """The provider said trying again may help (rate limit, timeout, 5xx)."""
 
     def to_dict(self) -> dict[str, Any]:
+        """The error as the ``error`` of a JSONL line (``partial`` as a result dict)."""
         return {
             "type": self.type,
             "message": self.message,
@@ -57,6 +58,8 @@ class BatchError:
 
     @classmethod
     def from_exception(cls, error: BaseException) -> BatchError:
+        """The record of ``error``: its first line (cut at 500 characters), its ``partial``
+        result and whether it is ``retryable``, when it has them."""
         text = str(error).strip()
         first = text.splitlines()[0] if text else type(error).__name__
         if len(first) > MESSAGE_CHARS:

@@ -56,45 +56,50 @@ class RetryPolicy(StrictModel):
     """
 
     max_attempts: int = Field(default=4, ge=1, le=20)
+    """Calls at most, the first included (1 to 20; 1: no retries)."""
     initial_wait: float = Field(default=1.0, ge=0)
+    """Seconds before the first retry; each later wait doubles, plus up to 50% jitter."""
     max_wait: float = Field(default=30.0, ge=0)
+    """The longest wait between two attempts, in seconds."""
     max_retry_after: float = Field(default=60.0, ge=0)
+    """The longest Retry-After a 429 may ask for and still be retried (waiting that long)."""
 
 
 class FormatHelp(StrictModel):
     """Help for models that do not keep to the tag format on their own.
 
-    ``None`` means "decide from the model's capabilities" (see
-    :mod:`reflectkit.models.capabilities`):
-
-    * ``exemplar``: a worked example (the ``exemplar_question``/``exemplar_answer`` templates);
-      on for models marked ``needs_format_help`` (the local model). ``exemplar_in="turns"``
-      shows it as a demonstration exchange after the system prompt, ``"system"`` inside the
-      system prompt; turns work better on SmolLM2-135M (see docs/format-help.md for figures).
-    * ``prefill``: start the reply with the opening thinking tag as an assistant prefix; on where
-      the provider can continue one (``prefill`` capability: the local model, Anthropic).
-    * ``repair``: when a reply has no usable output block, ask once more for the final answer
-      only, at most ``repair_max_tokens`` tokens. Where the provider continues prefixes, the
-      model's own reply is continued with its open blocks closed and the output tag opened;
-      elsewhere a short user turn asks for the answer in the output tag. On by default; it costs
-      a call only when the format failed.
-    * ``grammar``: constrain decoding with a GBNF grammar of the scheme's tags (see
-      :mod:`reflectkit.models.local.grammar`), so the reply is written in the tags: thinking, an
-      optional reflection, then the answer. On where the provider takes a ``grammar`` parameter
-      (``grammar`` capability: the local model); never with tools, and not when ``model_kwargs``
-      already carry a ``grammar`` of your own. ``max_thinking_chars`` bounds the thinking block
-      in characters (a reflection block to half as many), so a small model that rambles still
-      reaches its answer within ``max_tokens``; ``None`` leaves them unbounded. Raise it for
-      bigger local models that reason at length. The repair stays as the fallback.
+    Pass it as ``format_help=FormatHelp(...)``, or ``format_help="off"`` for none. A ``None``
+    field means "decide from the model's capabilities" (see
+    :mod:`reflectkit.models.capabilities`). See docs/format-help.md.
     """
 
     exemplar: bool | None = None
+    """Show a worked example (the ``exemplar_question``/``exemplar_answer`` templates); None:
+    on for models marked ``needs_format_help`` (the local model)."""
     exemplar_in: Literal["turns", "system"] = "turns"
+    """Where the example goes: ``"turns"``, a demonstration exchange after the system prompt,
+    or ``"system"``, inside the system prompt. Turns work better on SmolLM2-135M (see
+    docs/format-help.md for figures)."""
     prefill: bool | None = None
+    """Start the reply with the opening thinking tag as an assistant prefix; None: on where the
+    provider can continue one (``prefill`` capability: the local model, Anthropic)."""
     repair: bool = True
+    """When a reply has no usable output block, ask once more for the final answer only. Where
+    the provider continues prefixes, the model's own reply is continued with its open blocks
+    closed and the output tag opened; elsewhere a short user turn asks for the answer in the
+    output tag. It costs a call only when the format failed."""
     repair_max_tokens: int = Field(default=256, ge=1)
+    """The most tokens the repair call may write."""
     grammar: bool | None = None
+    """Constrain decoding with a GBNF grammar of the scheme's tags (see
+    :mod:`reflectkit.models.local.grammar`), so the reply is written in the tags: thinking, an
+    optional reflection, then the answer. None: on where the provider takes a ``grammar``
+    parameter (``grammar`` capability: the local model). Never with tools, and not when
+    ``model_kwargs`` already carry a ``grammar`` of your own; the repair stays the fallback."""
     max_thinking_chars: int | None = Field(default=300, ge=1)
+    """The grammar's bound on the thinking block, in characters (a reflection block gets half as
+    many), so a small model that rambles still reaches its answer within ``max_tokens``; None
+    leaves them unbounded. Raise it for bigger local models that reason at length."""
 
 
 _MERGED_DICTS = frozenset({"model_kwargs", "critic_kwargs", "revise_kwargs"})
@@ -133,6 +138,9 @@ class ReflectConfig(StrictModel):
     Reflexion (see :mod:`reflectkit.reflexion`): ``trials`` whole attempts, each failed one
     followed by a lesson the next one sees; ``memory`` keeps lessons across runs: ``True`` for
     the default SQLite file, a path, or a :class:`~reflectkit.stores.memory.LessonStore`.
+    ``memory``, ``run_log`` and ``checkpointer`` are checked by their stores when a
+    ``Reflector`` opens them (still before any model call), so a ``ReflectConfig`` stays plain
+    data.
 
     Typed answers (see docs/typed-output.md): ``output_type`` is a pydantic model, any type
     pydantic validates, or a JSON Schema as a dict; every answer is validated against it before

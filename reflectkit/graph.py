@@ -348,8 +348,22 @@ def build_graph(
     """The compiled LangGraph graph for ``config`` (or for ``ReflectConfig(**settings)``; with
     both, ``config.with_settings(**settings)``: settings win, keyword dictionaries merge).
 
-    Run it with ``await graph.ainvoke({"messages": [...]})``; its recursion limit is already set
-    from ``max_iterations``. Its nodes are async, so use the async API (``ainvoke``/``astream``).
+    Run it with ``await graph.ainvoke({"messages": [...]})``; it returns ``{"result":
+    ReflectionResult, "output": str, "stop_reason": StopReason}``, so it can be a node or
+    subgraph of your own graph. Its recursion limit is already set from ``max_iterations``. Its
+    nodes are async, so use the async API (``ainvoke``/``astream``). Building it reads and checks
+    every template, so a template error is raised here, before any model call; a run then reads
+    no file on the event loop.
+
+    Args:
+        config: The settings; None: ``ReflectConfig(**settings)``.
+        checkpointer: A LangGraph saver the graph is compiled with (durable runs under a
+            ``thread_id``); None: none.
+        **settings: :class:`~reflectkit.Reflector`'s settings, over ``config``'s.
+
+    Raises:
+        ConfigurationError: A setting is invalid; a template that is missing or does not
+            render is a :class:`~reflectkit.TemplateError`.
     """
     if config is None:
         config = ReflectConfig(**settings)

@@ -65,7 +65,7 @@ class Draft(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     text: str
-    """The raw reply, tags and all."""
+    """The raw reply, tags and all, starting with the prefill when there was one."""
     output: str
     """The answer, tags stripped."""
     thinking: list[str] = Field(default_factory=list)
@@ -112,7 +112,8 @@ class Iteration(BaseModel):
     """The parsed draft."""
     verdict: Verdict | None = None
     """``None`` in single-pass mode (unless the answer is typed: then the validation's verdict),
-    and for a revision that stopped the run unchanged."""
+    for a revision that stopped the run unchanged, and for a draft whose critique failed under
+    ``on_critic_error="keep_best"`` or was cut by the time budget."""
     draft_usage: Usage = Field(default_factory=Usage)
     """What writing the draft cost."""
     critique_usage: Usage = Field(default_factory=Usage)
@@ -199,7 +200,8 @@ class ReflectionResult(BaseModel):
 
     @property
     def passed(self) -> bool:
-        """Whether the critic accepted the answer."""
+        """Whether the critic accepted the answer: stop reason ``passed``, or ``min_score``
+        reached."""
         return self.stop_reason in (StopReason.PASSED, StopReason.MIN_SCORE)
 
     @property

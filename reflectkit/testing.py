@@ -3,7 +3,7 @@
 :class:`ScriptedLLM` answers from a queue of replies; :class:`FunctionLLM` answers with a
 function of the request. Both are served through LiteLLM as the ``reflectkit-test`` custom
 provider, so code under test takes LiteLLM's real path (sync, async and streaming), and both
-record every request they get::
+record every request they get:
 
     from reflectkit.testing import ScriptedLLM
     import reflectkit as rk
@@ -73,10 +73,15 @@ class Reply:
     words). ``tool_calls`` are OpenAI-format dicts, e.g. made with :func:`tool_call`."""
 
     text: str = ""
+    """The reply's text."""
     reasoning: str | None = None
+    """Provider-side reasoning, as a reasoning model's provider returns it apart from the text."""
     prompt_tokens: int | None = None
+    """The prompt's token count to report; None: the words of every message."""
     completion_tokens: int | None = None
+    """The reply's token count to report; None: the words of the text and the tool calls."""
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    """Tools the reply calls (its finish reason is then ``tool_calls``)."""
 
     def __post_init__(self) -> None:
         for call in self.tool_calls:
@@ -110,9 +115,13 @@ class Request:
     """What a fake model was sent."""
 
     model: str
+    """The fake's model string."""
     messages: list[Message]
+    """The messages, OpenAI format (a copy)."""
     params: dict[str, Any] = field(default_factory=dict)
+    """The other call parameters LiteLLM passed on (``temperature``, ``tools`` ...)."""
     stream: bool = False
+    """Whether the call was streamed."""
 
     @property
     def system_text(self) -> str:
@@ -140,7 +149,12 @@ class ScriptExhaustedError(ProviderFailure, AssertionError):
 def fail(
     status_code: int, message: str = "", *, retry_after: float | None = None
 ) -> ProviderFailure:
-    """A scripted failure: put it in a script to make that call fail with an HTTP status."""
+    """A scripted failure: put it in a script to make that call fail with an HTTP status.
+
+    It fails as the provider's error would through LiteLLM: 429 as a
+    :class:`~reflectkit.RateLimitedError` (``retry_after`` its Retry-After, in seconds), 5xx
+    as a :class:`~reflectkit.ProviderServerError`, and so on; retryable ones are retried.
+    """
     return ProviderFailure(status_code, message, retry_after)
 
 
@@ -180,6 +194,7 @@ class _Fake(abc.ABC):
             raise ConfigurationError(f"a fake model name cannot contain '/': {self.name!r}")
         self.chunk_size = chunk_size
         self.requests: list[Request] = []
+        """Every request the fake got, in order."""
         self._lock = threading.Lock()
         with _fakes_lock:
             _fakes[self.name] = self
@@ -271,7 +286,14 @@ class ScriptedLLM(_Fake):
 
     Items are reply strings, :class:`Reply` objects, or failures made with :func:`fail`
     (which make that call fail like a provider would). Calling it once more than it has
-    replies raises :class:`ScriptExhaustedError`.
+    replies raises :class:`ScriptExhaustedError`. Pass its ``model`` as ``model=``; its
+    ``requests`` lists every :class:`Request` it got, in order.
+
+    Args:
+        replies: The script, in the order the calls get them.
+        name: The model name after ``reflectkit-test/``; None: a unique one.
+        chunk_size: Characters per streamed chunk.
+        chunk_delay: Seconds between streamed chunks.
     """
 
     def __init__(
@@ -314,7 +336,14 @@ class FunctionLLM(_Fake):
     """A fake model whose reply is ``fn(request)``; ``fn`` may be sync or async.
 
     ``fn`` gets a :class:`Request` (messages, params) and returns a string or a :class:`Reply`;
-    it may raise a failure made with :func:`fail`.
+    it may raise a failure made with :func:`fail`. Pass its ``model`` as ``model=``; its
+    ``requests`` lists every :class:`Request` it got, in order.
+
+    Args:
+        fn: The reply function.
+        name: The model name after ``reflectkit-test/``; None: a unique one.
+        chunk_size: Characters per streamed chunk.
+        chunk_delay: Seconds between streamed chunks.
     """
 
     def __init__(

@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 TRACER_NAME = "reflectkit"
+"""The name of reflectkit's OpenTelemetry tracer (its instrumentation scope)."""
 PARENT_KEY = "reflectkit_trace_parent"
 """Key in ``config["configurable"]`` holding the run's span, the parent of the step spans."""
 

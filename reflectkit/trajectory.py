@@ -25,30 +25,35 @@ class ToolUse:
     """One tool call of a run and what the tool gave back."""
 
     name: str
+    """The tool's name."""
     arguments: Any
     """The arguments as the model wrote them: a dict when they were JSON, else the raw text."""
     result: str | None
     """The tool's result text; None when no result came back for the call."""
     id: str | None = None
+    """The call's id, which its result refers to; None when the model gave none."""
 
 
 @dataclass(frozen=True)
 class Trajectory:
-    """A run of a wrapped runnable: the messages from the request to the answer, as OpenAI-format
-    dicts (assistant turns with ``tool_calls``, ``role: "tool"`` results).
-
-    ``question`` is the request's text (the last user turn the caller sent, not a critique),
-    ``answer`` the final answer's text; ``input`` and ``output`` are what the runnable was given
-    and returned on this run, untouched. On a revision the messages include the earlier attempts
-    and the critique turns that asked for it, since the runnable saw them too.
+    """A run of a wrapped runnable (see :func:`reflectkit.reflective`): what a trajectory critic
+    is given, and what the LLM critic's template shows.
     """
 
     messages: list[Message]
+    """The messages from the request to the answer, as OpenAI-format dicts (assistant turns with
+    ``tool_calls``, ``role: "tool"`` results). On a revision they include the earlier attempts
+    and the critique turns that asked for it, since the runnable saw them too."""
     question: str
+    """The request's text: the last user turn the caller sent, not a critique."""
     answer: str
+    """The final answer's text."""
     input: Any = None
+    """What the runnable was given on this run, untouched."""
     output: Any = None
+    """What the runnable returned on this run, untouched."""
     iteration: int = 1
+    """The attempt, 1-based: 1 for the first run, 2 for the first revision, ..."""
     tool_uses: list[ToolUse] = field(init=False)
     """Every tool call in the messages, in order, each with its result."""
 

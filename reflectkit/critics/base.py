@@ -83,14 +83,16 @@ class Critic(Protocol):
     every run, before any model is called, and raising there (a ConfigurationError, say) fails
     the run at once. Without one there is nothing to check. ``label(self, setup) -> str``, where
     defined, is the name the run's result records (an LLM critic without a model of its own
-    names the generator's).
+    names the generator's). ``expensive = True`` (LLM and human critics) makes
+    :class:`~reflectkit.AllOf` ask it after the cheap critics.
     """
 
     name: str
     """A label for results and logs (``llm:gpt-4o-mini``, a function's name)."""
 
     async def acritique(self, request: CritiqueRequest) -> Verdict:
-        """Return a verdict on ``request.answer``. Raising fails the run with a CriticError."""
+        """Return a verdict on ``request.answer``. Raising fails the run with a CriticError
+        (its ``partial`` keeps the work so far), unless ``on_critic_error="keep_best"``."""
         ...
 
 
@@ -119,12 +121,25 @@ def coerce_verdict(value: Any, critic: str) -> Verdict:
 
 
 class FunctionCritic:
-    """A critic made from a callable ``(question, answer) -> bool | str | Verdict``.
+    """A critic made from a callable ``(question, answer) -> bool | str | Verdict | dict``.
 
-    Its text goes to the revise step verbatim, with no model paraphrasing it in between.
+    A plain callable passed as ``critic=`` is wrapped in one. What it returns: ``True`` passes,
+    ``False`` asks for a revision; a non-empty string asks for a revision with that text as the
+    feedback, verbatim, with no model paraphrasing it in between; an empty string passes; a
+    Verdict is taken as it is, a dict as a Verdict's fields. Anything else (``None`` included,
+    usually a missing ``return``) is a :class:`~reflectkit.CriticError`.
 
     The callable may be sync or async. Sync callables run in a worker thread so a slow check
     (running tests, calling a service) does not stall other runs on the event loop.
+
+    Args:
+        fn: The check, called with the question (the user's last turn) and the answer (tags
+            stripped).
+        name: The label on its verdicts and in results; None: ``fn``'s ``__name__`` (or its
+            type's name).
+
+    Raises:
+        ConfigurationError: ``fn`` is not callable.
     """
 
     def __init__(self, fn: Callable[..., Any], *, name: str | None = None) -> None:
@@ -135,6 +150,7 @@ class FunctionCritic:
         self.expensive = False
 
     async def acritique(self, request: CritiqueRequest) -> Verdict:
+        """``fn(question, answer)``, its return value read as a verdict."""
         return coerce_verdict(await _call(self.fn, request.question, request.answer), self.name)
 
 
@@ -143,9 +159,16 @@ class TrajectoryCritic(FunctionCritic):
     the whole run of a runnable wrapped by :func:`reflectkit.reflective` (its
     :class:`~reflectkit.trajectory.Trajectory`: tool calls, their results, the answer). What it
     returns is read as :class:`FunctionCritic` reads it; sync callables run in a worker thread.
+    A run without a trajectory (the plain loop) fails with a CriticError.
+
+    Args:
+        fn: The check, called with the run's :class:`~reflectkit.Trajectory`.
+        name: The label on its verdicts and in results; None: ``fn``'s ``__name__`` (or its
+            type's name).
     """
 
     async def acritique(self, request: CritiqueRequest) -> Verdict:
+        """``fn(trajectory)``, its return value read as a verdict."""
         if request.trajectory is None:
             raise CriticError(f"critic {self.name} judges a trajectory, and this run has none")
         return coerce_verdict(await _call(self.fn, request.trajectory), self.name)

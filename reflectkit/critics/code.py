@@ -239,7 +239,24 @@ class CodeTestCritic:
     ``test_*`` functions (each run on its own; their count gives the score), and, with
     ``entry_point``, a HumanEval-style ``check(candidate)`` called with that function. The code
     is looked for in the answer first, then in the raw reply (it may sit in the thinking).
-    See the module docstring for what the process isolation does and does not protect against.
+    It runs in a separate process with a timeout, memory and CPU limits, a scratch directory and
+    an empty environment: not a security sandbox. See the module docstring (and
+    docs/code-critic.md) for what the process isolation does and does not protect against.
+    :func:`~reflectkit.critics.run_tests` runs the same harness directly.
+
+    Args:
+        tests: Python source: asserts, ``test_*`` functions, or a ``check(candidate)``.
+        entry_point: The function ``check(candidate)`` is called with (a function name).
+        timeout: Wall-clock seconds for the whole test run; the process group is killed after.
+        memory_mb: The address-space limit of the process running the code (at least 32).
+        cpu_seconds: Its CPU-time limit; None: ``ceil(timeout) + 1``.
+        max_feedback_chars: The most feedback sent to the revise step (at least 200); each
+            failing test's report is trimmed to fit, keeping its start and its end.
+        name: The label on its verdicts; None: ``code-tests``.
+
+    Raises:
+        ConfigurationError: The tests are empty or do not parse, ``entry_point`` is not an
+            identifier, a limit is out of range, or the system is not POSIX.
     """
 
     def __init__(
@@ -270,6 +287,7 @@ class CodeTestCritic:
         self.name: str = name or "code-tests"
 
     async def acritique(self, request: CritiqueRequest) -> Verdict:
+        """Extract the draft's code and run the tests on it; no code found fails the draft."""
         code = extract_code(request.answer, entry_point=self.entry_point)
         if code is None:
             code = extract_code(request.draft.text, entry_point=self.entry_point)

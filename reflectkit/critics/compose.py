@@ -73,6 +73,7 @@ class _Composite(abc.ABC):
             check_critic(critic, setup)
 
     async def acritique(self, request: CritiqueRequest) -> Verdict:
+        """Ask the critics in turn until one settles the round (see the class)."""
         verdicts: list[Verdict] = []
         for critic in self.critics:
             verdict = await critic.acritique(request)
@@ -87,7 +88,24 @@ class _Composite(abc.ABC):
 
 
 class AllOf(_Composite):
-    """Passes when every critic passes; stops at the first that does not."""
+    """Passes when every critic passes; stops at the first that does not.
+
+    That critic's verdict is the round's, its feedback going to the revise step verbatim; later
+    critics are not asked. When all pass, the score is the lowest given, and ``parsed`` the
+    first critic's that has one (a :class:`~reflectkit.SchemaCritic`'s object). ``critic=[a, b]``
+    means ``AllOf(a, b)``. The verdict's ``usage`` adds up every critic asked.
+
+    Args:
+        *critics: The critics: any :class:`~reflectkit.Critic`, or callables (each becomes a
+            :class:`~reflectkit.FunctionCritic`), or lists of them (each an ``AllOf``).
+        order: ``"cheap_first"`` asks the critics that are not ``expensive`` (code, schema,
+            function critics) before those that call a model or a person, each group in the
+            order given; ``"given"`` keeps the order as passed.
+        name: The label on its verdicts; None: ``all(<each critic's name>)``.
+
+    Raises:
+        ConfigurationError: No critics, a None among them, or an unknown ``order``.
+    """
 
     _label = "all"
     _stop_at = False
@@ -105,7 +123,24 @@ class AllOf(_Composite):
 
 
 class AnyOf(_Composite):
-    """Passes when one critic passes (it stops there); otherwise every critic's feedback."""
+    """Passes when one critic passes (it stops there); otherwise every critic's feedback.
+
+    The first passing verdict is the round's, and later critics are not asked. When none
+    passes, the verdict fails with every critic's issues, their feedback joined (each headed
+    by its critic's name) and the highest score given. The verdict's ``usage`` adds up every
+    critic asked.
+
+    Args:
+        *critics: The critics: any :class:`~reflectkit.Critic`, or callables (each becomes a
+            :class:`~reflectkit.FunctionCritic`), or lists of them (each an ``AllOf``).
+        order: ``"cheap_first"`` asks the critics that are not ``expensive`` before those that
+            call a model or a person, each group in the order given; ``"given"`` keeps the
+            order as passed.
+        name: The label on its verdicts; None: ``any(<each critic's name>)``.
+
+    Raises:
+        ConfigurationError: No critics, a None among them, or an unknown ``order``.
+    """
 
     _label = "any"
     _stop_at = True

@@ -50,6 +50,20 @@ class HumanCritic:
     :func:`reflectkit.ask_human`, and sent with the pause). It is ``expensive``: in an
     :class:`~reflectkit.critics.AllOf`, code critics run first and the person sees only drafts
     that passed them.
+
+    A run with a person as (part of) its critic is durable: it gets a ``thread_id`` when given
+    none, and ends with stop reason ``awaiting_human`` at each draft.
+    :meth:`Reflector.resume <reflectkit.Reflector.resume>` (or :func:`~reflectkit.ask_human`)
+    goes on with the person's verdict: ``True`` or ``"pass"`` passes, text is feedback for the
+    revise step (verbatim), ``False`` asks for a revision with no advice, a Verdict (or a dict
+    of its fields) is taken as it is. Building the reflector raises ConfigurationError for what
+    such a run cannot do: a critic that calls a model asked before the person (resuming would
+    ask it again), ``mode="single"``, ``checkpointer=False``, ``time_budget``, Reflexion
+    (``trials`` > 1 or ``memory``).
+
+    Args:
+        instructions: What the person is asked.
+        name: The label on its verdicts and in results.
     """
 
     expensive = True
@@ -64,6 +78,7 @@ class HumanCritic:
         self.name = name
 
     async def acritique(self, request: CritiqueRequest) -> Verdict:
+        """Pause the run with :meth:`pause`'s data; on resume, read the person's verdict."""
         try:
             get_config()
         except RuntimeError:

@@ -22,8 +22,18 @@ class LLMCritic:
     sandboxed and strict. It must ask
     for the verdict :func:`~reflectkit.verdict.parse_verdict` reads; a malformed verdict
     becomes a "revise" with the raw text as feedback, never a crash. A verdict the critic quotes
-    from the answer or the tool results never counts as its own. ``model_kwargs`` pass
-    through to LiteLLM.
+    from the answer or the tool results never counts as its own. The verdict's ``usage`` is the
+    critic's call. It is ``expensive``: :class:`~reflectkit.AllOf` asks it after the cheap critics.
+
+    Args:
+        model: The critic's LiteLLM model string; None: the generator's, called with the
+            generator's LiteLLM keywords (``model_kwargs`` on top). A model of its own is called
+            with ``model_kwargs`` only.
+        template: Jinja2 text replacing the built-in ``critique`` template for this critic.
+        **model_kwargs: Passed to LiteLLM on each critique call (``temperature=0``).
+
+    Raises:
+        ConfigurationError: ``template`` is empty.
     """
 
     expensive = True
@@ -65,6 +75,7 @@ class LLMCritic:
         return f"llm:{self.model or setup.model}"
 
     async def acritique(self, request: CritiqueRequest) -> Verdict:
+        """Ask the model for a verdict on the draft, with the run's retry policy and timeout."""
         if request.prompts is None:
             raise CriticError("LLMCritic needs the run's prompts")
         client = self._client(

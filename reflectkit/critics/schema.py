@@ -87,6 +87,20 @@ class SchemaCritic:
     TypedDict, a dataclass), or a JSON Schema as a dict (validated with ``jsonschema``; the
     parsed value is then the plain JSON value). ``strict=True`` refuses type coercion (``"3"``
     for an int; pydantic types only). An unusable schema is a ConfigurationError here.
+
+    The JSON is the whole answer, a fenced block in it, or the first JSON object or array inside
+    prose. An answer with none fails with the JSON Schema in the feedback; an invalid one fails
+    with each validation error, field by field; a valid one passes with the validated object as
+    the verdict's ``parsed`` (and so the result's ``parsed``).
+
+    Args:
+        schema: A pydantic model class, any type pydantic validates, or a JSON Schema dict.
+        strict: Refuse type coercion (pydantic types only).
+        name: The label on its verdicts; None: ``schema:<the type's name or the schema's
+            title>``.
+
+    Raises:
+        ConfigurationError: pydantic or jsonschema cannot use ``schema``.
     """
 
     expensive = False
@@ -130,6 +144,7 @@ class SchemaCritic:
             return _describe(error), None
 
     async def acritique(self, request: CritiqueRequest) -> Verdict:
+        """Find the JSON in the answer and validate it (see the class)."""
         found, value = extract_json(request.answer)
         if not found:
             schema = self._json_schema()

@@ -48,7 +48,10 @@ __all__ = [
 ]
 
 Format = Literal["openai", "sharegpt"]
+"""The example format: OpenAI chat (``{"messages": [...]}``) or ShareGPT."""
 SystemPrompt = Literal["protocol", "tuned"]
+"""The examples' system prompt: the tag protocol's (``protocol_system`` template), or the one
+Reflection-70B was tuned with (``tuned``)."""
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _SHAREGPT_ROLES = {"system": "system", "user": "human", "assistant": "gpt"}

@@ -29,6 +29,7 @@ from reflectkit.usage import Usage
 __all__ = ["RecycleError", "Recycled", "Stages", "arecycle_record", "parse_sections"]
 
 Stages = Literal["both", "instruction", "response"]
+"""Which reflections recycling runs: both, or only the instruction's or the response's."""
 
 _INSTRUCTION_SECTIONS = ("analysis", "new_instruction", "new_input", "new_response")
 _RESPONSE_SECTIONS = ("analysis", "new_response")

@@ -45,11 +45,17 @@ def ask_human(
 ) -> ReflectionResult:
     """Judge a paused run's drafts in person until it ends; returns its last result.
 
-    ``reflector`` resumes the thread (it needs the run's settings, a
-    :class:`~reflectkit.HumanCritic` among them); ``result`` is the paused run's. Each draft is
-    shown with ``show``; ``ask(question)`` returns the reply: ``pass`` accepts the draft, other
-    text is feedback for the next revision, an empty reply asks again. A result that does not
-    wait for anyone is returned as it is.
+    Each draft is shown with ``show``; ``ask(question)`` returns the reply: ``pass`` accepts
+    the draft, other text is feedback for the next revision, an empty reply asks again. A
+    result that does not wait for anyone is returned as it is, and so is the paused result
+    when ``ask`` meets the end of its input (EOFError): the run stays paused.
+
+    Args:
+        reflector: Resumes the thread: it needs the run's settings, a
+            :class:`~reflectkit.HumanCritic` among them.
+        result: The paused run's result.
+        ask: Asks the person and returns the reply (default: ``input``).
+        show: Shows the person each draft, as text (default: ``print``).
     """
     while result.awaiting_human:
         show(waiting_text(result))

@@ -342,12 +342,30 @@ def reflective(
     """Wrap any LangChain Runnable or compiled LangGraph graph so a critic judges each run whole,
     and a failed run is made again with the critique.
 
-    ``critic`` is a reflectkit critic, a function of the :class:`~reflectkit.trajectory.Trajectory`
-    (one argument) or of ``(question, answer)`` (two), or a list of these (all must pass);
-    ``critic_model`` (a LiteLLM model string or a LangChain chat model) makes an LLM critic that
-    reads the trajectory, and is the model an ``LLMCritic()`` without one uses. ``revise`` is
-    needed only for inputs that are neither a str, messages, nor a dict with ``"messages"``.
+    The result is a ``ReflectiveRunnable``: ``invoke``/``ainvoke`` return what
+    ``runnable`` returns, ``areflect`` the whole :class:`~reflectkit.ReflectionResult`.
     Everything is checked here, before any call.
+
+    Args:
+        runnable: The runnable or graph whose runs are judged.
+        critic: A reflectkit critic, a function of the
+            :class:`~reflectkit.trajectory.Trajectory` (one argument) or of
+            ``(question, answer)`` (two), or a list of these (all must pass). None: an LLM
+            critic on ``critic_model``.
+        critic_model: A LiteLLM model string or a LangChain chat model: the LLM critic that
+            reads the trajectory, and the model an ``LLMCritic()`` without one uses.
+        max_iterations: Runs at most, the first included.
+        critic_timeout: Seconds for one critique; a critic that takes longer has failed.
+        on_critic_error: ``"raise"`` fails the call with a CriticError; ``"keep_best"``
+            returns the best-judged run so far.
+        revise: ``(input, output, verdict) -> next input``, needed only for inputs that are
+            neither a str, messages, nor a dict with ``"messages"`` (those get the critique
+            appended as a user turn).
+        template_dir: A folder of Jinja2 templates overriding the built-in prompts.
+        name: The runnable's name (default ``reflective``).
+
+    Raises:
+        ConfigurationError: No critic and no ``critic_model``, or a setting is invalid.
     """
     if not isinstance(runnable, Runnable):
         raise ConfigurationError(

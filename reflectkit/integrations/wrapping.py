@@ -195,10 +195,19 @@ def wrap(
     arguments, which reach ``fn`` on each of its calls) and returns the reflected answer as a
     ``str``, or with ``return_result=True`` the whole :class:`~reflectkit.ReflectionResult`.
 
-    ``critic`` is any reflectkit critic (default: ``fn`` itself judges its drafts, as an LLM
-    critic); ``critic_model=`` names a model to critique with instead. Other ``settings`` are
-    :class:`~reflectkit.Reflector`'s (``mode``, ``token_budget`` ...), checked here, before any
-    call. Calls may run concurrently, from threads or tasks: each has its own run.
+    Calls may run concurrently, from threads or tasks: each has its own run.
+
+    Args:
+        fn: The chatbot: ``fn(messages, ...) -> str``, sync or async; it writes the drafts.
+        critic: Any reflectkit critic; None: ``fn`` itself judges its drafts, as an LLM critic
+            (``critic_model=`` names a model to critique with instead).
+        max_iterations: Drafts at most, the first included.
+        return_result: Return the whole result instead of the answer.
+        **settings: :class:`~reflectkit.Reflector`'s (``critic_model``, ``mode``,
+            ``token_budget`` ...), checked here, before any call.
+
+    Raises:
+        ConfigurationError: ``fn`` is not callable, or a setting is invalid.
     """
     if not callable(fn):
         raise ConfigurationError(f"wrap() needs a function, not {type(fn).__name__}")

@@ -105,7 +105,17 @@ def register_model(
 
     ``register_model("openai/my-reflection-ft-*", tuned=True)`` makes ``mode="auto"`` give those
     models a single call with the tuned-model system prompt. Registering the same pattern again
-    replaces the earlier registration.
+    replaces the earlier registration; later registrations win over earlier ones, and all win
+    over the built-ins. Each capability is a :class:`~reflectkit.ModelProfile` field.
+
+    Args:
+        pattern: A glob over LiteLLM model strings (``fnmatch``, case-insensitive).
+        tuned: Trained on the tag protocol.
+        reasoning: Reasons natively before answering.
+        prefill: Its provider continues an assistant message that ends the conversation.
+        needs_format_help: Follows the tag format only with an exemplar.
+        self_critique: Its critiques of its own drafts are worth the loop.
+        grammar: Its provider takes a GBNF ``grammar`` call parameter.
     """
     said = {
         name: value
@@ -130,7 +140,9 @@ def unregister_model(pattern: str) -> None:
 
 
 def profile_for(model: str) -> ModelProfile:
-    """The capabilities of ``model``: per capability, the first matching pattern that says."""
+    """The capabilities of ``model``: per capability, the first matching pattern that says (the
+    latest registration first, then the built-ins), else the :class:`~reflectkit.ModelProfile`
+    default."""
     name = model.casefold()
     with _lock:
         entries = [*_registered, *_BUILTIN]

@@ -230,7 +230,10 @@ def create_app(settings: ServerSettings | None = None) -> Starlette:
     """The proxy as an ASGI app (see docs/server.md). ``settings`` default to
     ``ServerSettings()``, read from the ``REFLECTKIT_SERVER_*`` variables, else loopback and the
     default model: so ``uvicorn --factory reflectkit.server:create_app`` and each worker of
-    ``reflectkit serve --workers N`` build their app from the environment."""
+    ``reflectkit serve --workers N`` build their app from the environment. Nothing runs until
+    a server does: the app serves ``POST /v1/chat/completions``, ``GET /v1/models`` (and
+    ``/v1/models/{model}``) and ``GET /health``. Settings that would listen beyond loopback
+    without an API key raise ConfigurationError."""
     settings = settings or ServerSettings()
     settings.check()
     proxy = _Proxy(settings)

@@ -51,37 +51,27 @@ def env_var(field: str) -> str:
 
 
 class ServerSettings(BaseSettings):
-    """How ``reflectkit serve`` runs.
+    """How ``reflectkit serve`` runs: where it listens, who may call it, what it serves, and its
+    limits.
 
-    ``models`` are the upstream LiteLLM model strings clients may ask for, as exact names or
-    ``fnmatch`` patterns (``"openai/*"``); empty means the one default model
-    (``$REFLECTKIT_MODEL``, else the embedded local model). A request for ``<prefix><model>``
-    (``reflect/gpt-4o-mini``) runs reflectkit on ``model``; a bare allowed ``model`` is passed
-    straight through as one plain call when ``passthrough`` is on, refused otherwise.
-    ``upstream_kwargs`` go to LiteLLM on every upstream call (``api_base``, ``api_key`` ...);
-    ``timeout`` bounds each upstream call and ``retry`` says how failed ones are retried.
-    ``mode``, ``max_iterations``, ``critic_model`` and ``on_critic_error`` are the defaults of
-    reflected requests, which may choose their own (the ``reflectkit`` request field).
+    A request for ``<prefix><model>`` (``reflect/gpt-4o-mini``) runs reflectkit on ``model``; a
+    bare allowed ``model`` is passed straight through as one plain call when ``passthrough`` is
+    on, refused otherwise. ``mode``, ``max_iterations``, ``critic_model`` and
+    ``on_critic_error`` are the defaults of reflected requests, which may choose their own (the
+    ``reflectkit`` request field). Listening on anything but loopback without an ``api_key`` is
+    refused.
 
-    ``api_key`` (default: ``$REFLECTKIT_SERVER_API_KEY``) is the bearer token clients must send;
-    listening on anything but loopback without one is refused. Limits: ``max_body_bytes`` per
-    request (413 beyond it), ``max_concurrent_requests`` running at once, and ``queue_timeout``
-    seconds a request waits for a free slot before it is refused with 429. A stream silent for
-    ``keepalive_interval`` seconds (a loop's critique) gets an SSE comment line. ``run_log``:
-    record reflected runs in the run log (False, the default; True; or a path).
+    Every field not given is read from ``REFLECTKIT_SERVER_<NAME>`` (see :data:`ENV_PREFIX`;
+    empty means unset): lists and tables as JSON (``models`` also comma-separated), switches as
+    true/false. A value given in Python or as a ``reflectkit serve`` flag wins over the
+    environment, which wins over the default. Connection limits (``header_timeout``,
+    ``max_connections``, ``idle_timeout``) are uvicorn's: ``reflectkit serve`` applies them, and
+    :func:`reflectkit.server.uvicorn_options` does under your own uvicorn.
 
-    Connections (see :mod:`reflectkit.server.limits`): a request head must arrive within
-    ``header_timeout`` seconds and its body within ``body_timeout`` seconds (408 otherwise); at
-    most ``max_connections`` are open at once (more get a 503); an idle one is closed after
-    ``idle_timeout`` seconds. ``body_timeout`` is the app's; the others are uvicorn's, applied
-    by ``reflectkit serve`` or by :func:`reflectkit.server.uvicorn_options` under your own.
-
-    How ``reflectkit serve`` runs it: ``workers`` uvicorn processes sharing the port, and on
-    SIGTERM or SIGINT ``graceful_timeout`` seconds for the requests in flight to finish (new
-    connections are refused meanwhile); ``log_level`` of uvicorn's and reflectkit's lines.
-
-    Every field not given is read from ``REFLECTKIT_SERVER_<NAME>`` (see :data:`ENV_PREFIX`):
-    lists and tables as JSON (``models`` also comma-separated), switches as true/false.
+    Raises:
+        ConfigurationError: A value is invalid (one line naming the field, or the variable it
+            came from, never the value), or the server would listen beyond loopback without
+            an API key.
     """
 
     model_config = SettingsConfigDict(
@@ -93,31 +83,90 @@ class ServerSettings(BaseSettings):
     )
 
     host: str = "127.0.0.1"
+    """The address to listen on (``REFLECTKIT_SERVER_HOST``, ``--host``). Anything but loopback
+    (``0.0.0.0``, a public address) needs an ``api_key``."""
     port: int = Field(default=8000, ge=0, le=65535)
+    """The port (``REFLECTKIT_SERVER_PORT``, ``--port``); default 8000."""
     api_key: SecretStr | None = None
+    """The bearer token clients must send (``REFLECTKIT_SERVER_API_KEY``, ``--api-key``);
+    default none, which only loopback allows. Never printed, logged or put in an error."""
     models: Annotated[tuple[str, ...], NoDecode] = ()
+    """The upstream LiteLLM model strings clients may ask for, exact names or ``fnmatch``
+    patterns (``"openai/*"``) (``REFLECTKIT_SERVER_MODELS`` as ``a,b`` or a JSON list; ``-m``,
+    repeated). Empty, the default: the one default model, ``$REFLECTKIT_MODEL``, else the
+    embedded local model. A request's ``critic_model`` must be one of them too."""
     prefix: str = "reflect/"
+    """The prefix of reflected model names, a name followed by ``/``
+    (``REFLECTKIT_SERVER_PREFIX``; no flag)."""
     passthrough: bool = True
+    """Serve bare model names as one plain call each, without reflection
+    (``REFLECTKIT_SERVER_PASSTHROUGH``, ``--passthrough/--no-passthrough``); default on. Off,
+    they get a 404."""
     mode: Mode = "auto"
+    """The default mode of reflected requests, ``auto``, ``loop`` or ``single``
+    (``REFLECTKIT_SERVER_MODE``, ``--mode``)."""
     max_iterations: int = Field(default=3, ge=1, le=100)
+    """The default most drafts of a reflected request, 1 to 100
+    (``REFLECTKIT_SERVER_MAX_ITERATIONS``, ``-n``); default 3."""
     max_iterations_limit: int = Field(default=10, ge=1, le=100)
+    """The most drafts a request may ask for; more is a 400
+    (``REFLECTKIT_SERVER_MAX_ITERATIONS_LIMIT``; no flag); default 10."""
     critic_model: str | None = None
+    """The default model of the LLM critic (``REFLECTKIT_SERVER_CRITIC_MODEL``,
+    ``--critic-model``); default none: the requested model itself."""
     on_critic_error: OnCriticError = "raise"
+    """What a reflected request does when its critic fails (``REFLECTKIT_SERVER_ON_CRITIC_ERROR``,
+    ``--on-critic-error``): ``raise`` (the default) answers with an error; ``keep_best`` with
+    the best draft so far (stop reason ``critic_error``)."""
     upstream_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """LiteLLM arguments for every upstream call, the critic's included (``api_base``,
+    ``api_key`` ...) (``REFLECTKIT_SERVER_UPSTREAM_KWARGS`` as a JSON object; ``-o KEY=VALUE``,
+    repeated); default none. ``model``, ``messages``, ``stream``, ``num_retries`` and
+    ``max_retries`` are reflectkit's and refused."""
     timeout: float = Field(default=120.0, gt=0)
+    """Seconds one upstream call may take (``REFLECTKIT_SERVER_TIMEOUT``, ``--timeout``);
+    default 120."""
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    """How failed upstream calls are retried (``REFLECTKIT_SERVER_RETRY`` as a JSON object,
+    ``{"max_attempts": 2}``; no flag); default :class:`~reflectkit.RetryPolicy`'s."""
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    """The largest request body; larger ones get a 413 (``REFLECTKIT_SERVER_MAX_BODY_BYTES``,
+    ``--max-body-bytes``); default 2 MiB, at least 1024."""
     max_concurrent_requests: int = Field(default=64, ge=1)
+    """Requests served at once, per worker; more wait in a queue
+    (``REFLECTKIT_SERVER_MAX_CONCURRENT_REQUESTS``, ``--max-concurrent-requests``); default 64."""
     queue_timeout: float = Field(default=10.0, ge=0)
+    """Seconds a request waits for a free slot before it is refused with a 429
+    (``REFLECTKIT_SERVER_QUEUE_TIMEOUT``, ``--queue-timeout``); default 10."""
     keepalive_interval: float = Field(default=15.0, gt=0)
+    """Seconds of silence in a stream (a loop's critique) before an SSE comment line keeps it
+    open (``REFLECTKIT_SERVER_KEEPALIVE_INTERVAL``, ``--keepalive-interval``); default 15."""
     header_timeout: float = Field(default=10.0, gt=0)
+    """Seconds a connection has to send a request's head, else 408 and closed (uvicorn's;
+    ``REFLECTKIT_SERVER_HEADER_TIMEOUT``, ``--header-timeout``); default 10."""
     body_timeout: float = Field(default=30.0, gt=0)
+    """Seconds a request has to send its body, else 408 and closed (the app's;
+    ``REFLECTKIT_SERVER_BODY_TIMEOUT``, ``--body-timeout``); default 30."""
     max_connections: int = Field(default=512, ge=1)
+    """Client connections open at once, per worker; more are refused with a 503 (uvicorn's;
+    ``REFLECTKIT_SERVER_MAX_CONNECTIONS``, ``--max-connections``); default 512."""
     idle_timeout: float = Field(default=75.0, gt=0)
+    """Seconds an idle keep-alive connection is kept open (uvicorn's;
+    ``REFLECTKIT_SERVER_IDLE_TIMEOUT``, ``--idle-timeout``); default 75."""
     run_log: bool | str = False
+    """Record reflected runs in the run log: False (the default), True (``$REFLECTKIT_RUN_LOG``
+    if that names a file, else the default file) or a path (``REFLECTKIT_SERVER_RUN_LOG`` as
+    true/false or a path; ``--run-log/--no-run-log``)."""
     workers: int = Field(default=1, ge=1, le=256)
+    """Server processes sharing the port (uvicorn workers), 1 to 256; 1 serves in the
+    ``reflectkit serve`` process (``REFLECTKIT_SERVER_WORKERS``, ``--workers``)."""
     graceful_timeout: float = Field(default=30.0, ge=0)
+    """Seconds the requests in flight get to finish on SIGTERM or Ctrl-C (new connections are
+    refused meanwhile); then they are cut (``REFLECTKIT_SERVER_GRACEFUL_TIMEOUT``,
+    ``--graceful-timeout``); default 30."""
     log_level: LogLevel = "info"
+    """The log level of uvicorn's and reflectkit's lines (``REFLECTKIT_SERVER_LOG_LEVEL``,
+    ``--log-level``); ``warning`` drops the access log and keeps failed requests."""
 
     def __init__(self, **values: Any) -> None:
         try:

@@ -341,7 +341,7 @@ def _warn_missing(path: str, lost_data: str, thread: object) -> None:
 def open_checkpointer(
     setting: CheckpointerSetting = None, *, allowed_types: Iterable[type] = ()
 ) -> Checkpointer:
-    """The checkpointer for ``setting`` (see the module docstring), not yet open::
+    """The checkpointer for ``setting`` (see the module docstring), not yet open:
 
         async with open_checkpointer("runs.sqlite3") as saver:
             graph = build_graph(model=..., checkpointer=saver)

@@ -71,7 +71,7 @@ class Lesson:
     outcome: Outcome
     """``"pending"`` until a run that was shown it ends, then ``"passed"`` or ``"failed"``."""
     created_at: float
-    """When it was written (ISO 8601, UTC)."""
+    """When it was written, in seconds since the epoch (``time.time()``)."""
     uses: int
     """How many runs were shown it."""
 
@@ -163,10 +163,11 @@ def _check_outcome(outcome: str) -> Outcome:
 
 
 class LessonStore(_sqlite.SqliteStore):
-    """Lessons in a SQLite file (``path``; default :func:`default_path`; ``":memory:"`` for a
-    throw-away store). The file is created (owner-only: lessons quote questions), upgraded and
-    opened on first use; ``close()`` it, or use the store as a context manager. SQLite failures
-    raise :class:`ConfigurationError`."""
+    """Reflexion's episodic memory: lessons in a SQLite file (``path``; default
+    ``$REFLECTKIT_MEMORY``, else ``<user data dir>/reflectkit/memory.sqlite3``; ``":memory:"``
+    for a throw-away store). The file is created (owner-only: lessons quote questions), upgraded
+    and opened on first use; ``close()`` it, or use the store as a context manager. SQLite
+    failures raise :class:`ConfigurationError`. Pass it as ``memory=`` (see docs/reflexion.md)."""
 
     _noun = "lesson store"
 

@@ -83,6 +83,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ENV_VAR = "REFLECTKIT_RUN_LOG"
+"""Where the default run log is: a file path, or ``off`` (``0``, ``false``, ``no``) for none."""
 STATUSES = ("running", "finished", "failed", "interrupted", "waiting")
 _AWAITING_HUMAN = "awaiting_human"  # StopReason.AWAITING_HUMAN; result.py is not imported here
 _OFF = frozenset({"off", "0", "false", "no"})

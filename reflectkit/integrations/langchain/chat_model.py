@@ -198,14 +198,29 @@ class ReflectiveChatModel(BaseChatModel):
     With ``output_type=`` (or :meth:`with_structured_output`) the answer is typed: the reply's
     content is its JSON and ``additional_kwargs["parsed"]`` the validated object, as LangChain's
     own chat models give a structured output (docs/typed-output.md).
+
+    Args:
+        model: The generator; None: ``$REFLECTKIT_MODEL``, else the embedded local model.
+        **kwargs: ``critic``, ``critic_model``, ``max_iterations``, ``mode`` (the fields
+            below), and any other :class:`~reflectkit.Reflector` setting or LiteLLM keyword
+            (kept in ``settings``).
+
+    Raises:
+        ConfigurationError: A setting is invalid (checked here, not at the first call).
     """
 
     model: Any = None
     """The generator: a LiteLLM model string or a LangChain chat model."""
     critic: Any = None
+    """Who judges each draft: any reflectkit critic (as ``Reflector``'s ``critic=``), or a
+    LangChain chat model, which is taken as ``critic_model``; None: an LLM critic."""
     critic_model: Any = None
+    """The default LLM critic's model: a LiteLLM model string or a LangChain chat model; None:
+    the generator."""
     max_iterations: int = 3
+    """Drafts at most, the first included."""
     mode: Literal["auto", "loop", "single"] = "auto"
+    """``"loop"``, ``"single"`` or ``"auto"``, as ``Reflector``'s ``mode``."""
     settings: dict[str, Any] = Field(default_factory=dict)
     """Other Reflector settings and LiteLLM keyword arguments."""
 
