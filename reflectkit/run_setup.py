@@ -22,7 +22,7 @@ from reflectkit.tags import TagDelta
 
 __all__ = ["FINISHED", "RunOptions", "graph_config", "starting_point", "thread_of", "wanted"]
 
-logger = logging.getLogger("reflectkit.api")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
