@@ -85,7 +85,7 @@ def eval_equal_cost(data: dict[str, Any]) -> None:
     axes.set_xlabel("tokens for all examples")
     axes.set_ylabel("accuracy, % (95 % interval)")
     axes.set_ylim(0, 100)
-    axes.set_xlim(0, 26000)
+    axes.set_xlim(0, max(mode["tokens"] for mode in data["modes"]) * 1.3)  # room for labels
     axes.set_title(f"The loop against baselines, {data['examples']} examples, embedded model")
     _save(figure, "eval-equal-cost.svg")
 
