@@ -282,7 +282,9 @@ def _nodes(runtime: Runtime) -> dict[str, Any]:
             seconds=time.perf_counter() - clock,
         )
         usage = state["usage"] + spent
-        stop = after_revise(last.draft, draft, settings, usage, _elapsed(state))
+        stop = after_revise(
+            last.draft, draft, settings, usage, _elapsed(state), judged_by_person=runtime.human
+        )
         update = {"iterations": [*iterations, iteration], "usage": usage, "stop_reason": stop}
         return Command(update=update, goto="finalize" if stop else "critique")
 

@@ -89,13 +89,23 @@ def _normalised(text: str) -> str:
 
 
 def after_revise(
-    previous: Draft, revised: Draft, config: ReflectConfig, usage: Usage, elapsed: float
+    previous: Draft,
+    revised: Draft,
+    config: ReflectConfig,
+    usage: Usage,
+    elapsed: float,
+    *,
+    judged_by_person: bool = False,
 ) -> StopReason | None:
     """Stop when a revision gives the same answer (ignoring whitespace and case): the critic
-    would only judge it again; when it calls tools; or when a budget is spent."""
+    would only judge it again; when it calls tools; or when a budget is spent.
+
+    A person (``judged_by_person``: a HumanCritic) sees an unchanged revision again instead:
+    they asked for a change, and may pass it after all or say again, differently, what to fix;
+    ``max_iterations`` still bounds the run."""
     if revised.tool_calls:
         return StopReason.TOOL_CALLS
-    if _normalised(previous.output) == _normalised(revised.output):
+    if not judged_by_person and _normalised(previous.output) == _normalised(revised.output):
         return StopReason.NO_CHANGE
     return out_of_budget(config, usage, elapsed)
 

@@ -77,6 +77,20 @@ async def test_a_paused_run_resumes_with_feedback_then_passes(tmp_path: Path) ->
     assert [r.output for r in runs] == ["17", "4", "4"]
 
 
+async def test_an_unchanged_revision_goes_back_to_the_person(tmp_path: Path) -> None:
+    """With a machine critic an unchanged revision stops the run (``no_change``); a person who
+    asked for a change sees it again, and the run goes on until they pass it."""
+    fake = ScriptedLLM(["<output>17</output>", "<output>17</output>", "<output>4</output>"])
+    async with _reflector(fake, tmp_path, max_iterations=3) as reflector:
+        paused = await reflector.arun(QUESTION)
+        same = await reflector.aresume(paused, FIX)
+        assert (same.stop_reason, same.output) == (rk.StopReason.AWAITING_HUMAN, "17")
+        fixed = await reflector.aresume(same, "Still 17: subtract 3 from 7.")
+        assert (fixed.stop_reason, fixed.output) == (rk.StopReason.AWAITING_HUMAN, "4")
+        done = await reflector.aresume(fixed, "pass")
+    assert (done.stop_reason, done.output, len(fake.requests)) == (rk.StopReason.PASSED, "4", 3)
+
+
 async def test_the_stream_ends_with_the_pause(tmp_path: Path) -> None:
     fake = ScriptedLLM(["<output>17</output>"])
     async with _reflector(fake, tmp_path) as reflector:
