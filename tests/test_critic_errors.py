@@ -59,6 +59,9 @@ async def test_a_critic_that_raises_on_the_second_critique_keeps_the_best_earlie
     assert fake.remaining == 0  # no more drafts after the failure
     data = json.loads(json.dumps(result.to_dict()))
     assert (data["stop_reason"], data["critic_error"]) == ("critic_error", result.critic_error)
+    page = result._repr_html_()  # the notebook view says the answer was not judged, and why
+    assert "The critic failed, so this is the best draft so far" in page
+    assert "validator unreachable" in page
 
 
 async def test_the_default_still_raises() -> None:
