@@ -214,6 +214,50 @@ def test_the_cli_flag() -> None:
     assert "--on-critic-error" in bad.stderr
 
 
+def test_batch_and_eval_take_the_flag(tmp_path: Path) -> None:
+    """``reflectkit batch`` and ``reflectkit eval`` pass --on-critic-error to every run: with
+    keep_best a refusing critic leaves each prompt its draft instead of failing it."""
+    source = tmp_path / "prompts.jsonl"
+    source.write_text('"q1"\n"q2"\n')
+    fake = ScriptedLLM(["<output>5</output>"] * 4)
+    judge = ScriptedLLM([fail(400, "judge refused")], name="judge")
+    common = ["-m", fake.model, "--critic-model", judge.model, "--no-progress"]
+    out = tmp_path / "out.jsonl"
+    kept = CliRunner().invoke(
+        cli,
+        ["batch", str(source), "-o", str(out), *common, "--on-critic-error", "keep_best"],
+        catch_exceptions=False,
+    )
+    assert kept.exit_code == 0, kept.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["result"]["stop_reason"], r["result"]["output"]) for r in rows] == [
+        ("critic_error", "5"),
+        ("critic_error", "5"),
+    ]
+    failed = CliRunner().invoke(
+        cli,
+        ["batch", str(source), "-o", str(tmp_path / "raised.jsonl"), *common],
+        catch_exceptions=False,
+    )
+    assert failed.exit_code == 1  # the default: each prompt failed on its critic
+    assert "2 failed" in failed.stderr
+
+    data = tmp_path / "questions.jsonl"
+    data.write_text('{"prompt": "q", "answer": 5}\n')
+    fresh = ScriptedLLM(["<output>5</output>"], name="fresh")
+    args = ["-m", fresh.model, "--critic-model", judge.model, "--no-progress", "--json"]
+    report = CliRunner().invoke(
+        cli,
+        ["eval", str(data), *args, "--modes", "loop", "--on-critic-error", "keep_best"],
+        catch_exceptions=False,
+    )
+    assert report.exit_code == 0, report.stderr
+    found = json.loads(report.stdout)
+    (mode,) = found["modes"]
+    assert (mode["correct"], mode["failures"]) == (1, 0)  # scored on the kept draft
+    assert found["settings"]["on_critic_error"] == "keep_best"
+
+
 def test_every_stop_reason_is_documented() -> None:
     """The stop-reason table in docs/concepts.md names every member, and every member has the
     docstring the API reference renders it from (one without is left off the page): a new

@@ -21,6 +21,7 @@ from reflectkit.cli.options import (
     mode_option,
     model_option,
     no_progress_option,
+    on_critic_error_option,
     ray_arguments,
     ray_options,
     template_dir_option,
@@ -88,6 +89,10 @@ def read_prompts(path: str) -> list[Any]:
 @mode_option("loop: critique and revise; single: one call.")
 @max_iterations_option("Most drafts per prompt.")
 @critic_model_option("Model of the LLM critic (default: the same model).")
+@on_critic_error_option(
+    "A critic that fails: raise fails that prompt (it goes to the failures); keep_best ends it "
+    "with its best draft so far (stop reason critic_error)."
+)
 @template_dir_option()
 @litellm_option("Passed to LiteLLM, e.g. --option temperature=0", short=False)
 @no_progress_option("Do not show a progress bar.")
@@ -104,6 +109,7 @@ def batch_command(
     mode: str,
     max_iterations: int,
     critic_model: str | None,
+    on_critic_error: str,
     template_dir: str | None,
     options: tuple[str, ...],
 ) -> int:
@@ -115,7 +121,7 @@ def batch_command(
     Put a bare --ray last: it takes the next word as its address.
     """
     from reflectkit.batching import batch
-    from reflectkit.config import Mode
+    from reflectkit.config import Mode, OnCriticError
 
     prompts = read_prompts(prompts_file)
     source = Path(prompts_file)
@@ -133,6 +139,7 @@ def batch_command(
         **ray_arguments(ray, ray_actors),
         mode=cast(Mode, mode),  # click.Choice admits only the three modes
         max_iterations=max_iterations,
+        on_critic_error=cast(OnCriticError, on_critic_error),  # click.Choice: the two values
         template_dir=template_dir,
         **settings,
     )

@@ -18,6 +18,7 @@ from reflectkit.cli.options import (
     max_iterations_option,
     model_option,
     no_progress_option,
+    on_critic_error_option,
     ray_arguments,
     ray_options,
 )
@@ -83,6 +84,10 @@ __all__ = ["eval_command"]
 )
 @max_iterations_option("Most drafts per example in the loop modes.")
 @critic_model_option("Model of the loop mode's LLM critic (default: the same).")
+@on_critic_error_option(
+    "A critic that fails: raise makes that example a failure; keep_best scores its best draft "
+    "so far (stop reason critic_error)."
+)
 @litellm_option("Passed to LiteLLM, e.g. -o temperature=0 -o max_tokens=256.")
 @json_option("Print the report as JSON, not Markdown.")
 @no_progress_option("No progress bars on stderr.")
@@ -102,6 +107,7 @@ def eval_command(
     match: str | None,
     max_iterations: int,
     critic_model: str | None,
+    on_critic_error: str,
     options: tuple[str, ...],
     as_json: bool,
     no_progress: bool,
@@ -121,6 +127,8 @@ def eval_command(
     settings = dict(option_value(o) for o in options)
     if critic_model:
         settings["critic_model"] = critic_model
+    if on_critic_error != "raise":  # the default: a report's settings name only what was asked
+        settings["on_critic_error"] = on_critic_error
     try:
         data = load_dataset(dataset, limit=limit or None, verifier=verifier, match=match)
         report = evaluate(
