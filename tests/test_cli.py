@@ -196,17 +196,27 @@ def test_a_bad_checkpoints_setting_is_one_line_and_exit_2() -> None:
     assert "pw" not in result.stderr
 
 
-def _stopped_run(signum: int, tmp_path: Path, *args: str) -> tuple[int, str, str]:
+def _stopped_run(
+    signum: int, tmp_path: Path, *args: str, nohup: bool = False
+) -> tuple[int, str, str]:
     """Start ``python -m reflectkit run`` on a model that never answers, send ``signum`` once
-    the model has been called, and return the exit code, stdout and stderr."""
+    the model has been called, and return the exit code, stdout and stderr. With ``nohup``,
+    the command starts with SIGHUP ignored, as nohup starts it, and is sent a SIGHUP first,
+    which must leave it running."""
     from tests.blocking_model import COMMAND, MODEL, READY_ENV_VAR
 
     ready = tmp_path / "ready"
     clean = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     env = {**clean, READY_ENV_VAR: str(ready), "REFLECTKIT_RUN_LOG": str(tmp_path / "runs.db")}
     command = [*COMMAND, "run", QUESTION, "-m", MODEL, "--mode", "single", *args]
+    ignore = (lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if nohup else None
     proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=ignore,
     )
     try:
         deadline = time.monotonic() + 60
@@ -214,6 +224,10 @@ def _stopped_run(signum: int, tmp_path: Path, *args: str) -> tuple[int, str, str
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the run never called its model"
             time.sleep(0.05)
+        if nohup:
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(0.5)
+            assert proc.poll() is None, "SIGHUP stopped a command started under nohup"
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=30)
     finally:
@@ -261,6 +275,15 @@ def test_sighup_stops_a_run_with_one_line_and_exits_129(tmp_path: Path) -> None:
     assert err.strip().splitlines() == [
         "reflectkit: error: stopped by SIGHUP: the run was cancelled"
     ]
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
+def test_under_nohup_a_hangup_leaves_the_run_going(tmp_path: Path) -> None:
+    """``nohup reflectkit batch ...`` asks for SIGHUP to be ignored; the command used to put
+    its own handler over that and die when the terminal closed."""
+    code, _, err = _stopped_run(signal.SIGTERM, tmp_path, nohup=True)
+    assert code == 143
+    assert err.strip().splitlines()[-1].startswith("reflectkit: error: stopped by SIGTERM")
 
 
 @pytest.mark.skipif(

@@ -85,10 +85,13 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 
 def stop_on_signals() -> None:
     """Make SIGTERM and SIGHUP raise :class:`Stopped` in the main thread. For the command line's
-    entry point only: it changes how the whole process takes those signals."""
+    entry point only: it changes how the whole process takes those signals.
+
+    A signal the process was started ignoring stays ignored: ``nohup reflectkit batch ...``
+    asks for SIGHUP to be ignored, so the command survives its terminal closing."""
     for name in STOP_SIGNALS:
         signum = getattr(signal, name, None)
-        if signum is not None:
+        if signum is not None and signal.getsignal(signum) is not signal.SIG_IGN:
             signal.signal(signum, _stop)
 
 

@@ -7,8 +7,9 @@ interpreter that imports :func:`worker_app` as a factory and builds its own app 
 (:func:`worker_environment` writes every setting as its ``REFLECTKIT_SERVER_<NAME>`` variable,
 which :class:`ServerSettings` reads back).
 
-On SIGTERM or SIGINT the listening socket is closed (new connections are refused), requests
-and streams in flight go on for up to ``graceful_timeout`` seconds, and what is still open then
+On SIGTERM or SIGINT (and SIGHUP with one worker; with several, SIGHUP restarts the workers, as
+uvicorn does) the listening socket is closed (new connections are refused), requests and streams
+in flight go on for up to ``graceful_timeout`` seconds, and what is still open then
 is cancelled: uvicorn logs the cut, and each request cut leaves its ``503 server_stopping``
 line (:class:`~reflectkit.server.failures.FailureLog`). :func:`run` returns the signal that
 stopped the server, so the command can exit 0 for a stop it was asked for.
@@ -24,6 +25,7 @@ import contextlib
 import json
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -90,11 +92,22 @@ class _Server(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
-        with super().capture_signals():
-            yield
-            if self._captured_signals:
-                self.stopped_by = self._captured_signals[0]
-            self._captured_signals.clear()
+        # SIGHUP (the terminal that started the server closed) stops it as SIGTERM does, with
+        # its grace period, where it would otherwise kill the process at once. A server started
+        # with nohup ignores SIGHUP, and keeps ignoring it.
+        hangup = threading.current_thread() is threading.main_thread() and (
+            signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN
+        )
+        previous = signal.signal(signal.SIGHUP, self.handle_exit) if hangup else None
+        try:
+            with super().capture_signals():
+                yield
+                if self._captured_signals:
+                    self.stopped_by = self._captured_signals[0]
+                self._captured_signals.clear()
+        finally:
+            if hangup:
+                signal.signal(signal.SIGHUP, previous)
 
 
 class _Workers(Multiprocess):

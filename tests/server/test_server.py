@@ -1200,6 +1200,46 @@ def test_reflectkit_serve_prints_failed_requests_and_says_when_a_signal_stops_it
         assert secret not in out + err
 
 
+def _serve_until_up(preexec: Any = None) -> tuple[subprocess.Popen[str], str]:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "reflectkit", "serve", "--port", str(port), "-m", "openai/x"]
+    command += ["-o", "api_base=http://127.0.0.1:9/v1", "--log-level", "warning"]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec
+    )
+    url = f"http://127.0.0.1:{port}"
+    _wait_for(url)
+    return proc, url
+
+
+def test_a_hangup_stops_the_server_gracefully_unless_it_runs_under_nohup() -> None:
+    """SIGHUP (its terminal closed) used to kill ``reflectkit serve`` on the spot, exit 129 and
+    no word; it now stops it as SIGTERM does. Started the way nohup starts it (SIGHUP ignored),
+    the server keeps ignoring it."""
+    hung, _ = _serve_until_up()
+    ignoring, url = _serve_until_up(lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    try:
+        hung.send_signal(signal.SIGHUP)
+        _, err = hung.communicate(timeout=30)
+        ignoring.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert httpx.get(f"{url}/health").json() == {"status": "ok"}  # still serving
+        ignoring.send_signal(signal.SIGTERM)
+        _, still = ignoring.communicate(timeout=30)
+    finally:
+        for proc in (hung, ignoring):
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert (hung.returncode, err.strip().splitlines()[-1]) == (0, "reflectkit: stopped by SIGHUP")
+    assert (ignoring.returncode, still.strip().splitlines()[-1]) == (
+        0,
+        "reflectkit: stopped by SIGTERM",
+    )
+
+
 async def test_a_request_cancelled_as_the_server_stops_is_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
