@@ -173,13 +173,15 @@ async def test_cancelling_a_queued_call_never_kills_the_worker_that_serves_anoth
 ) -> None:
     monkeypatch.setattr(local_supervisor, "CANCEL_GRACE", 0.5)
     pid = await running_worker()
-    long_call = asyncio.create_task(client(max_tokens=200).complete(LONG))
+    long_call = client(max_tokens=200).stream(LONG)
+    first = await anext(long_call)  # the worker is generating it: what follows queues behind
     queued = asyncio.create_task(client(max_tokens=8).complete(QUESTION))
     await asyncio.sleep(0.3)
     queued.cancel()  # it waits behind the long call, which runs for seconds
 
-    result = await long_call
+    *_, result = [first, *[item async for item in long_call]]
 
+    assert isinstance(result, Completion)
     assert result.usage.completion_tokens == 200
     assert local_supervisor.worker_pid() == pid
     assert queued.cancelled()
