@@ -24,7 +24,8 @@ import re
 from typing import Any
 
 from reflectkit.config import ReflectConfig, StructuredOutput
-from reflectkit.critics.base import Critic, CriticSetup, CritiqueRequest, check_critic, critic_label
+from reflectkit.critics.base import Critic, CriticSetup, critic_label
+from reflectkit.critics.compose import AllOf
 from reflectkit.critics.schema import SchemaCritic, type_name
 from reflectkit.errors import ConfigurationError
 from reflectkit.models.capabilities import ModelProfile
@@ -81,33 +82,27 @@ def uses_native(config: ReflectConfig, profile: ModelProfile, model: str) -> boo
     return profile.reasoning and not profile.tuned and supports_response_schema(model)
 
 
-class TypedCritic:
-    """The critic of a run with an ``output_type``: the check first, then the user's critic
-    (if any) on answers that passed it.
+class TypedCritic(AllOf):
+    """The critic of a run with an ``output_type``: ``AllOf(check, critic, order="given")``,
+    recorded under the user's critic's name.
 
-    A failed check is the verdict, as it is: its errors go to the revise step verbatim and the
-    user's critic is not asked (nor paid). Whatever the user's critic decides, the verdict
-    carries the check's validated object, so ``result.parsed`` is an ``output_type`` instance
-    whenever the final answer validated. The run records the user's critic's name.
+    The check comes first, whatever the user's critic costs: a failed check is the round's
+    verdict, its errors going to the revise step verbatim, and the user's critic is neither
+    asked nor paid. When both pass, the verdict is the user's critic's own (its score, its raw
+    reply); either way it carries the check's validated object (``AllOf``'s ``parsed``), so
+    ``result.parsed`` is an ``output_type`` instance whenever the final answer validated.
     """
 
     def __init__(self, check: SchemaCritic, critic: Critic | None) -> None:
-        self.check_critic = check
-        self.critic = critic
-        self.expensive = bool(getattr(critic, "expensive", False))
-        self.name = critic.name if critic is not None else check.name
-
-    def check(self, setup: CriticSetup) -> None:
-        """The user's critic's own check (validation has nothing to check)."""
-        if self.critic is not None:
-            check_critic(self.critic, setup)
+        members = [check] if critic is None else [check, critic]
+        super().__init__(*members, order="given", name=(critic or check).name)
+        self.user_critic = critic
 
     def label(self, setup: CriticSetup) -> str:
-        return critic_label(self.critic or self.check_critic, setup)
+        """The user's critic's label (the check's when there is none)."""
+        return critic_label(self.user_critic or self.critics[0], setup)
 
-    async def acritique(self, request: CritiqueRequest) -> Verdict:
-        validated = await self.check_critic.acritique(request)
-        if not validated.passed or self.critic is None:
-            return validated
-        verdict = await self.critic.acritique(request)
-        return verdict.model_copy(update={"parsed": validated.parsed})
+    def _combine(self, verdicts: list[Verdict]) -> Verdict:
+        """Every member passed: the last one's verdict (its usage is all there is: the check
+        costs nothing), with the check's object."""
+        return verdicts[-1].model_copy(update={"parsed": verdicts[0].parsed})

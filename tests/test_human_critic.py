@@ -91,6 +91,28 @@ async def test_an_unchanged_revision_goes_back_to_the_person(tmp_path: Path) -> 
     assert (done.stop_reason, done.output, len(fake.requests)) == (rk.StopReason.PASSED, "4", 3)
 
 
+async def test_a_typed_answer_goes_to_the_person_once_it_validates(tmp_path: Path) -> None:
+    """``output_type`` with a HumanCritic: validation judges first (an invalid draft is revised
+    without bothering the person), then the run pauses. The typed critic wraps the person, and
+    the run must still know one is there (a thread of its own, a pause, a resume)."""
+    fake = ScriptedLLM(["<output>seventeen</output>", '<output>{"n": 4}</output>'])
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    async with _reflector(fake, tmp_path, output_type=schema) as reflector:
+        paused = await reflector.arun(QUESTION)
+        assert paused.stop_reason is rk.StopReason.AWAITING_HUMAN
+        assert paused.thread_id is not None
+        assert paused.output == '{"n": 4}'
+        first = paused.iterations[0].verdict
+        assert first is not None
+        assert first.feedback.startswith("No JSON found in the answer")
+        done = await reflector.aresume(paused, "pass")
+    assert (done.stop_reason, done.parsed, len(fake.requests)) == (
+        rk.StopReason.PASSED,
+        {"n": 4},
+        2,
+    )
+
+
 async def test_the_stream_ends_with_the_pause(tmp_path: Path) -> None:
     fake = ScriptedLLM(["<output>17</output>"])
     async with _reflector(fake, tmp_path) as reflector:

@@ -79,7 +79,9 @@ class _Composite(abc.ABC):
             verdict = await critic.acritique(request)
             verdicts.append(verdict)
             if verdict.passed == self._stop_at:
-                return verdict.model_copy(update={"usage": _usage(verdicts)})
+                # What an earlier member parsed (a SchemaCritic's object) stays on the verdict.
+                parsed = next((v.parsed for v in verdicts if v.parsed is not None), None)
+                return verdict.model_copy(update={"usage": _usage(verdicts), "parsed": parsed})
         return self._combine(verdicts)
 
     @abc.abstractmethod
@@ -91,8 +93,9 @@ class AllOf(_Composite):
     """Passes when every critic passes; stops at the first that does not.
 
     That critic's verdict is the round's, its feedback going to the revise step verbatim; later
-    critics are not asked. When all pass, the score is the lowest given, and ``parsed`` the
-    first critic's that has one (a :class:`~reflectkit.SchemaCritic`'s object). ``critic=[a, b]``
+    critics are not asked. When all pass, the score is the lowest given. Either way ``parsed``
+    is the first critic's that has one (a :class:`~reflectkit.SchemaCritic`'s object), so an
+    answer that validated keeps its object even when a later critic rejects it. ``critic=[a, b]``
     means ``AllOf(a, b)``. The verdict's ``usage`` adds up every critic asked.
 
     Args:
