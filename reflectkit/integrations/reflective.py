@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun
 from langchain_core.language_models import BaseChatModel
@@ -31,6 +31,7 @@ from langchain_core.runnables import (
     patch_config,
 )
 
+from reflectkit.config import OnCriticError
 from reflectkit.critics.base import (
     Critic,
     CriticSetup,
@@ -50,14 +51,13 @@ from reflectkit.prompts import Prompts
 from reflectkit.redaction import one_line
 from reflectkit.result import Draft, Iteration, ReflectionResult, StopReason
 from reflectkit.runner import run_sync
+from reflectkit.stopping import select_final
 from reflectkit.tags import REFLECTION_TAGS
 from reflectkit.trajectory import Trajectory
 from reflectkit.usage import Usage
 from reflectkit.verdict import Verdict
 
 __all__ = ["ReflectiveRunnable", "reflective"]
-
-OnCriticError = Literal["raise", "keep_best"]
 
 
 def _takes_one_argument(fn: Any) -> bool:
@@ -81,19 +81,6 @@ def _critic(value: Any) -> Critic | None:
     if callable(value) and not isinstance(value, Critic) and _takes_one_argument(value):
         return TrajectoryCritic(value)
     return as_critic(value)
-
-
-def _best(iterations: list[Iteration]) -> Iteration:
-    """The answer to keep when none passed: the best-judged (highest score, then latest)."""
-    judged = [i for i in iterations if i.verdict is not None]
-    if not judged:
-        return iterations[-1]
-
-    def rank(iteration: Iteration) -> tuple[float, int]:
-        score = iteration.verdict.score if iteration.verdict else None
-        return (score if score is not None else -1.0, iteration.number)
-
-    return max(judged, key=rank)
 
 
 def _with_record(output: Any, result: ReflectionResult) -> Any:
@@ -214,7 +201,8 @@ class ReflectiveRunnable(Runnable[Any, Any]):
             if number < self.max_iterations:
                 critique = self._critique_turn(shape, iteration.draft.output, verdict)
                 shape.next_input(output, verdict, critique)
-        chosen = iterations[-1] if stop is StopReason.PASSED else _best(iterations)
+        index, best = select_final(iterations, stop)  # the loop's own rule for what is kept
+        chosen = iterations[index]
         result = ReflectionResult(
             output=chosen.draft.output,
             iterations=iterations,
@@ -226,7 +214,7 @@ class ReflectiveRunnable(Runnable[Any, Any]):
             final_iteration=chosen.number,
             seconds=time.monotonic() - started,
             critic_error=failure,
-            selection="last" if chosen is iterations[-1] else "best",
+            selection="best" if best else "last",
         )
         return _with_record(outputs[chosen.number - 1], result), result
 
