@@ -69,7 +69,9 @@ def test_without_a_critic_validation_alone_runs_the_loop() -> None:
     result = rk.reflect(QUESTION, generator.model, output_type=City)
     assert (result.mode, result.stop_reason, result.parsed) == ("loop", "passed", PARIS)
     assert result.usage.calls == 2
-    feedback = result.iterations[0].verdict.feedback  # type: ignore[union-attr]
+    verdict = result.iterations[0].verdict
+    assert verdict is not None
+    feedback = verdict.feedback
     assert feedback.startswith("No JSON found in the answer")
     assert feedback in generator.requests[1].last_user_text
 
@@ -84,7 +86,9 @@ def test_parsed_stays_the_validated_object_when_the_users_critic_rejects_it() ->
         max_iterations=1,
     )
     assert result.stop_reason == "max_iterations"
-    assert result.iterations[0].verdict.feedback == "too vague"  # type: ignore[union-attr]
+    verdict = result.iterations[0].verdict
+    assert verdict is not None
+    assert verdict.feedback == "too vague"
     assert result.parsed == PARIS
     assert result.critic == "<lambda>"
 
@@ -99,7 +103,9 @@ def test_a_json_schema_dict_is_an_output_type_too() -> None:
     generator = ScriptedLLM(['<output>{"n": -4}</output>', '<output>{"n": 4}</output>'])
     result = rk.reflect("2+2", generator.model, output_type=schema)
     assert result.parsed == {"n": 4}
-    assert result.iterations[0].verdict.issues == ["n: -4 is less than the minimum of 0"]  # type: ignore[union-attr]
+    verdict = result.iterations[0].verdict
+    assert verdict is not None
+    assert verdict.issues == ["n: -4 is less than the minimum of 0"]
 
 
 def test_a_single_pass_validates_once_and_never_revises() -> None:
@@ -108,7 +114,9 @@ def test_a_single_pass_validates_once_and_never_revises() -> None:
     assert typed.run(QUESTION).parsed == PARIS
     failed = typed.run(QUESTION)
     assert (failed.stop_reason, failed.parsed) == ("single_pass", None)
-    assert failed.iterations[0].verdict.issues == ["population: Field required"]  # type: ignore[union-attr]
+    verdict = failed.iterations[0].verdict
+    assert verdict is not None
+    assert verdict.issues == ["population: Field required"]
     assert generator.remaining == 0
 
 

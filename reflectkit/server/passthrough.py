@@ -10,10 +10,10 @@ would add several times the SDK's own cost per call (:mod:`reflectkit.models.com
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from reflectkit.config import RetryPolicy
 from reflectkit.errors import ProviderError, ReflectkitError
 from reflectkit.models.compatible import SdkUpstream, sdk_eligible
 from reflectkit.models.llm import ModelClient, delta_text, first_choice, token_count
@@ -30,17 +30,12 @@ Message = dict[str, Any]
 class UpstreamClient(ModelClient):
     """A model client that returns the provider's raw response instead of reflectkit's summary."""
 
-    def __init__(
-        self,
-        model: str,
-        params: Mapping[str, Any] | None = None,
-        *,
-        retry: RetryPolicy | None = None,
-        timeout: float | None = None,
-    ) -> None:
-        super().__init__(model, params, retry=retry, timeout=timeout)
-        eligible = self._direct is None and sdk_eligible(model, self.params)
-        self._sdk = SdkUpstream(model, self.params) if eligible else None
+    @functools.cached_property
+    def _sdk(self) -> SdkUpstream | None:
+        """The SDK client of an OpenAI-compatible upstream; None: the call goes through
+        LiteLLM (or, for the embedded model, straight to it)."""
+        eligible = self._direct is None and sdk_eligible(self.model, self.params)
+        return SdkUpstream(self.model, self.params) if eligible else None
 
     def check(self) -> None:
         """The model's check, and the SDK's import when the calls go through it."""

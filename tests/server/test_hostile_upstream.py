@@ -128,16 +128,10 @@ def serving(upstream: HostileUpstream) -> Iterator[HostileUpstream]:
         yield upstream
 
 
-@pytest.fixture(scope="module")
-def _server() -> Iterator[HostileUpstream]:
-    with serving(HostileUpstream()) as upstream:
-        yield upstream
-
-
 @pytest.fixture
-def upstream(_server: HostileUpstream) -> HostileUpstream:
-    _server.script(completion())
-    return _server
+def upstream(hostile_server: HostileUpstream) -> HostileUpstream:
+    hostile_server.script(completion())
+    return hostile_server
 
 
 def kwargs(upstream: HostileUpstream, retry: RetryPolicy = ONCE) -> dict[str, Any]:

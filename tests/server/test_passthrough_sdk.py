@@ -31,7 +31,6 @@ from tests.server.test_hostile_upstream import (
     MODEL,
     Canned,
     HostileUpstream,
-    _server,  # noqa: F401  (the module's scripted server, a fixture)
     chat,
     chunks,
     completion,
@@ -48,10 +47,9 @@ SECRET = "sk-passthrough-secret-0000"
 
 
 @pytest.fixture
-def upstream(request: pytest.FixtureRequest) -> HostileUpstream:
-    server: HostileUpstream = request.getfixturevalue("_server")
-    server.script(completion("four"))
-    return server
+def upstream(hostile_server: HostileUpstream) -> HostileUpstream:
+    hostile_server.script(completion("four"))
+    return hostile_server
 
 
 def client(upstream: HostileUpstream, **params: Any) -> UpstreamClient:
